@@ -1,0 +1,22 @@
+# The two set-up commands of the README. Each creates .venv and installs what it needs.
+PY ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(VENV)/bin/python -m pip install -q -e '.[test]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+.PHONY: demo test bench install
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/sor demo
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest
+
+bench: $(STAMP)
+	$(VENV)/bin/python bench/bench_routing.py

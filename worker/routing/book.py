@@ -1,0 +1,135 @@
+"""A venue's book side prepared for routing: prefix sums and lot rules in one place.
+
+Everything here is exact ``Decimal`` arithmetic; walking a book is O(log levels) thanks to
+the cumulative quantity and notional arrays.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from dataclasses import dataclass
+from decimal import Decimal
+
+from worker.domain.models import Side, VenueConfig, VenueQuote
+
+ZERO = Decimal(0)
+BPS = Decimal(10_000)
+
+
+def floor_to_step(qty: Decimal, step: Decimal) -> Decimal:
+    """The largest multiple of ``step`` not above ``qty``."""
+    return (qty // step) * step
+
+
+def ceil_to_step(qty: Decimal, step: Decimal) -> Decimal:
+    """The smallest multiple of ``step`` not below ``qty``."""
+    units = qty // step
+    return units * step if units * step == qty else (units + 1) * step
+
+
+def within_limit(side: Side, price: Decimal, limit: Decimal | None) -> bool:
+    if limit is None:
+        return True
+    return price <= limit if side is Side.BUY else price >= limit
+
+
+@dataclass(frozen=True, slots=True)
+class SideBook:
+    """The side of one venue's book that an order takes from, with the limit price's cut.
+
+    ``rates[j]`` is the signed, fee-adjusted price per unit of level ``j``: buys minimise
+    ``price * (1 + taker)``, sells minimise ``-price * (1 - taker)``; one ordering serves both.
+    """
+
+    venue: VenueConfig
+    side: Side
+    prices: tuple[Decimal, ...]
+    qtys: tuple[Decimal, ...]
+    cum_qty: tuple[Decimal, ...]  # cum_qty[j] = quantity of levels before j
+    cum_notional: tuple[Decimal, ...]
+    rates: tuple[Decimal, ...]
+    fee_rate: Decimal
+    usable: int  # levels within the limit price; the rest only serve single-venue benchmarks
+    max_qty: Decimal  # depth within limit, floored to the venue's step
+    min_qty: Decimal  # smallest step-aligned qty meeting min_qty and min_notional; > max_qty: unusable
+
+    @classmethod
+    def build(cls, venue: VenueConfig, quote: VenueQuote, side: Side, limit: Decimal | None) -> "SideBook":
+        levels = quote.side_levels(side)
+        prices = tuple(price for price, _ in levels)
+        qtys = tuple(qty for _, qty in levels)
+        cum_q = [ZERO]
+        cum_n = [ZERO]
+        usable = 0
+        for price, qty in levels:
+            if within_limit(side, price, limit):
+                usable += 1
+            cum_q.append(cum_q[-1] + qty)
+            cum_n.append(cum_n[-1] + price * qty)
+        fee_rate = venue.taker_fee_bps / BPS
+        factor = (1 + fee_rate) if side is Side.BUY else (1 - fee_rate)
+        rates = tuple(side.sign * price * factor for price in prices)
+        max_qty = floor_to_step(cum_q[usable], venue.step_size)
+        book = cls(venue, side, prices, qtys, tuple(cum_q), tuple(cum_n), rates, fee_rate, usable, max_qty, ZERO)
+        object.__setattr__(book, "min_qty", book._smallest_order())
+        return book
+
+    @property
+    def name(self) -> str:
+        return self.venue.name
+
+    @property
+    def depth(self) -> Decimal:
+        """Visible quantity on this side, ignoring the limit."""
+        return self.cum_qty[-1]
+
+    def _smallest_order(self) -> Decimal:
+        step, max_qty = self.venue.step_size, self.max_qty
+        smallest = ceil_to_step(max(self.venue.min_qty, step), step)
+        if self.venue.min_notional > 0 and self.cum_notional[self.usable] >= self.venue.min_notional:
+            j = bisect_left(self.cum_notional, self.venue.min_notional)  # first prefix reaching it
+            level = j - 1
+            needed = self.cum_qty[level] + (self.venue.min_notional - self.cum_notional[level]) / self.prices[level]
+            smallest = max(smallest, ceil_to_step(needed, step))
+            # Division rounds at the context precision; nudge up until the notional really holds.
+            while smallest <= max_qty and self.notional(smallest) < self.venue.min_notional:
+                smallest += step
+        elif self.venue.min_notional > 0:
+            return max_qty + step  # the whole visible depth is below min_notional
+        return smallest
+
+    def level_at(self, qty: Decimal) -> int:
+        """Index of the level the next unit after ``qty`` comes from."""
+        return bisect_right(self.cum_qty, qty) - 1 if qty < self.cum_qty[-1] else len(self.prices)
+
+    def net_vwap(self, qty: Decimal) -> Decimal | None:
+        """Fee-inclusive average price of ``qty`` walked from the top, ignoring the limit."""
+        if qty <= 0 or qty > self.depth:
+            return None
+        return self.side.sign * self.signed_cost(qty) / qty
+
+    def notional(self, qty: Decimal) -> Decimal:
+        """Gross quote amount (before fees) of taking ``qty`` from the top of the book."""
+        if qty <= 0:
+            return ZERO
+        j = bisect_left(self.cum_qty, qty) - 1  # level holding the qty-th unit
+        return self.cum_notional[j] + (qty - self.cum_qty[j]) * self.prices[j]
+
+    def signed_cost(self, qty: Decimal) -> Decimal:
+        """Fee-inclusive cost of ``qty``: positive paid for buys, negative received for sells."""
+        gross = self.notional(qty)
+        factor = (1 + self.fee_rate) if self.side is Side.BUY else (1 - self.fee_rate)
+        return self.side.sign * gross * factor
+
+    def worst_price(self, qty: Decimal) -> Decimal:
+        """Price of the last level touched by ``qty``: the protective limit for the leg."""
+        return self.prices[bisect_left(self.cum_qty, qty) - 1]
+
+    def levels_touched(self, qty: Decimal) -> int:
+        return bisect_left(self.cum_qty, qty) if qty > 0 else 0
+
+    def is_valid_qty(self, qty: Decimal) -> bool:
+        """The venue accepts an order of ``qty``: on its step, above its minimums, within depth."""
+        if qty == 0:
+            return True
+        return self.min_qty <= qty <= self.max_qty and qty % self.venue.step_size == 0

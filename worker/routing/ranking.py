@@ -1,0 +1,47 @@
+"""The seed's venue ranking: top of book, fee-adjusted net price, best first."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from worker.domain.models import Side, VenueConfig, VenueQuote, VenueRoute
+from worker.routing.book import BPS
+
+BPS_QUANTUM = Decimal("0.0001")
+
+
+def net_price(side: Side, price: Decimal, taker_fee_bps: Decimal) -> Decimal:
+    """What one unit really costs (buy) or yields (sell) after the taker fee."""
+    fee = taker_fee_bps / BPS
+    return price * (1 + fee) if side is Side.BUY else price * (1 - fee)
+
+
+def venue_route(side: Side, venue: VenueConfig, quote: VenueQuote) -> VenueRoute | None:
+    """The ranking entry of one venue, or ``None`` when its book has nothing on our side."""
+    levels = quote.side_levels(side)
+    if not levels:
+        return None
+    bid = quote.bids[0][0] if quote.bids else None
+    ask = quote.asks[0][0] if quote.asks else None
+    spread = spread_bps = None
+    if bid is not None and ask is not None:
+        spread = ask - bid
+        spread_bps = (spread / ((ask + bid) / 2) * BPS).quantize(BPS_QUANTUM)
+    net = net_price(side, levels[0][0], venue.taker_fee_bps)
+    return VenueRoute(
+        provider=venue.name,
+        symbol=quote.symbol,
+        bid_price=bid,
+        ask_price=ask,
+        spread=spread,
+        spread_bps=spread_bps,
+        maker_fee_bps=venue.maker_fee_bps,
+        taker_fee_bps=venue.taker_fee_bps,
+        net_price=net,
+        score=net,
+    )
+
+
+def rank(side: Side, routes: list[VenueRoute]) -> list[VenueRoute]:
+    """Best first: lowest score for buys, highest for sells; ties by venue name."""
+    return sorted(routes, key=lambda r: (side.sign * r.score, r.provider))
