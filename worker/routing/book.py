@@ -7,6 +7,7 @@ the cumulative quantity and notional arrays.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
+from collections import OrderedDict
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -27,50 +28,78 @@ def ceil_to_step(qty: Decimal, step: Decimal) -> Decimal:
     return units * step if units * step == qty else (units + 1) * step
 
 
-def within_limit(side: Side, price: Decimal, limit: Decimal | None) -> bool:
-    if limit is None:
-        return True
-    return price <= limit if side is Side.BUY else price >= limit
+@dataclass(frozen=True, slots=True)
+class PreparedSide:
+    """Prefix sums and fee-adjusted rates of one side of one quote: computed once per quote."""
+
+    quote: VenueQuote  # held so the id() in the memo key cannot be recycled while cached
+    side: Side
+    keys: tuple[Decimal, ...]  # sign * price: ascending on both sides, for bisecting the limit
+    prices: tuple[Decimal, ...]
+    cum_qty: tuple[Decimal, ...]  # cum_qty[j] = quantity of the levels before j
+    cum_notional: tuple[Decimal, ...]
+    rates: tuple[Decimal, ...]
+    fee_rate: Decimal
+    factor: Decimal  # sign * (1 +/- fee): rates[j] == factor * prices[j]
+
+
+_MEMO: OrderedDict[tuple[int, Side, Decimal], PreparedSide] = OrderedDict()
+_MEMO_SIZE = 8192
+
+
+def prepare_side(quote: VenueQuote, side: Side, taker_fee_bps: Decimal) -> PreparedSide:
+    """The prepared side of ``quote``, memoised: the worker routes many intents per quote."""
+    key = (id(quote), side, taker_fee_bps)
+    hit = _MEMO.get(key)
+    if hit is not None and hit.quote is quote:
+        return hit
+    sign = side.sign
+    fee_rate = taker_fee_bps / BPS
+    factor = sign * ((1 + fee_rate) if side is Side.BUY else (1 - fee_rate))
+    prices, keys, rates, cum_q, cum_n = [], [], [], [ZERO], [ZERO]
+    q_total = n_total = ZERO
+    for price, qty in quote.side_levels(side):
+        prices.append(price)
+        keys.append(sign * price)
+        rates.append(factor * price)
+        q_total += qty
+        n_total += price * qty
+        cum_q.append(q_total)
+        cum_n.append(n_total)
+    prepared = PreparedSide(quote, side, tuple(keys), tuple(prices), tuple(cum_q), tuple(cum_n), tuple(rates), fee_rate, factor)
+    _MEMO[key] = prepared
+    if len(_MEMO) > _MEMO_SIZE:
+        _MEMO.popitem(last=False)
+    return prepared
 
 
 @dataclass(frozen=True, slots=True)
 class SideBook:
-    """The side of one venue's book that an order takes from, with the limit price's cut.
+    """The side of one venue's book an order takes from, with the venue's rules and the limit.
 
     ``rates[j]`` is the signed, fee-adjusted price per unit of level ``j``: buys minimise
     ``price * (1 + taker)``, sells minimise ``-price * (1 - taker)``; one ordering serves both.
+    Levels past ``usable`` are beyond the limit price and only serve single-venue benchmarks.
     """
 
     venue: VenueConfig
     side: Side
     prices: tuple[Decimal, ...]
-    qtys: tuple[Decimal, ...]
-    cum_qty: tuple[Decimal, ...]  # cum_qty[j] = quantity of levels before j
+    cum_qty: tuple[Decimal, ...]
     cum_notional: tuple[Decimal, ...]
     rates: tuple[Decimal, ...]
     fee_rate: Decimal
-    usable: int  # levels within the limit price; the rest only serve single-venue benchmarks
+    factor: Decimal
+    usable: int
     max_qty: Decimal  # depth within limit, floored to the venue's step
     min_qty: Decimal  # smallest step-aligned qty meeting min_qty and min_notional; > max_qty: unusable
 
     @classmethod
     def build(cls, venue: VenueConfig, quote: VenueQuote, side: Side, limit: Decimal | None) -> "SideBook":
-        levels = quote.side_levels(side)
-        prices = tuple(price for price, _ in levels)
-        qtys = tuple(qty for _, qty in levels)
-        cum_q = [ZERO]
-        cum_n = [ZERO]
-        usable = 0
-        for price, qty in levels:
-            if within_limit(side, price, limit):
-                usable += 1
-            cum_q.append(cum_q[-1] + qty)
-            cum_n.append(cum_n[-1] + price * qty)
-        fee_rate = venue.taker_fee_bps / BPS
-        factor = (1 + fee_rate) if side is Side.BUY else (1 - fee_rate)
-        rates = tuple(side.sign * price * factor for price in prices)
-        max_qty = floor_to_step(cum_q[usable], venue.step_size)
-        book = cls(venue, side, prices, qtys, tuple(cum_q), tuple(cum_n), rates, fee_rate, usable, max_qty, ZERO)
+        prep = prepare_side(quote, side, venue.taker_fee_bps)
+        usable = len(prep.prices) if limit is None else bisect_right(prep.keys, side.sign * limit)
+        max_qty = floor_to_step(prep.cum_qty[usable], venue.step_size)
+        book = cls(venue, side, prep.prices, prep.cum_qty, prep.cum_notional, prep.rates, prep.fee_rate, prep.factor, usable, max_qty, ZERO)
         object.__setattr__(book, "min_qty", book._smallest_order())
         return book
 
@@ -117,9 +146,7 @@ class SideBook:
 
     def signed_cost(self, qty: Decimal) -> Decimal:
         """Fee-inclusive cost of ``qty``: positive paid for buys, negative received for sells."""
-        gross = self.notional(qty)
-        factor = (1 + self.fee_rate) if self.side is Side.BUY else (1 - self.fee_rate)
-        return self.side.sign * gross * factor
+        return self.factor * self.notional(qty)
 
     def worst_price(self, qty: Decimal) -> Decimal:
         """Price of the last level touched by ``qty``: the protective limit for the leg."""

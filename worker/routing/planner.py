@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import decimal
 from decimal import Decimal
-from typing import Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 from worker.domain.models import (
     Algorithm,
@@ -48,10 +48,11 @@ def _eligible_books(
     now_ms: int | None,
     max_quote_age_ms: int | None,
     unavailable: Mapping[str, ExclusionReason],
-) -> tuple[list[SideBook], list[VenueRoute], list[Exclusion]]:
+) -> tuple[list[SideBook], list[VenueRoute], list[Exclusion], list[SideBook]]:
     allowed = set(intent.venues) if intent.venues is not None else None
     side, limit = intent.side, intent.limit_price
     eligible: list[SideBook] = []
+    quoted: list[SideBook] = []  # every venue with a usable quote: the single-venue benchmarks
     routes: list[VenueRoute] = []
     excluded: list[Exclusion] = []
     for venue in venues:
@@ -77,6 +78,7 @@ def _eligible_books(
             continue
         routes.append(entry)
         book = SideBook.build(venue, quote, side, limit)
+        quoted.append(book)
         if book.max_qty == 0:
             excluded.append(Exclusion(venue=name, reason=ExclusionReason.NO_LIQUIDITY_WITHIN_LIMIT, detail=f"no level within limit {limit}"))
         elif book.min_qty > book.max_qty:
@@ -89,7 +91,7 @@ def _eligible_books(
             )
         else:
             eligible.append(book)
-    return eligible, routes, excluded
+    return eligible, routes, excluded, quoted
 
 
 def _savings_bps(side: Side, reference: Decimal, net: Decimal) -> Decimal:
@@ -125,13 +127,14 @@ def route(
     the caller has ruled out (an open circuit breaker, a venue that already failed this intent).
     """
     with decimal.localcontext(_CONTEXT):
-        return _route(intent, books, venues, now_ms, max_quote_age_ms, round_no, qty, unavailable or {}, algorithm or intent.algorithm)
+        chosen = intent.algorithm if algorithm is None else Algorithm(algorithm)
+        return _route(intent, books, venues, now_ms, max_quote_age_ms, round_no, qty, unavailable or {}, chosen)
 
 
 def _route(intent, books, venues, now_ms, max_quote_age_ms, round_no, qty, unavailable, algorithm) -> RoutePlan:
     side = intent.side
     total = intent.qty if qty is None else qty
-    eligible, routes, excluded = _eligible_books(intent, books, venues, now_ms, max_quote_age_ms, unavailable)
+    eligible, routes, excluded, quoted = _eligible_books(intent, books, venues, now_ms, max_quote_age_ms, unavailable)
     routes = rank(side, routes)
     order = {r.provider: i for i, r in enumerate(routes)}
     eligible.sort(key=lambda b: order[b.name])
@@ -148,7 +151,7 @@ def _route(intent, books, venues, now_ms, max_quote_age_ms, round_no, qty, unava
         fee = notional * book.fee_rate
         r = by_name[book.name]
         legs.append(
-            PlanLeg(
+            PlanLeg.model_construct(
                 provider=book.name,
                 qty=leg_qty,
                 estimated_price=_avg(notional, leg_qty),
@@ -170,7 +173,7 @@ def _route(intent, books, venues, now_ms, max_quote_age_ms, round_no, qty, unava
         net = _avg(notional_sum + side.sign * fees, planned)
         # Single-venue benchmarks: the same quantity sent whole to one venue, walking its
         # whole visible book (the seed compares against the worst venue).
-        benchmarks = [v for v in (b.net_vwap(planned) for b in _benchmark_books(intent, books, venues, routes)) if v is not None]
+        benchmarks = [v for v in (b.net_vwap(planned) for b in quoted) if v is not None]
         if benchmarks:
             worst = max(benchmarks, key=lambda p: side.sign * p)
             best = min(benchmarks, key=lambda p: side.sign * p)
@@ -178,7 +181,7 @@ def _route(intent, books, venues, now_ms, max_quote_age_ms, round_no, qty, unava
             savings_best = _savings_bps(side, best, net)
 
     as_of = max((books[b.name].ts for b in eligible), default=None)
-    return RoutePlan(
+    return RoutePlan.model_construct(
         plan_id=plan_id_for(intent.intent_id, round_no),
         intent_id=intent.intent_id,
         symbol=intent.symbol,
@@ -202,9 +205,3 @@ def _route(intent, books, venues, now_ms, max_quote_age_ms, round_no, qty, unava
         quotes_as_of=as_of,
     )
 
-
-def _benchmark_books(
-    intent: OrderIntent, books: Mapping[str, VenueQuote], venues: Sequence[VenueConfig], routes: Iterable[VenueRoute]
-) -> list[SideBook]:
-    config = {v.name: v for v in venues}
-    return [SideBook.build(config[r.provider], books[r.provider], intent.side, None) for r in routes]

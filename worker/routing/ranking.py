@@ -17,7 +17,11 @@ def net_price(side: Side, price: Decimal, taker_fee_bps: Decimal) -> Decimal:
 
 
 def venue_route(side: Side, venue: VenueConfig, quote: VenueQuote) -> VenueRoute | None:
-    """The ranking entry of one venue, or ``None`` when its book has nothing on our side."""
+    """The ranking entry of one venue, or ``None`` when its book has nothing on our side.
+
+    Built with ``model_construct``: every value is already a validated ``Decimal`` and this
+    runs for every venue of every intent.
+    """
     levels = quote.side_levels(side)
     if not levels:
         return None
@@ -28,7 +32,7 @@ def venue_route(side: Side, venue: VenueConfig, quote: VenueQuote) -> VenueRoute
         spread = ask - bid
         spread_bps = (spread / ((ask + bid) / 2) * BPS).quantize(BPS_QUANTUM)
     net = net_price(side, levels[0][0], venue.taker_fee_bps)
-    return VenueRoute(
+    return VenueRoute.model_construct(
         provider=venue.name,
         symbol=quote.symbol,
         bid_price=bid,
