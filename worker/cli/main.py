@@ -10,6 +10,24 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sor", description="Smart order router worker.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("plan", help="read {intent, venues, quotes} JSON on stdin, print the RoutePlan")
+
+    p = sub.add_parser("broker", help="run the embedded Kafka-protocol broker (Tansu) in the foreground")
+    p.add_argument("--port", type=int, default=9092)
+
+    p = sub.add_parser("worker", help="consume intents, route, execute, publish; until SIGTERM")
+    p.add_argument("--bootstrap-servers", dest="bootstrap_servers", help="HOST:PORT[,...] (SOR_BOOTSTRAP_SERVERS)")
+    p.add_argument("--venues", dest="venues_file", help="venues TOML file (SOR_VENUES_FILE)")
+    p.add_argument("--group-id", dest="group_id", help="consumer group (SOR_GROUP_ID)")
+    p.add_argument("--max-in-flight", dest="max_in_flight", type=int, help="intents in flight (SOR_MAX_IN_FLIGHT)")
+    p.add_argument("--max-quote-age-ms", dest="max_quote_age_ms", type=int, help="stale after (SOR_MAX_QUOTE_AGE_MS)")
+    p.add_argument("--http-port", dest="http_port", type=int, help="metrics/health port (SOR_HTTP_PORT)")
+    p.add_argument("--log-format", dest="log_format", choices=["json", "console"], help="(SOR_LOG_FORMAT)")
+
+    p = sub.add_parser("demo", help="broker + paper venues + market data + OMS + worker, with a summary")
+    p.add_argument("--intents", type=int, default=300, help="how many intents the OMS simulator sends")
+    p.add_argument("--rate", type=float, default=40.0, help="intents per second")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--bootstrap-servers", dest="bootstrap_servers", help="use this Kafka instead of an embedded broker")
     return parser
 
 
@@ -19,6 +37,20 @@ def main(argv: list[str] | None = None) -> int:
         from worker.cli import plan
 
         return plan.main()
+    if args.command == "broker":
+        from worker.cli import run
+
+        return run.broker(args.port)
+    if args.command == "worker":
+        from worker.cli import run
+
+        opts = vars(args).copy()
+        opts.pop("command")
+        return run.worker(opts)
+    if args.command == "demo":
+        from worker.cli import demo
+
+        return demo.main(args)
     return 2
 
 

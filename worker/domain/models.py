@@ -80,6 +80,7 @@ class ExclusionReason(str, Enum):
     NO_LIQUIDITY_WITHIN_LIMIT = "no_liquidity_within_limit"
     BELOW_MINIMUM = "below_minimum"
     CIRCUIT_OPEN = "circuit_open"
+    VENUE_FAILED = "venue_failed"  # rejected or errored an earlier round of this intent
 
 
 def _lower(value: Any) -> Any:
@@ -288,6 +289,7 @@ class ExecutionResult(_Model):
     filled_qty: Dec
     vwap: Dec | None
     legs: list[LegResult] = Field(default_factory=list)
+    rounds: int = 0
     status: ExecutionStatus
     reason: str | None = None
     latency_ms: int

@@ -1,0 +1,53 @@
+"""The composition root: the one place that turns settings into wired objects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from worker.config import Settings
+from worker.domain.models import VenueConfig
+from worker.execution.executor import Executor
+from worker.execution.risk import RiskLimits
+from worker.pipeline.quotes import QuoteCache
+from worker.pipeline.service import IntentService
+from worker.pipeline.stats import Stats
+from worker.pipeline.worker import IntentWorker
+from worker.venues.base import VenueAdapter
+from worker.venues.paper import PaperVenue
+
+
+def build_adapter(venue: VenueConfig, quotes: QuoteCache) -> VenueAdapter:
+    """The adapter a venue's config names; new exchanges are added here and only here."""
+    if venue.adapter == "paper":
+        return PaperVenue(venue, lambda symbol, name=venue.name: quotes.get(name, symbol))
+    if venue.adapter == "http":
+        from worker.venues.http import HttpVenue
+
+        if not venue.url:
+            raise ValueError(f"venue {venue.name}: adapter 'http' needs a url")
+        return HttpVenue(venue)
+    raise ValueError(f"venue {venue.name}: unknown adapter {venue.adapter!r}")
+
+
+@dataclass
+class App:
+    settings: Settings
+    venues: list[VenueConfig]
+    quotes: QuoteCache
+    adapters: dict[str, VenueAdapter]
+    service: IntentService
+    worker: IntentWorker
+    stats: Stats
+
+
+def build(settings: Settings, venues: Sequence[VenueConfig]) -> App:
+    quotes = QuoteCache()
+    adapters = {v.name: build_adapter(v, quotes) for v in venues}
+    executor = Executor(adapters, settings.leg_timeout_ms)
+    limits = RiskLimits(settings.account_max_notional, settings.default_max_notional, settings.intent_ttl_ms)
+    service = IntentService(venues, quotes, executor, limits, settings.max_quote_age_ms,
+                            max_rounds=settings.max_rounds, execution_deadline_ms=settings.execution_deadline_ms)
+    stats = Stats()
+    worker = IntentWorker(settings, service, quotes, stats)
+    return App(settings, list(venues), quotes, adapters, service, worker, stats)

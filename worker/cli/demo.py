@@ -1,0 +1,199 @@
+"""``sor demo``: the whole system on one machine, with a live progress line and a summary.
+
+Embedded broker (Tansu) -> market-data simulator -> OMS simulator -> the worker with paper
+venues -> outcome topics, read back by the summary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import sys
+import time
+from collections import Counter, defaultdict
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+OUT = sys.stdout
+
+
+def _say(text: str) -> None:
+    print(text, file=OUT, flush=True)
+
+
+class Collector:
+    """Reads the outcome topics back, exactly as a downstream consumer would."""
+
+    def __init__(self, bootstrap: str, topics):
+        self.topics = topics
+        self.consumer = AIOKafkaConsumer(topics.executions, topics.plans, topics.dlq, topics.fills, bootstrap_servers=bootstrap,
+                                         group_id=None, auto_offset_reset="earliest", enable_auto_commit=False)
+        self.results: dict[str, dict] = {}
+        self.result_copies = 0
+        self.plans: dict[str, dict] = {}
+        self.dead = 0
+        self.fills = 0
+
+    async def run(self) -> None:
+        await self.consumer.start()
+        try:
+            while True:
+                batch = await self.consumer.getmany(timeout_ms=200)
+                for tp, records in batch.items():
+                    for r in records:
+                        if tp.topic == self.topics.dlq:
+                            self.dead += 1
+                        elif tp.topic == self.topics.fills:
+                            self.fills += 1
+                        elif tp.topic == self.topics.plans:
+                            plan = orjson.loads(r.value)
+                            self.plans[plan["intent_id"]] = plan
+                        else:
+                            res = orjson.loads(r.value)
+                            self.result_copies += 1
+                            self.results[res["intent_id"]] = res
+        finally:
+            await self.consumer.stop()
+
+
+def _pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+def summary(collector: Collector, sent: int, duplicates: int, garbage: int, elapsed: float) -> str:
+    results = collector.results
+    statuses = Counter(r["status"] for r in results.values())
+    reasons = Counter(r["reason"].split(":")[0] for r in results.values() if r["status"] == "rejected" and r.get("reason"))
+    latencies = [r["latency_ms"] for r in results.values() if r["status"] != "rejected"]
+    leg_errors = Counter(f"{leg['status']}{' ' + leg['error'] if leg.get('error') else ''}" for r in results.values()
+                         if r["status"] == "failed" for leg in r["legs"])
+    by_alg: dict[str, list[float]] = defaultdict(list)
+    for intent_id, res in results.items():
+        plan = collector.plans.get(intent_id)
+        if res["status"] in ("filled", "partial") and plan and plan.get("savings_vs_single_venue") is not None:
+            by_alg[plan["algorithm"]].append(float(plan["savings_vs_single_venue"]))
+    all_savings = [s for v in by_alg.values() for s in v]
+    lines = [
+        "",
+        "== sor demo: summary " + "=" * 44,
+        f"{'intents sent':<40}{sent:>10}   (+{duplicates} duplicates, +{garbage} garbage)",
+        f"{'final results':<40}{len(results):>10}   ({collector.result_copies} records)",
+    ]
+    for status in ("filled", "partial", "failed", "rejected"):
+        extra = ""
+        if status == "rejected" and reasons:
+            extra = "   (" + ", ".join(f"{k} {v}" for k, v in reasons.most_common()) + ")"
+        if status == "failed" and leg_errors:
+            extra = "   (legs: " + ", ".join(f"{k} {v}" for k, v in leg_errors.most_common(4)) + ")"
+        lines.append(f"{'  ' + status:<40}{statuses.get(status, 0):>10}{extra}")
+    lines += [
+        f"{'fills published':<40}{collector.fills:>10}",
+        f"{'dead letters (sor.dlq.v1)':<40}{collector.dead:>10}",
+        f"{'mean savings vs single venue (bps)':<40}{statistics.fmean(all_savings) if all_savings else float('nan'):>10.2f}",
+    ]
+    for alg in ("sor", "split", "best"):
+        if by_alg.get(alg):
+            lines.append(f"{'  ' + alg + f' ({len(by_alg[alg])} executed)':<40}{statistics.fmean(by_alg[alg]):>10.2f}")
+    lines += [
+        f"{'intent-to-result latency p50 (ms)':<40}{_pct(latencies, 50):>10.0f}",
+        f"{'intent-to-result latency p99 (ms)':<40}{_pct(latencies, 99):>10.0f}",
+        f"{'wall time (s)':<40}{elapsed:>10.1f}",
+        "=" * 65,
+    ]
+    return "\n".join(lines)
+
+
+async def run(args) -> int:
+    from worker import logging as sor_logging
+    from worker.app import build
+    from worker.broker import EmbeddedBroker
+    from worker.config import Settings
+    from worker.pipeline.kafka import ensure_topics
+    from worker.sim.market import MarketSimulator
+    from worker.sim.oms import OmsSimulator
+    from worker.sim.venues import DEMO_VENUES
+
+    sor_logging.configure("console", "warning")
+    broker = None
+    bootstrap = args.bootstrap_servers
+    if not bootstrap:
+        broker = EmbeddedBroker().start()
+        bootstrap = broker.bootstrap
+        _say(f"[demo] embedded broker (Tansu) on {bootstrap}")
+    started = time.monotonic()
+    try:
+        settings = Settings(bootstrap_servers=bootstrap, group_id="sor-demo", client_id="sor-demo", log_format="console",
+                            log_level="warning", http_port=getattr(args, "http_port", None))
+        app = build(settings, DEMO_VENUES)
+        await ensure_topics(settings)
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2)
+        await producer.start()
+        market = MarketSimulator(DEMO_VENUES, seed=args.seed)
+        await market.publish_all(producer, settings.topics.quotes)
+        market_task = asyncio.create_task(market.run(producer, settings.topics.quotes))
+        _say(f"[demo] market data: {', '.join(v.name for v in DEMO_VENUES)} publishing BTC/USD books every 100 ms")
+
+        stop = asyncio.Event()
+        worker_task = asyncio.create_task(app.worker.run(stop))
+        ready = asyncio.create_task(app.worker.ready.wait())
+        await asyncio.wait([ready, worker_task], timeout=60, return_when=asyncio.FIRST_COMPLETED)
+        if worker_task.done():
+            worker_task.result()  # surfaces the start-up error
+        _say("[demo] worker ready: quote cache caught up, consumer group joined")
+
+        collector = Collector(bootstrap, settings.topics)
+        collector_task = asyncio.create_task(collector.run())
+        oms = OmsSimulator(seed=args.seed)
+        sent = dup = junk = 0
+        last_print = 0.0
+
+        def progress() -> None:
+            st = Counter(r["status"] for r in collector.results.values())
+            _say(f"[{time.monotonic() - started:6.1f}s] sent {sent:>4}/{args.intents} | results {len(collector.results):>4} "
+                 f"(filled {st['filled']}, partial {st['partial']}, failed {st['failed']}, rejected {st['rejected']}) "
+                 f"| dlq {collector.dead} | in flight {app.stats.in_flight}")
+
+        for n in range(args.intents):
+            for msg in oms.next_messages(n, market.mid):
+                await producer.send(settings.topics.intents, msg.value, key=msg.key)
+                sent += msg.kind == "intent"
+                dup += msg.kind == "duplicate"
+                junk += msg.kind == "garbage"
+            await asyncio.sleep(1 / args.rate)
+            if time.monotonic() - last_print > 1:
+                progress()
+                last_print = time.monotonic()
+        await producer.flush()
+        deadline = time.monotonic() + 60
+        while (len(collector.results) < sent or collector.dead < junk) and time.monotonic() < deadline:
+            await asyncio.sleep(0.25)
+            if time.monotonic() - last_print > 1:
+                progress()
+                last_print = time.monotonic()
+        progress()
+        stop.set()
+        await worker_task
+        for task in (market_task, collector_task):
+            task.cancel()
+        await asyncio.gather(market_task, collector_task, return_exceptions=True)
+        await producer.stop()
+        _say(summary(collector, sent, dup, junk, time.monotonic() - started))
+        missing = sent - len(collector.results)
+        if missing:
+            _say(f"[demo] {missing} intents have no final result")
+            return 1
+        return 0
+    finally:
+        if broker:
+            broker.stop()
+
+
+def main(args) -> int:
+    try:
+        return asyncio.run(run(args))
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,111 @@
+"""Frozen, validated configuration: ``SOR_*`` environment variables, flags, a venues file.
+
+One :class:`Settings` object is built at start (``worker.app``) and passed down; nothing
+reads the environment anywhere else.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from decimal import Decimal
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from worker.domain.errors import InputError, describe
+from worker.domain.models import VenueConfig
+
+
+class Topics(BaseModel):
+    """Topic names; every one can be renamed (``SOR_TOPICS__INTENTS=...``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    intents: str = "sor.intents.v1"
+    quotes: str = "sor.quotes.v1"
+    plans: str = "sor.plans.v1"
+    executions: str = "sor.executions.v1"
+    fills: str = "sor.fills.v1"
+    dlq: str = "sor.dlq.v1"
+    journal: str = "sor.journal.v1"
+
+
+class Settings(BaseSettings):
+    """Everything the worker needs to run; see the README's configuration table."""
+
+    model_config = SettingsConfigDict(env_prefix="SOR_", env_nested_delimiter="__", frozen=True, extra="ignore")
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    venues_file: Path | None = None
+    group_id: str = "sor-worker"
+    client_id: str = "sor-worker"
+    topics: Topics = Topics()
+    topic_partitions: int = Field(default=6, ge=1, le=10_000)
+    topic_replication: int = Field(default=1, ge=1, le=10)
+    max_quote_age_ms: int = Field(default=2_000, ge=0)
+    max_in_flight: int = Field(default=256, ge=1, le=100_000)
+    leg_timeout_ms: int = Field(default=2_000, ge=1)
+    max_rounds: int = Field(default=3, ge=1, le=20)
+    execution_deadline_ms: int = Field(default=10_000, ge=1)
+    intent_ttl_ms: int = Field(default=60_000, ge=1)
+    commit_interval_ms: int = Field(default=200, ge=10)
+    shutdown_timeout_s: float = Field(default=30.0, gt=0)
+    dedupe_capacity: int = Field(default=1_000_000, ge=1)
+    account_max_notional: dict[str, Decimal] = Field(default_factory=dict)
+    default_max_notional: Decimal | None = None
+    # "auto": try the idempotent producer, fall back (with a warning) where the broker refuses
+    # InitProducerId, as the embedded Tansu broker does. Production sets "true".
+    enable_idempotence: Literal["auto", "true", "false"] = "auto"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    log_format: Literal["json", "console"] = "json"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    http_port: int | None = Field(default=None, ge=0, le=65535)
+
+
+def load_venues(path: Path) -> list[VenueConfig]:
+    """Read a TOML venues file (``[[venues]]`` tables); errors name the file and the field."""
+    try:
+        doc = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"venues file {path}: not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"venues file {path}: invalid TOML: {exc}") from None
+    tables = doc.get("venues")
+    if not isinstance(tables, list) or not tables:
+        raise InputError(f"venues file {path}: expected at least one [[venues]] table")
+    venues = []
+    for i, table in enumerate(tables):
+        try:
+            venues.append(VenueConfig.model_validate(table))
+        except ValidationError as exc:
+            raise InputError(f"venues file {path}: {describe(exc, f'venues[{i}]')}") from None
+    names = [v.name for v in venues]
+    if len(set(names)) != len(names):
+        raise InputError(f"venues file {path}: duplicate venue names in {names}")
+    return venues
+
+
+def kafka_security(settings: Settings) -> dict:
+    """aiokafka keyword arguments for TLS and SASL; the password stays a SecretStr until here."""
+    kwargs: dict = {"security_protocol": settings.security_protocol}
+    if settings.security_protocol in ("SSL", "SASL_SSL"):
+        from aiokafka.helpers import create_ssl_context
+
+        kwargs["ssl_context"] = create_ssl_context(
+            cafile=str(settings.ssl_cafile) if settings.ssl_cafile else None,
+            certfile=str(settings.ssl_certfile) if settings.ssl_certfile else None,
+            keyfile=str(settings.ssl_keyfile) if settings.ssl_keyfile else None,
+        )
+    if settings.security_protocol.startswith("SASL"):
+        kwargs["sasl_mechanism"] = settings.sasl_mechanism or "PLAIN"
+        kwargs["sasl_plain_username"] = settings.sasl_username
+        kwargs["sasl_plain_password"] = settings.sasl_password.get_secret_value() if settings.sasl_password else None
+    return kwargs

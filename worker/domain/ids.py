@@ -1,0 +1,30 @@
+"""Deterministic identifiers: the same intent, round and leg always give the same ids."""
+
+from __future__ import annotations
+
+import hashlib
+
+from worker.domain.models import CLIENT_ORDER_ID_RE
+
+
+def intent_digest(intent_id: str) -> str:
+    """20 hex characters of BLAKE2b: fixed length whatever the OMS's id looks like."""
+    return hashlib.blake2b(intent_id.encode(), digest_size=10).hexdigest()
+
+
+def client_order_id(intent_id: str, round_no: int, leg_no: int) -> str:
+    """``sor-<digest>-<round>-<leg>``: at most 36 characters of ``[A-Za-z0-9._:-]``, so it
+    fits Binance's ``newClientOrderId``; a re-send after a crash carries the same id."""
+    if not (0 <= round_no < 100 and 0 <= leg_no < 1000):
+        raise ValueError(f"round {round_no} / leg {leg_no} out of range")
+    coid = f"sor-{intent_digest(intent_id)}-{round_no}-{leg_no}"
+    assert CLIENT_ORDER_ID_RE.match(coid), coid
+    return coid
+
+
+def result_event_id(intent_id: str) -> str:
+    return f"result:{intent_id}"
+
+
+def fill_id(intent_id: str, alloc_id: int) -> str:
+    return f"{intent_id}:{alloc_id}"

@@ -1,0 +1,151 @@
+"""Executes a plan's legs in parallel through the venue adapters and builds the outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Callable, Mapping
+
+import structlog
+
+from worker.domain.ids import client_order_id, fill_id, result_event_id
+from worker.domain.models import (
+    ExecutionResult,
+    ExecutionStatus,
+    Fill,
+    FillEvent,
+    LegResult,
+    LegStatus,
+    OrderIntent,
+    PlanLeg,
+    RoutePlan,
+)
+from worker.routing.book import ZERO
+from worker.routing.planner import PRICE_QUANTUM
+from worker.venues.base import LegOrder, OrderReport, VenueAdapter, VenueError
+
+log = structlog.get_logger("sor.execution")
+
+
+@dataclass(frozen=True, slots=True)
+class LegOutcome:
+    leg: PlanLeg
+    client_order_id: str
+    report: OrderReport
+    latency_ms: int
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Executor:
+    """Sends every leg at once, each with its own timeout; never blind-retries a leg.
+
+    A timeout or transport error means the order's state is unknown: it is reconciled by
+    ``query`` with the same client order id, never by sending it again.
+    """
+
+    def __init__(self, adapters: Mapping[str, VenueAdapter], leg_timeout_ms: int, clock: Callable[[], int] = now_ms):
+        self.adapters = adapters
+        self.leg_timeout_s = leg_timeout_ms / 1000
+        self.clock = clock
+
+    async def run_legs(self, intent: OrderIntent, plan: RoutePlan) -> list[LegOutcome]:
+        return list(await asyncio.gather(*(self._run_leg(intent, plan, i, leg) for i, leg in enumerate(plan.legs))))
+
+    async def _run_leg(self, intent: OrderIntent, plan: RoutePlan, leg_no: int, leg: PlanLeg) -> LegOutcome:
+        coid = client_order_id(intent.intent_id, plan.round, leg_no)
+        order = LegOrder(coid, intent.symbol, intent.side, leg.qty, leg.worst_price)
+        adapter = self.adapters[leg.provider]
+        started = time.perf_counter()
+        try:
+            report = await asyncio.wait_for(adapter.place(order), self.leg_timeout_s)
+            if report.error == "Duplicate order sent.":
+                # Already placed (a redelivery after a crash): the venue's record is the truth.
+                report = await self._reconcile(adapter, coid, "duplicate client order id")
+        except (asyncio.TimeoutError, VenueError) as exc:
+            report = await self._reconcile(adapter, coid, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+        latency = int((time.perf_counter() - started) * 1000)
+        log.info("leg", intent_id=intent.intent_id, venue=leg.provider, client_order_id=coid, status=report.status.value,
+                 qty=format(leg.qty, "f"), filled=format(report.filled_qty, "f"), latency_ms=latency)
+        return LegOutcome(leg, coid, report, latency)
+
+    async def _reconcile(self, adapter: VenueAdapter, coid: str, why: str) -> OrderReport:
+        try:
+            found = await asyncio.wait_for(adapter.query(coid), self.leg_timeout_s)
+        except (asyncio.TimeoutError, VenueError) as exc:
+            return OrderReport(coid, None, LegStatus.UNKNOWN, ZERO, error=f"{why}; query failed: {type(exc).__name__}")
+        if found is None:
+            return OrderReport(coid, None, LegStatus.FAILED, ZERO, error=f"{why}; the venue has no such order")
+        return found
+
+
+def build_result(
+    intent: OrderIntent, plans: list[RoutePlan], outcomes: list[LegOutcome], latency_ms: int
+) -> tuple[ExecutionResult, list[FillEvent]]:
+    """The final result and its fill events, in a deterministic order.
+
+    Allocations are numbered best price first, then by venue and trade, like the Binance
+    SOR FAQ lists them; ``allocId`` counts 0, 1, 2, ... per intent, across all rounds.
+    """
+    plan = plans[0]
+    trades = []
+    for o in outcomes:
+        for t in o.report.trades:
+            trades.append((intent.side.sign * t.price, o.leg.provider, t.trade_id, o.client_order_id, t))
+    trades.sort(key=lambda x: (x[0], x[1], x[2]))
+    fills: list[Fill] = []
+    events: list[FillEvent] = []
+    for alloc_id, (_, provider, _, coid, t) in enumerate(trades):
+        fill = Fill(price=t.price, qty=t.qty, commission=t.commission, commissionAsset=t.commission_asset, allocId=alloc_id, provider=provider)
+        fills.append(fill)
+        fid = fill_id(intent.intent_id, alloc_id)
+        events.append(FillEvent(event_id=f"fill:{fid}", fill_id=fid, intent_id=intent.intent_id, account_id=intent.account_id,
+                                plan_id=plan.plan_id, symbol=intent.symbol, side=intent.side, client_order_id=coid, fill=fill))
+    filled = sum((f.qty for f in fills), ZERO)
+    quote_qty = sum((f.price * f.qty for f in fills), ZERO)
+    legs = [
+        LegResult(
+            provider=o.leg.provider, order_id=o.report.order_id, client_order_id=o.client_order_id, qty=o.leg.qty,
+            filled_qty=o.report.filled_qty, price=_vwap(o.report), status=o.report.status, latency_ms=o.latency_ms,
+            error=o.report.error,
+        )
+        for o in outcomes
+    ]
+    if filled == intent.qty:
+        status = ExecutionStatus.FILLED
+    elif filled > 0:
+        status = ExecutionStatus.PARTIAL
+    else:
+        status = ExecutionStatus.FAILED
+    reasons = [f"{leg.provider}: {leg.status.value}{' (' + leg.error + ')' if leg.error else ''}" for leg in legs if leg.status is not LegStatus.FILLED]
+    if filled < intent.qty:
+        reasons.append(f"filled {filled} of {intent.qty} in {len(plans)} round(s)")
+    result = ExecutionResult(
+        event_id=result_event_id(intent.intent_id), plan_id=plan.plan_id, intent_id=intent.intent_id,
+        account_id=intent.account_id, symbol=intent.symbol, side=intent.side, algorithm=plan.algorithm,
+        total_qty=intent.qty, filled_qty=filled, vwap=(quote_qty / filled).quantize(PRICE_QUANTUM).normalize() if filled else None,
+        legs=legs, rounds=len(plans), status=status, reason="; ".join(reasons) or None, latency_ms=latency_ms,
+        executedQty=filled, cummulativeQuoteQty=quote_qty, fills=fills,
+    )
+    return result, events
+
+
+def rejected_result(intent: OrderIntent, reason: str, latency_ms: int, plan: RoutePlan | None = None) -> ExecutionResult:
+    """The final outcome of a valid intent that was not executed."""
+    return ExecutionResult(
+        event_id=result_event_id(intent.intent_id), plan_id=plan.plan_id if plan else None, intent_id=intent.intent_id,
+        account_id=intent.account_id, symbol=intent.symbol, side=intent.side, algorithm=intent.algorithm,
+        total_qty=intent.qty, filled_qty=ZERO, vwap=None, status=ExecutionStatus.REJECTED, reason=reason,
+        latency_ms=latency_ms, executedQty=ZERO, cummulativeQuoteQty=ZERO,
+    )
+
+
+def _vwap(report: OrderReport) -> Decimal | None:
+    qty = sum((t.qty for t in report.trades), ZERO)
+    if not qty:
+        return None
+    return (sum((t.price * t.qty for t in report.trades), ZERO) / qty).quantize(PRICE_QUANTUM).normalize()

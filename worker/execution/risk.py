@@ -1,0 +1,43 @@
+"""Pre-trade checks, separate from execution (NautilusTrader's RiskEngine split)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Mapping
+
+from worker.domain.models import OrderIntent, RoutePlan
+
+
+@dataclass(frozen=True)
+class RiskLimits:
+    """Per-account notional caps; ``default_max_notional`` covers accounts not listed."""
+
+    account_max_notional: Mapping[str, Decimal] = field(default_factory=dict)
+    default_max_notional: Decimal | None = None
+    intent_ttl_ms: int = 60_000
+
+    def max_notional(self, account_id: str) -> Decimal | None:
+        return self.account_max_notional.get(account_id, self.default_max_notional)
+
+
+def check_intent(intent: OrderIntent, now_ms: int, limits: RiskLimits) -> str | None:
+    """Why the intent must not trade before routing (expired, over the cap), else ``None``."""
+    if intent.expires_at is not None and now_ms > intent.expires_at:
+        return f"expired: expires_at {intent.expires_at} is {now_ms - intent.expires_at} ms in the past"
+    if intent.expires_at is None and intent.created_at is not None and now_ms > intent.created_at + limits.intent_ttl_ms:
+        return f"expired: created_at {intent.created_at} is older than the {limits.intent_ttl_ms} ms TTL"
+    cap = limits.max_notional(intent.account_id)
+    if cap is not None and intent.limit_price is not None and intent.qty * intent.limit_price > cap:
+        return f"risk_limit: notional {intent.qty * intent.limit_price} exceeds the account's max {cap}"
+    return None
+
+
+def check_plan(intent: OrderIntent, plan: RoutePlan, limits: RiskLimits) -> str | None:
+    """Checks that need the plan: a market order's notional is only known once routed."""
+    cap = limits.max_notional(intent.account_id)
+    if cap is not None and plan.estimated_vwap is not None:
+        notional = plan.estimated_vwap * plan.planned_qty
+        if notional > cap:
+            return f"risk_limit: estimated notional {notional} exceeds the account's max {cap}"
+    return None

@@ -1,0 +1,175 @@
+"""aiokafka plumbing: topic creation, the producer, the quote feed and the DLQ."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from typing import Awaitable, Callable
+
+import orjson
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, UnknownError
+
+from worker.config import Settings, kafka_security
+from worker.domain.errors import InputError
+from worker.domain.models import VenueQuote
+from worker.pipeline.codec import decode
+from worker.pipeline.quotes import QuoteCache
+
+log = structlog.get_logger("sor.kafka")
+
+
+async def ensure_topics(settings: Settings, names: list[str] | None = None, compacted: tuple[str, ...] = ()) -> None:
+    """Create the topics that do not exist yet (all of ``settings.topics`` by default)."""
+    topics = settings.topics
+    names = names or [topics.intents, topics.quotes, topics.plans, topics.executions, topics.fills, topics.dlq, topics.journal]
+    compacted = compacted or (topics.journal,)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id=f"{settings.client_id}-admin", **kafka_security(settings))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [n for n in names if n not in existing]
+        if missing:
+            await admin.create_topics([
+                NewTopic(n, settings.topic_partitions, settings.topic_replication,
+                         topic_configs={"cleanup.policy": "compact"} if n in compacted else {})
+                for n in missing
+            ])
+            log.info("topics_created", topics=missing, partitions=settings.topic_partitions)
+    finally:
+        await admin.close()
+
+
+async def start_producer(settings: Settings) -> AIOKafkaProducer:
+    """An acks=all producer; idempotent unless the broker cannot do it and the setting allows."""
+    common = dict(bootstrap_servers=settings.bootstrap_servers, client_id=settings.client_id, acks="all",
+                  linger_ms=2, **kafka_security(settings))
+    if settings.enable_idempotence != "false":
+        producer = AIOKafkaProducer(enable_idempotence=True, **common)
+        sender_log = logging.getLogger("aiokafka.producer.sender")
+        level = sender_log.level
+        if settings.enable_idempotence == "auto":
+            sender_log.setLevel(logging.CRITICAL)  # our own warning below explains the refusal
+        try:
+            await producer.start()
+            return producer
+        except UnknownError:
+            await producer.stop()
+            if settings.enable_idempotence == "true":
+                raise
+        finally:
+            sender_log.setLevel(level)
+            log.warning("idempotence_unavailable", detail="broker refused InitProducerId (Tansu does); "
+                        "producing without idempotence. Set SOR_ENABLE_IDEMPOTENCE=true on real Kafka.")
+    producer = AIOKafkaProducer(**common)
+    await producer.start()
+    return producer
+
+
+def dlq_record(source_topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None, error: str) -> bytes:
+    """The DLQ envelope: the original bytes (base64, and as text when they are UTF-8), where
+    they came from, and the readable error."""
+    text = None
+    if value is not None:
+        try:
+            text = value.decode()
+        except UnicodeDecodeError:
+            pass
+    return orjson.dumps({
+        "error": error,
+        "source_topic": source_topic,
+        "source_partition": partition,
+        "source_offset": offset,
+        "original_key": key.decode(errors="replace") if key is not None else None,
+        "original_value_b64": base64.b64encode(value).decode() if value is not None else None,
+        "original_value": text,
+        "failed_at": time.time_ns() // 1_000_000,
+    })
+
+
+class DeadLetters:
+    """Publishes undecodable input to the DLQ and waits for the broker's acknowledgement."""
+
+    def __init__(self, producer: AIOKafkaProducer, topic: str, on_dead: Callable[[], None] = lambda: None):
+        self.producer = producer
+        self.topic = topic
+        self.on_dead = on_dead
+
+    async def send(self, source_topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None, error: str) -> None:
+        log.warning("dead_letter", source_topic=source_topic, partition=partition, offset=offset, error=error)
+        headers = [("sor.error", error.encode()[:4096]), ("sor.source", f"{source_topic}/{partition}/{offset}".encode())]
+        # Keyed by the source coordinates: every quote reader dead-letters a bad quote, and a
+        # restart re-reads history, so copies share one key that consumers (and compaction)
+        # de-duplicate on.
+        coords = f"{source_topic}:{partition}:{offset}".encode()
+        await self.producer.send_and_wait(self.topic, dlq_record(source_topic, partition, offset, key, value, error), key=coords, headers=headers)
+        self.on_dead()
+
+
+class QuoteFeed:
+    """Reads every partition of the quotes topic with no consumer group, so every worker
+    holds the whole cache; ``catch_up`` returns once the end offsets seen at start are read."""
+
+    def __init__(self, settings: Settings, cache: QuoteCache, dead: Callable[..., Awaitable[None]] | None):
+        self.settings = settings
+        self.cache = cache
+        self.dead = dead
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, client_id=f"{settings.client_id}-quotes",
+                                         enable_auto_commit=False, group_id=None, **kafka_security(settings))
+        self.caught_up = asyncio.Event()
+
+    async def start(self) -> None:
+        await self.consumer.start()
+        topic = self.settings.topics.quotes
+        partitions = self.consumer.partitions_for_topic(topic)
+        for _ in range(50):
+            if partitions:
+                break
+            await asyncio.sleep(0.1)
+            await self.consumer.topics()
+            partitions = self.consumer.partitions_for_topic(topic)
+        if not partitions:
+            raise KafkaError(f"topic {topic} has no partitions")
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        self.consumer.assign(tps)
+        await self.consumer.seek_to_beginning(*tps)
+        self._targets = {tp: off for tp, off in (await self.consumer.end_offsets(tps)).items() if off > 0}
+
+    async def catch_up(self, timeout_s: float = 120.0) -> int:
+        """Load the latest quote per ``venue:symbol``; returns how many records were read."""
+        read = 0
+        deadline = time.monotonic() + timeout_s
+        while self._targets and time.monotonic() < deadline:
+            read += await self._poll(500)
+            for tp in list(self._targets):
+                if await self.consumer.position(tp) >= self._targets[tp]:
+                    del self._targets[tp]
+        if self._targets:
+            raise TimeoutError(f"quote cache did not catch up within {timeout_s}s: {self._targets}")
+        self.caught_up.set()
+        log.info("quotes_caught_up", records=read, books=len(self.cache))
+        return read
+
+    async def _poll(self, timeout_ms: int) -> int:
+        batch = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=5000)
+        n = 0
+        for tp, records in batch.items():
+            for rec in records:
+                n += 1
+                try:
+                    self.cache.update(decode(VenueQuote, rec.value))
+                except InputError as exc:
+                    if self.dead is not None:
+                        await self.dead(tp.topic, tp.partition, rec.offset, rec.key, rec.value, str(exc))
+        return n
+
+    async def run(self) -> None:
+        while True:
+            await self._poll(200)
+
+    async def stop(self) -> None:
+        await self.consumer.stop()

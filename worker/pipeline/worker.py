@@ -1,0 +1,236 @@
+"""The Kafka edge: decode, call the service, publish, commit. Nothing else lives here.
+
+Checkpoints follow a fixed order (as in Quix Streams): an intent's outcome events are
+acknowledged by the broker first, and only then may its offset, and only the contiguous
+finished prefix of its partition, be committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict, defaultdict
+
+import structlog
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+
+from worker.config import Settings, kafka_security
+from worker.domain.errors import InputError
+from worker.domain.models import OrderIntent
+from worker.execution.executor import now_ms, rejected_result
+from worker.pipeline.codec import decode, encode
+from worker.pipeline.kafka import DeadLetters, QuoteFeed, ensure_topics, start_producer
+from worker.pipeline.offsets import OffsetTracker
+from worker.pipeline.quotes import QuoteCache
+from worker.pipeline.service import IntentService, Outcome
+from worker.pipeline.stats import Stats
+
+log = structlog.get_logger("sor.worker")
+
+
+class _SeenIntents:
+    """Bounded memory of intent ids this process has taken on (a republished id runs once)."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def add(self, intent_id: str) -> bool:
+        """True if the id is new."""
+        if intent_id in self._ids:
+            return False
+        self._ids[intent_id] = None
+        if len(self._ids) > self.capacity:
+            self._ids.popitem(last=False)
+        return True
+
+
+class IntentWorker:
+    """Consumes intents in a consumer group and publishes plans, fills and results."""
+
+    def __init__(self, settings: Settings, service: IntentService, quotes: QuoteCache, stats: Stats | None = None):
+        self.settings = settings
+        self.service = service
+        self.quotes = quotes
+        self.stats = stats or Stats()
+        self.tracker = OffsetTracker()
+        self.seen = _SeenIntents(settings.dedupe_capacity)
+        self.tasks: dict[TopicPartition, set[asyncio.Task]] = defaultdict(set)
+        self.ready = asyncio.Event()
+        self._uncommitted: dict[TopicPartition, int] = {}
+        self._paused = False
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until ``stop`` is set, then drain in-flight intents, commit, and return."""
+        s = self.settings
+        await ensure_topics(s)
+        self.producer = await start_producer(s)
+        self.dead = DeadLetters(self.producer, s.topics.dlq, self._count_dead)
+        feed = QuoteFeed(s, self.quotes, self.dead.send)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=s.bootstrap_servers, client_id=s.client_id, group_id=s.group_id,
+            enable_auto_commit=False, auto_offset_reset="earliest", **kafka_security(s),
+        )
+        self.consumer = consumer
+        feed_task = None
+        try:
+            await feed.start()
+            await feed.catch_up()  # every book is loaded before the first intent
+            feed_task = asyncio.create_task(feed.run(), name="quote-feed")
+            consumer.subscribe([s.topics.intents], listener=_Rebalance(self))
+            await consumer.start()
+            self.ready.set()
+            log.info("worker_started", group=s.group_id, intents=s.topics.intents, books=len(self.quotes))
+            await self._consume(stop)
+            await self._drain()
+        finally:
+            self.ready.clear()
+            if feed_task:
+                feed_task.cancel()
+            for closer in (consumer.stop, feed.stop, self.producer.stop):
+                try:
+                    await closer()
+                except Exception as exc:  # a close failure must not hide the original error
+                    log.warning("close_failed", error=repr(exc))
+            log.info("worker_stopped", **{k: v for k, v in self.stats.by_status.items()})
+
+    async def _consume(self, stop: asyncio.Event) -> None:
+        next_commit = 0.0
+        while not stop.is_set():
+            room = max(1, self.settings.max_in_flight - self.stats.in_flight)
+            batch = await self.consumer.getmany(timeout_ms=100, max_records=room)
+            for tp, records in batch.items():
+                for record in records:
+                    self._dispatch(tp, record)
+            self._backpressure()
+            if time.monotonic() >= next_commit:
+                await self._commit()
+                next_commit = time.monotonic() + self.settings.commit_interval_ms / 1000
+
+    async def _drain(self) -> None:
+        """Graceful stop, in numbered steps."""
+        # 1. stop fetching
+        self.consumer.pause(*self.consumer.assignment())
+        # 2. finish in-flight intents (they publish as they finish)
+        pending = [t for ts in self.tasks.values() for t in ts]
+        if pending:
+            log.info("draining", in_flight=len(pending))
+            await asyncio.wait(pending, timeout=self.settings.shutdown_timeout_s)
+        # 3. flush outputs
+        await self.producer.flush()
+        # 4. then commit inputs
+        await self._commit()
+
+    # --- one record ------------------------------------------------------------------------
+
+    def _dispatch(self, tp: TopicPartition, record) -> None:
+        self.tracker.begin(tp, record.offset)
+        try:
+            intent = decode(OrderIntent, record.value)
+        except InputError as exc:
+            self._spawn(tp, record.offset, self.dead.send(tp.topic, tp.partition, record.offset, record.key, record.value, str(exc)))
+            return
+        if not self.seen.add(intent.intent_id):
+            self.stats.duplicates += 1
+            log.info("duplicate_intent", intent_id=intent.intent_id, partition=tp.partition, offset=record.offset)
+            self.tracker.finish(tp, record.offset)
+            return
+        self._spawn(tp, record.offset, self._process(intent, now_ms()))
+
+    def _spawn(self, tp: TopicPartition, offset: int, work) -> None:
+        self.stats.in_flight += 1
+
+        async def guarded() -> None:
+            try:
+                await work
+            except Exception as exc:  # publishing failed: leave the offset uncommitted for redelivery
+                log.error("not_acknowledged", partition=tp.partition, offset=offset, error=repr(exc))
+                return
+            finally:
+                self.stats.in_flight -= 1
+            self.tracker.finish(tp, offset)
+
+        task = asyncio.create_task(guarded())
+        self.tasks[tp].add(task)
+        task.add_done_callback(self.tasks[tp].discard)
+
+    async def _process(self, intent: OrderIntent, received_ms: int) -> None:
+        with structlog.contextvars.bound_contextvars(intent_id=intent.intent_id):
+            try:
+                outcome = await self.service.handle(intent, received_ms)
+            except Exception as exc:  # a bug must still end in a final result, never a silent drop
+                log.exception("intent_failed", error=repr(exc))
+                outcome = Outcome(intent, [], rejected_result(intent, f"internal_error: {exc!r}", now_ms() - received_ms))
+            await self.publish(outcome)
+            if outcome.result is not None:
+                savings = outcome.plan.savings_vs_single_venue if outcome.plan else None
+                self.stats.record_result(outcome.result.status.value, outcome.result.latency_ms, savings)
+                log.info("intent_done", status=outcome.result.status.value, filled=format(outcome.result.filled_qty, "f"),
+                         latency_ms=outcome.result.latency_ms)
+
+    async def publish(self, outcome: Outcome) -> None:
+        """Plan, then fills, then the result; returns once the broker acknowledged all."""
+        t = self.settings.topics
+        key = outcome.intent.intent_id.encode()
+        sends = []
+        for plan in outcome.plans:
+            sends.append(await self.producer.send(t.plans, encode(plan), key=key))
+        for fill in outcome.fills:
+            sends.append(await self.producer.send(t.fills, encode(fill), key=key))
+        if outcome.result is not None:
+            sends.append(await self.producer.send(t.executions, encode(outcome.result), key=key))
+        await asyncio.gather(*sends)
+
+    # --- offsets, backpressure, rebalances ---------------------------------------------------
+
+    async def _commit(self, only: set[TopicPartition] | None = None) -> None:
+        self._uncommitted.update(self.tracker.committable())
+        offsets = {tp: off for tp, off in self._uncommitted.items() if only is None or tp in only}
+        if not offsets:
+            return
+        try:
+            await self.consumer.commit(offsets)
+        except (CommitFailedError, KafkaError) as exc:
+            log.warning("commit_failed", error=repr(exc), offsets={f"{tp.partition}": o for tp, o in offsets.items()})
+            return
+        for tp in offsets:
+            self._uncommitted.pop(tp, None)
+
+    def _backpressure(self) -> None:
+        limit = self.settings.max_in_flight
+        if not self._paused and self.stats.in_flight >= limit:
+            self.consumer.pause(*self.consumer.assignment())
+            self._paused = True
+        elif self._paused and self.stats.in_flight <= limit // 2:
+            self.consumer.resume(*self.consumer.assignment())
+            self._paused = False
+
+    def _count_dead(self) -> None:
+        self.stats.dead_letters += 1
+
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Finish and commit what this instance started before the partitions move."""
+        pending = [t for tp in revoked for t in self.tasks.get(tp, ())]
+        if pending:
+            await asyncio.wait(pending, timeout=self.settings.shutdown_timeout_s)
+        await self._commit(only=set(revoked))
+        self.tracker.forget(revoked)
+        for tp in revoked:
+            self._uncommitted.pop(tp, None)
+        log.info("partitions_revoked", partitions=sorted(tp.partition for tp in revoked))
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, worker: IntentWorker):
+        self.worker = worker
+
+    async def on_partitions_revoked(self, revoked):
+        await self.worker.on_revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned):
+        if self.worker._paused:
+            self.worker.consumer.pause(*assigned)
+        log.info("partitions_assigned", partitions=sorted(tp.partition for tp in assigned))

@@ -1,0 +1,70 @@
+"""The one narrow protocol every venue adapter implements.
+
+The router and the pipeline only see :class:`VenueAdapter`; a real exchange adapter plugs
+in by implementing these three coroutines, nothing else changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Protocol, runtime_checkable
+
+from worker.domain.models import LegStatus, Side
+
+
+@dataclass(frozen=True, slots=True)
+class LegOrder:
+    """A limit IOC order for one leg; ``limit_price`` is the leg's protective worst price."""
+
+    client_order_id: str
+    symbol: str
+    side: Side
+    qty: Decimal
+    limit_price: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class VenueTrade:
+    """One match on the venue: a venue reports one per book level it takes."""
+
+    price: Decimal
+    qty: Decimal
+    commission: Decimal
+    commission_asset: str
+    trade_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class OrderReport:
+    """What a venue says about one order: its state and every trade so far."""
+
+    client_order_id: str
+    order_id: str | None
+    status: LegStatus
+    filled_qty: Decimal
+    trades: tuple[VenueTrade, ...] = field(default_factory=tuple)
+    error: str | None = None
+
+
+class VenueError(Exception):
+    """The venue refused or failed the request; ``unknown`` means the order may exist."""
+
+    def __init__(self, message: str, *, unknown: bool = False):
+        super().__init__(message)
+        self.unknown = unknown
+
+
+@runtime_checkable
+class VenueAdapter(Protocol):
+    name: str
+
+    async def place(self, order: LegOrder) -> OrderReport:
+        """Send a new IOC order. A refused order returns status ``rejected``; a transport
+        failure raises :class:`VenueError` with ``unknown=True``."""
+
+    async def query(self, client_order_id: str) -> OrderReport | None:
+        """The order's current state, or ``None`` if the venue never saw it."""
+
+    async def cancel(self, client_order_id: str) -> OrderReport | None:
+        """Cancel what is left of the order (a no-op for a finished IOC order)."""
