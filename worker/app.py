@@ -47,7 +47,8 @@ def build(settings: Settings, venues: Sequence[VenueConfig]) -> App:
     executor = Executor(adapters, settings.leg_timeout_ms)
     limits = RiskLimits(settings.account_max_notional, settings.default_max_notional, settings.intent_ttl_ms)
     service = IntentService(venues, quotes, executor, limits, settings.max_quote_age_ms,
-                            max_rounds=settings.max_rounds, execution_deadline_ms=settings.execution_deadline_ms)
+                            max_rounds=settings.max_rounds, execution_deadline_ms=settings.execution_deadline_ms,
+                            reserve_own_liquidity=settings.reserve_own_liquidity)
     stats = Stats()
     worker = IntentWorker(settings, service, quotes, stats)
     return App(settings, list(venues), quotes, adapters, service, worker, stats)

@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     max_in_flight: int = Field(default=256, ge=1, le=100_000)
     leg_timeout_ms: int = Field(default=2_000, ge=1)
     max_rounds: int = Field(default=3, ge=1, le=20)
+    # Subtract this worker's own planned takes from a snapshot until the next one arrives.
+    # Off by default so that every plan is exactly `sor plan` on the cached books.
+    reserve_own_liquidity: bool = False
     execution_deadline_ms: int = Field(default=10_000, ge=1)
     intent_ttl_ms: int = Field(default=60_000, ge=1)
     commit_interval_ms: int = Field(default=200, ge=10)

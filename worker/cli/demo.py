@@ -127,7 +127,8 @@ async def run(args) -> int:
     started = time.monotonic()
     try:
         settings = Settings(bootstrap_servers=bootstrap, group_id="sor-demo", client_id="sor-demo", log_format="console",
-                            log_level="warning", http_port=getattr(args, "http_port", None))
+                            log_level="warning", http_port=getattr(args, "http_port", None),
+                            reserve_own_liquidity=True)
         app = build(settings, DEMO_VENUES)
         await ensure_topics(settings)
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2)

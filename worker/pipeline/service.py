@@ -59,6 +59,7 @@ class IntentService:
         clock: Callable[[], int] = now_ms,
         max_rounds: int = 3,
         execution_deadline_ms: int = 10_000,
+        reserve_own_liquidity: bool = False,
     ):
         self.venues = list(venues)
         self.quotes = quotes
@@ -69,6 +70,7 @@ class IntentService:
         self.clock = clock
         self.max_rounds = max_rounds
         self.execution_deadline_ms = execution_deadline_ms
+        self.reserve_own_liquidity = reserve_own_liquidity
 
     async def handle(self, intent: OrderIntent, received_ms: int) -> Outcome:
         """Run one valid intent through every stage; never raises for a business outcome."""
@@ -109,7 +111,8 @@ class IntentService:
                      max_quote_age_ms=self.max_quote_age_ms, round_no=round_no, qty=qty, unavailable=unavailable)
 
     async def _execute(self, intent: OrderIntent, plan: RoutePlan) -> list[LegOutcome]:
-        self.quotes.reserve(plan)  # before the first await: concurrent plans see it taken
+        if self.reserve_own_liquidity:
+            self.quotes.reserve(plan)  # before the first await: concurrent plans see it taken
         return await self.executor.run_legs(intent, plan)
 
     def _apply_allow_list(self, intent: OrderIntent) -> OrderIntent:
