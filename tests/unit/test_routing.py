@@ -222,7 +222,7 @@ def test_sor_within_005_bps_of_milp_on_realistic_books(seed):
     assert plan.optimal
     assert_valid(plan, intent, venues, quotes)
     fill, cost = milp_optimum(oracle_venues(intent, venues, quotes), qty, side == "buy")
-    assert abs(float(plan.planned_qty) - fill) < 1e-7
+    assert abs(float(plan.planned_qty) - fill) < 1e-6  # HiGHS feasibility tolerance
     plan_cost = float(sum((leg.estimated_notional + leg.estimated_fee * intent.side.sign) for leg in plan.legs) * intent.side.sign)
     if fill > 0:
         assert abs(plan_cost - cost) / abs(cost) * 1e4 <= 0.05

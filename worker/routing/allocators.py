@@ -73,14 +73,24 @@ def allocate_split(books: Sequence[SideBook], routes: Sequence[VenueRoute], side
     return Allocation(out)
 
 
-def _grid(books: Sequence[SideBook]) -> Decimal:
-    """The coarsest quantity grid every combination of venue steps lies on (their gcd)."""
-    exponent = min(b.venue.step_size.as_tuple().exponent for b in books)
+def _lattice(books: Sequence[SideBook], hi: Sequence[Decimal]) -> Decimal | None:
+    """The grid every fill lies on: the gcd of the steps of venues still allowed to trade."""
+    steps = [b.venue.step_size for b, h in zip(books, hi) if h > 0]
+    if not steps:
+        return None
+    exponent = min(s.as_tuple().exponent for s in steps)
     scale = Decimal(1).scaleb(-exponent)
     g = 0
-    for b in books:
-        g = math.gcd(g, int(b.venue.step_size * scale))
+    for step in steps:
+        g = math.gcd(g, int(step * scale))
     return Decimal(g) / scale
+
+
+def _target(books: Sequence[SideBook], hi: Sequence[Decimal], qty: Decimal) -> Decimal:
+    """The most a node can fill: the quantity floored to its lattice (a valid bound, since
+    every sum of venue quantities lies on it, and far tighter when a fine-step venue is out)."""
+    g = _lattice(books, hi)
+    return ZERO if g is None else floor_to_step(qty, g)
 
 
 @dataclass(slots=True)
@@ -110,6 +120,8 @@ class _MergedLevels:
         self._seen: list[tuple[Decimal, int, int]] = []
 
     def get(self, k: int) -> tuple[Decimal, int, int] | None:
+        if k < 0:
+            return None
         seen = self._seen
         while k >= len(seen):
             nxt = next(self._source, None)
@@ -119,87 +131,59 @@ class _MergedLevels:
         return seen[k]
 
 
-def _fill_forward(books, levels: _MergedLevels, x: list[Decimal], hi: list[Decimal], cost: Decimal, rem: Decimal, k: int):
-    """Take the cheapest open capacity from merged index ``k`` on; returns (cost, rem, stop)."""
-    while rem > 0:
-        item = levels.get(k)
-        if item is None:
-            break
-        rate, i, j = item
-        cap = books[i].cum_qty[j + 1]
-        if cap > hi[i]:
-            cap = hi[i]
-        take = cap - x[i]
-        if take > 0:
-            if take >= rem:
-                x[i] += rem
-                return cost + rate * rem, ZERO, k
-            x[i] = cap
-            cost += rate * take
-            rem -= take
-        k += 1
-    return cost, rem, k
+def _rebalance(books, levels: _MergedLevels, x: list[Decimal], lo, hi, cost: Decimal, fill: Decimal, target: Decimal,
+               k: int, pinned: int = -1) -> _Relaxed:
+    """Bring a node's relaxed solution to ``target`` from the merged index ``k`` of its parent.
 
-
-def _root(books, levels: _MergedLevels, hi: list[Decimal], target: Decimal) -> _Relaxed:
-    """The greedy merge by fee-adjusted price: exact without minimums and steps, since each
-    venue's cost is convex in quantity; with them, a lower bound on every plan."""
-    x = [ZERO] * len(books)
-    cost, rem, stop = _fill_forward(books, levels, x, hi, ZERO, target, 0)
-    return _Relaxed(target - rem, cost, x, stop)
-
-
-def _lowered(books, levels, parent: _Relaxed, i: int, hi: list[Decimal], target: Decimal) -> _Relaxed:
-    """Parent with venue ``i`` capped at ``hi[i]``: the freed quantity is refilled forward.
-
-    Everything before the parent's stop is taken or clipped, so the walk resumes there.
+    Below target: take the cheapest open capacity forward (everything before ``k`` is taken
+    or clipped). Above it: give back the most expensive units taken, walking backward
+    (never below a venue's lower bound, never from ``pinned``). Both keep the relaxation
+    exactly optimal, since each venue's cost is convex in quantity.
     """
-    x = list(parent.x)
-    book = books[i]
-    cost = parent.cost - (book.signed_cost(x[i]) - book.signed_cost(hi[i]))
-    rem = target - parent.fill + (x[i] - hi[i])
-    x[i] = hi[i]
-    cost, rem, stop = _fill_forward(books, levels, x, hi, cost, rem, parent.stop)
-    return _Relaxed(target - rem, cost, x, stop)
-
-
-def _raised(books, levels, parent: _Relaxed, i: int, lo: list[Decimal], target: Decimal) -> _Relaxed | None:
-    """Parent with venue ``i`` forced to at least ``lo[i]``: the excess over the target is
-    given back from the most expensive units taken, walking back from the parent's stop.
-
-    Venue ``i``'s own untaken units all sit at or past the parent's stop, so nothing cheaper
-    than the new water level is left out.
-    """
-    x = list(parent.x)
-    book = books[i]
-    cost = parent.cost + book.signed_cost(lo[i]) - book.signed_cost(x[i])
-    excess = parent.fill + (lo[i] - x[i]) - target
-    x[i] = lo[i]
-    k = parent.stop
-    while excess > 0:
-        item = levels.get(k) if k >= 0 else None
-        if item is None:
-            if k < 0:
-                return None  # the forced minimums alone exceed the target
-            k -= 1
-            continue
-        rate, v, j = item
-        if v != i:
+    if fill < target:
+        rem = target - fill
+        while rem > 0:
+            item = levels.get(k)
+            if item is None:
+                break
+            rate, i, j = item
+            cap = books[i].cum_qty[j + 1]
+            if cap > hi[i]:
+                cap = hi[i]
+            take = cap - x[i]
+            if take > 0:
+                if take >= rem:
+                    x[i] += rem
+                    cost += rate * rem
+                    rem = ZERO
+                    break
+                x[i] = cap
+                cost += rate * take
+                rem -= take
+            k += 1
+        return _Relaxed(target - rem, cost, x, k)
+    excess = fill - target
+    k = min(k, len(levels._seen) - 1)
+    while excess > 0 and k >= 0:
+        rate, v, j = levels._seen[k]
+        if v != pinned:
             floor = books[v].cum_qty[j]
             if lo[v] > floor:
                 floor = lo[v]
             give = x[v] - floor
             if give > 0:
-                if give > excess:
-                    give = excess
-                x[v] -= give
+                if give >= excess:
+                    x[v] -= excess
+                    cost -= rate * excess
+                    excess = ZERO
+                    break
+                x[v] = floor
                 cost -= rate * give
                 excess -= give
-                if excess == 0:
-                    break
         k -= 1
-    fill = target if parent.fill + (lo[i] - parent.x[i]) >= target else parent.fill + (lo[i] - parent.x[i])
-    return _Relaxed(fill, cost, x, max(k, 0))
+    if excess > 0:
+        return None  # forced minimums alone exceed the target
+    return _Relaxed(target, cost, x, max(k, 0))
 
 
 def _violation(books: Sequence[SideBook], x: list[Decimal]) -> int | None:
@@ -213,72 +197,135 @@ def _violation(books: Sequence[SideBook], x: list[Decimal]) -> int | None:
     return None
 
 
-def _children(book: SideBook, i: int, q: Decimal, lo: list[Decimal], hi: list[Decimal]):
-    """Branch on venue ``i``: skip it or trade at least its minimum; or step down / step up."""
-    def with_bound(bounds: list[Decimal], value: Decimal) -> list[Decimal]:
-        copy = list(bounds)
-        copy[i] = value
-        return copy
+def _fine_idle(books: Sequence[SideBook], x, lo, hi) -> list[int]:
+    """Idle venues that alone make the lattice finer than the trading venues' steps.
 
-    if q < book.min_qty:  # semi-continuous: 0 or >= min_qty
-        yield "down", lo, with_bound(hi, ZERO)
-        yield "up", with_bound(lo, book.min_qty), hi
+    A remainder finer than every trading venue's step can only go to one of them; branching
+    on them first (skip them all, or trade one) ends the step-by-step shuffling of such a
+    remainder between coarse venues.
+    """
+    trading = _lattice(books, [h if q > 0 else ZERO for q, h in zip(x, hi)])
+    if trading is None:
+        return []
+    return [j for j, b in enumerate(books) if x[j] == 0 and lo[j] == 0 and hi[j] > 0 and b.venue.step_size % trading != 0]
+
+
+def _with(bounds: list[Decimal], changes: dict[int, Decimal]) -> list[Decimal]:
+    out = list(bounds)
+    for i, v in changes.items():
+        out[i] = v
+    return out
+
+
+def _branches(books: Sequence[SideBook], node: _Relaxed, lo, hi):
+    """(lo, hi, pinned venue or -1) of each child; together they cover every integer plan."""
+    x = node.x
+    i = _violation(books, x)
+    book = books[i]
+    if x[i] < book.min_qty:  # semi-continuous: 0 or >= min_qty
+        yield lo, _with(hi, {i: ZERO}), -1
+        yield _with(lo, {i: book.min_qty}), hi, i
+        return
+    fine = _fine_idle(books, x, lo, hi)
+    if fine:
+        yield lo, _with(hi, dict.fromkeys(fine, ZERO)), -1
+        for j in fine:
+            yield _with(lo, {j: books[j].min_qty}), hi, j
         return
     step = book.venue.step_size
-    down = floor_to_step(q, step)
+    down = floor_to_step(x[i], step)
     if down >= max(lo[i], book.min_qty):
-        yield "down", lo, with_bound(hi, down)
+        yield lo, _with(hi, {i: down}), -1
     elif lo[i] == 0:
-        yield "down", lo, with_bound(hi, ZERO)
+        yield lo, _with(hi, {i: ZERO}), -1
     up = down + step
     if up <= hi[i]:
-        yield "up", with_bound(lo, max(lo[i], up)), hi
+        yield _with(lo, {i: max(lo[i], up)}), hi, i
+
+
+def _child(books, levels, parent: _Relaxed, lo, hi, pinned: int, qty: Decimal) -> _Relaxed | None:
+    """A child's relaxation, derived from its parent's instead of walked from the top."""
+    x = list(parent.x)
+    cost, fill = parent.cost, parent.fill
+    for i, b in enumerate(books):
+        q = min(max(x[i], lo[i]), hi[i])
+        if q != x[i]:
+            cost += b.signed_cost(q) - b.signed_cost(x[i])
+            fill += q - x[i]
+            x[i] = q
+    return _rebalance(books, levels, x, lo, hi, cost, fill, _target(books, hi, qty), parent.stop, pinned)
+
+
+def _repair(books: Sequence[SideBook], x: list[Decimal], lo, hi, target: Decimal) -> list[Decimal]:
+    """A feasible plan near a relaxed one: every venue rounded down to its rules, then the
+    remainder placed in whole steps on the venues with the cheapest next unit."""
+    y = []
+    for b, q, l in zip(books, x, lo):
+        r = floor_to_step(q, b.venue.step_size)
+        y.append(r if r >= b.min_qty or r == 0 else (l if l > 0 else ZERO))
+    rem = target - sum(y, ZERO)
+    if rem <= 0:
+        return y
+    order = sorted((b.rates[b.level_at(q)] if b.level_at(q) < b.usable else b.rates[-1], i)
+                   for i, (b, q) in enumerate(zip(books, y)) if hi[i] > q)
+    for _, i in order:
+        b = books[i]
+        add = floor_to_step(min(rem, hi[i] - y[i]), b.venue.step_size)
+        if add <= 0 or (y[i] == 0 and add < b.min_qty):
+            continue
+        y[i] += add
+        rem -= add
+        if rem == 0:
+            break
+    return y
 
 
 def allocate_sor(books: Sequence[SideBook], qty: Decimal, node_limit: int = DEFAULT_NODE_LIMIT) -> Allocation:
     """The exact depth-aware optimum across all books under every venue's lot rules.
 
-    Branch and bound. A node's bound is the greedy relaxation: all levels of all venues merged
-    by fee-adjusted price. A relaxed venue quantity the venue would refuse branches on the
-    venue's minimum (skip the venue, or trade at least its minimum) or its step (floor, or one
-    step more). A depth-first dive finds a good plan fast; best-first search then proves it
-    optimal or improves it. Realistic books (levels on the venue's step, no binding minimum)
-    finish at the root. Past ``node_limit`` the best plan found is returned, ``optimal=False``.
+    Branch and bound. A node's bound is the greedy relaxation (all levels of all venues
+    merged by fee-adjusted price) with the fill capped at the node's lattice. A relaxed
+    quantity a venue would refuse branches on the venue's minimum (skip it, or trade at least
+    its minimum), on idle fine-step venues, or on its step (floor, or one step more). A
+    depth-first dive finds a good plan fast; best-first search then proves it optimal or
+    improves it. Realistic books finish at the root. Past ``node_limit`` the best plan found
+    is returned with ``optimal=False``.
     """
     if not books:
         return Allocation({})
-    target = floor_to_step(qty, _grid(books))
     n = len(books)
-    root_lo, root_hi = [ZERO] * n, [b.max_qty for b in books]
     levels = _MergedLevels(books)
-    root = _root(books, levels, root_hi, target)
+    root_lo, root_hi = [ZERO] * n, [b.max_qty for b in books]
+    root = _rebalance(books, levels, [ZERO] * n, root_lo, root_hi, ZERO, ZERO, _target(books, root_hi, qty), 0)
+    if _violation(books, root.x) is None:
+        return Allocation({b.name: q for b, q in zip(books, root.x) if q > 0}, optimal=True, nodes=0)
 
     # A quick feasible plan (round every venue down to its rules) makes pruning bite early.
     best_x = [_clip_to_rules(b, q) for b, q in zip(books, root.x)]
     best_key = (-sum(best_x, ZERO), sum((b.signed_cost(q) for b, q in zip(books, best_x)), ZERO))
     nodes = 0
 
-    def expand(lo, hi, node):
-        """Children of a node that might beat the incumbent, best bound first."""
+    def offer(candidate: list[Decimal]) -> None:
         nonlocal best_key, best_x
-        i = _violation(books, node.x)
+        key = (-sum(candidate, ZERO), sum((b.signed_cost(q) for b, q in zip(books, candidate) if q > 0), ZERO))
+        if key < best_key:
+            best_key, best_x = key, candidate
+
+    def expand(lo, hi, node):
+        """Open children that might beat the incumbent, best bound first."""
+        nonlocal best_key, best_x
+        offer(_repair(books, node.x, lo, hi, _target(books, hi, qty)))
         kids = []
-        for kind, child_lo, child_hi in _children(books[i], i, node.x[i], lo, hi):
-            if kind == "down":
-                child = _lowered(books, levels, node, i, child_hi, target)
-            else:
-                child = _raised(books, levels, node, i, child_lo, target)
+        for c_lo, c_hi, pinned in _branches(books, node, lo, hi):
+            child = _child(books, levels, node, c_lo, c_hi, pinned, qty)
             if child is None or child.key >= best_key:
                 continue
             if _violation(books, child.x) is None:
                 best_key, best_x = child.key, child.x
                 continue
-            kids.append((child.key, child_lo, child_hi, child))
+            kids.append((child.key, c_lo, c_hi, child))
         kids.sort(key=lambda k: k[0])
         return kids
-
-    if _violation(books, root.x) is None:
-        return Allocation({b.name: q for b, q in zip(books, root.x) if q > 0}, optimal=True, nodes=0)
 
     counter = 0
     frontier: list = []
@@ -290,10 +337,9 @@ def allocate_sor(books: Sequence[SideBook], qty: Decimal, node_limit: int = DEFA
         for key, c_lo, c_hi, child in kids[1:]:
             counter += 1
             heapq.heappush(frontier, (key, counter, c_lo, c_hi, child))
+        node = None
         if kids:
             _, lo, hi, node = kids[0]
-        else:
-            node = None
     if node is not None:
         counter += 1
         heapq.heappush(frontier, (node.key, counter, lo, hi, node))
@@ -308,7 +354,7 @@ def allocate_sor(books: Sequence[SideBook], qty: Decimal, node_limit: int = DEFA
         if nodes > node_limit:
             optimal = False
             break
-        for child in expand(lo, hi, node):
+        for key, c_lo, c_hi, child in expand(lo, hi, node):
             counter += 1
-            heapq.heappush(frontier, (child[0], counter, child[1], child[2], child[3]))
+            heapq.heappush(frontier, (key, counter, c_lo, c_hi, child))
     return Allocation({b.name: q for b, q in zip(books, best_x) if q > 0}, optimal=optimal and not frontier, nodes=nodes)
