@@ -73,24 +73,34 @@ def allocate_split(books: Sequence[SideBook], routes: Sequence[VenueRoute], side
     return Allocation(out)
 
 
-def _lattice(books: Sequence[SideBook], hi: Sequence[Decimal]) -> Decimal | None:
-    """The grid every fill lies on: the gcd of the steps of venues still allowed to trade."""
-    steps = [b.venue.step_size for b, h in zip(books, hi) if h > 0]
-    if not steps:
-        return None
-    exponent = min(s.as_tuple().exponent for s in steps)
-    scale = Decimal(1).scaleb(-exponent)
-    g = 0
-    for step in steps:
-        g = math.gcd(g, int(step * scale))
-    return Decimal(g) / scale
+class _Lattice:
+    """The grid every fill lies on: the gcd of the steps of venues still allowed to trade.
 
+    Computed in integers once per allocation and memoised per set of venues, since every
+    node asks for it.
+    """
 
-def _target(books: Sequence[SideBook], hi: Sequence[Decimal], qty: Decimal) -> Decimal:
-    """The most a node can fill: the quantity floored to its lattice (a valid bound, since
-    every sum of venue quantities lies on it, and far tighter when a fine-step venue is out)."""
-    g = _lattice(books, hi)
-    return ZERO if g is None else floor_to_step(qty, g)
+    def __init__(self, books: Sequence[SideBook]):
+        exponent = min(b.venue.step_size.as_tuple().exponent for b in books)
+        self.scale = Decimal(1).scaleb(-exponent)
+        self.units = [int(b.venue.step_size * self.scale) for b in books]
+        self._memo: dict[tuple[bool, ...], Decimal | None] = {}
+
+    def grid(self, allowed: Sequence[bool]) -> Decimal | None:
+        key = tuple(allowed)
+        if key not in self._memo:
+            g = 0
+            for unit, ok in zip(self.units, key):
+                if ok:
+                    g = math.gcd(g, unit)
+            self._memo[key] = Decimal(g) / self.scale if g else None
+        return self._memo[key]
+
+    def target(self, hi: Sequence[Decimal], qty: Decimal) -> Decimal:
+        """The most a node can fill: the quantity floored to its lattice (a valid bound, since
+        every sum of venue quantities lies on it, and far tighter when a fine-step venue is out)."""
+        g = self.grid([h > 0 for h in hi])
+        return ZERO if g is None else floor_to_step(qty, g)
 
 
 @dataclass(slots=True)
@@ -197,14 +207,14 @@ def _violation(books: Sequence[SideBook], x: list[Decimal]) -> int | None:
     return None
 
 
-def _fine_idle(books: Sequence[SideBook], x, lo, hi) -> list[int]:
+def _fine_idle(books: Sequence[SideBook], lattice: _Lattice, x, lo, hi) -> list[int]:
     """Idle venues that alone make the lattice finer than the trading venues' steps.
 
     A remainder finer than every trading venue's step can only go to one of them; branching
     on them first (skip them all, or trade one) ends the step-by-step shuffling of such a
     remainder between coarse venues.
     """
-    trading = _lattice(books, [h if q > 0 else ZERO for q, h in zip(x, hi)])
+    trading = lattice.grid([q > 0 and h > 0 for q, h in zip(x, hi)])
     if trading is None:
         return []
     return [j for j, b in enumerate(books) if x[j] == 0 and lo[j] == 0 and hi[j] > 0 and b.venue.step_size % trading != 0]
@@ -217,7 +227,7 @@ def _with(bounds: list[Decimal], changes: dict[int, Decimal]) -> list[Decimal]:
     return out
 
 
-def _branches(books: Sequence[SideBook], node: _Relaxed, lo, hi):
+def _branches(books: Sequence[SideBook], lattice: _Lattice, node: _Relaxed, lo, hi):
     """(lo, hi, pinned venue or -1) of each child; together they cover every integer plan."""
     x = node.x
     i = _violation(books, x)
@@ -226,7 +236,7 @@ def _branches(books: Sequence[SideBook], node: _Relaxed, lo, hi):
         yield lo, _with(hi, {i: ZERO}), -1
         yield _with(lo, {i: book.min_qty}), hi, i
         return
-    fine = _fine_idle(books, x, lo, hi)
+    fine = _fine_idle(books, lattice, x, lo, hi)
     if fine:
         yield lo, _with(hi, dict.fromkeys(fine, ZERO)), -1
         for j in fine:
@@ -243,17 +253,21 @@ def _branches(books: Sequence[SideBook], node: _Relaxed, lo, hi):
         yield _with(lo, {i: max(lo[i], up)}), hi, i
 
 
-def _child(books, levels, parent: _Relaxed, lo, hi, pinned: int, qty: Decimal) -> _Relaxed | None:
+def _child(books, levels, lattice: _Lattice, parent: _Relaxed, lo, hi, pinned: int, qty: Decimal) -> _Relaxed | None:
     """A child's relaxation, derived from its parent's instead of walked from the top."""
     x = list(parent.x)
     cost, fill = parent.cost, parent.fill
     for i, b in enumerate(books):
-        q = min(max(x[i], lo[i]), hi[i])
+        q = x[i]
+        if q < lo[i]:
+            q = lo[i]
+        elif q > hi[i]:
+            q = hi[i]
         if q != x[i]:
             cost += b.signed_cost(q) - b.signed_cost(x[i])
             fill += q - x[i]
             x[i] = q
-    return _rebalance(books, levels, x, lo, hi, cost, fill, _target(books, hi, qty), parent.stop, pinned)
+    return _rebalance(books, levels, x, lo, hi, cost, fill, lattice.target(hi, qty), parent.stop, pinned)
 
 
 def _repair(books: Sequence[SideBook], x: list[Decimal], lo, hi, target: Decimal) -> list[Decimal]:
@@ -295,8 +309,9 @@ def allocate_sor(books: Sequence[SideBook], qty: Decimal, node_limit: int = DEFA
         return Allocation({})
     n = len(books)
     levels = _MergedLevels(books)
+    lattice = _Lattice(books)
     root_lo, root_hi = [ZERO] * n, [b.max_qty for b in books]
-    root = _rebalance(books, levels, [ZERO] * n, root_lo, root_hi, ZERO, ZERO, _target(books, root_hi, qty), 0)
+    root = _rebalance(books, levels, [ZERO] * n, root_lo, root_hi, ZERO, ZERO, lattice.target(root_hi, qty), 0)
     if _violation(books, root.x) is None:
         return Allocation({b.name: q for b, q in zip(books, root.x) if q > 0}, optimal=True, nodes=0)
 
@@ -314,10 +329,10 @@ def allocate_sor(books: Sequence[SideBook], qty: Decimal, node_limit: int = DEFA
     def expand(lo, hi, node):
         """Open children that might beat the incumbent, best bound first."""
         nonlocal best_key, best_x
-        offer(_repair(books, node.x, lo, hi, _target(books, hi, qty)))
+        offer(_repair(books, node.x, lo, hi, lattice.target(hi, qty)))
         kids = []
-        for c_lo, c_hi, pinned in _branches(books, node, lo, hi):
-            child = _child(books, levels, node, c_lo, c_hi, pinned, qty)
+        for c_lo, c_hi, pinned in _branches(books, lattice, node, lo, hi):
+            child = _child(books, levels, lattice, node, c_lo, c_hi, pinned, qty)
             if child is None or child.key >= best_key:
                 continue
             if _violation(books, child.x) is None:
