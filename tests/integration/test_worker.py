@@ -214,7 +214,7 @@ def test_sigterm_finishes_in_flight_intents_commits_and_exits_zero(bootstrap, to
         w.kill()
     assert any(line.get("event") == "draining" for line in w.log)
     results = read_json(bootstrap, topics.executions, 12, timeout_s=10)
-    assert sorted(r["intent_id"] for r in results) == sorted(f"term-{n}" for n in range(12))
+    assert sorted(r["intent_id"] for r in results) == sorted(f"term-{n}" for n in range(12)), "\n".join(l for l in w.lines if "partitions" in l or "draining" in l or "started" in l or "recovered" in l)
     ends = run(end_offsets(bootstrap, topics.intents))
     commits = run(committed(bootstrap, topics.env["SOR_GROUP_ID"], topics.intents))
     assert all(commits[p] == o for p, o in ends.items() if o)

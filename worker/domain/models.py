@@ -134,6 +134,12 @@ class VenueConfig(_Model):
     latency_ms: Annotated[int, Field(ge=0, le=60_000)] = 0
     reject_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
     partial_fill_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
+    # `sor paper-venue` only: a 5xx before placing, a placed order whose answer is a 5xx,
+    # and a placed order answered too late for the client's timeout.
+    error_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
+    lost_response_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
+    timeout_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
+    timeout_ms: Annotated[int, Field(ge=1, le=600_000)] = 2_000
 
 
 PriceLevel = tuple[PositiveDec, PositiveDec]

@@ -11,6 +11,7 @@ from typing import Callable, Mapping
 import structlog
 
 from worker.domain.ids import client_order_id, fill_id, result_event_id
+from worker.execution.breaker import CircuitBreakers
 from worker.domain.models import (
     ExecutionResult,
     ExecutionStatus,
@@ -48,18 +49,33 @@ class Executor:
     ``query`` with the same client order id, never by sending it again.
     """
 
-    def __init__(self, adapters: Mapping[str, VenueAdapter], leg_timeout_ms: int, clock: Callable[[], int] = now_ms):
+    def __init__(self, adapters: Mapping[str, VenueAdapter], leg_timeout_ms: int, clock: Callable[[], int] = now_ms,
+                 breakers: CircuitBreakers | None = None, reconcile_attempts: int = 3):
         self.adapters = adapters
         self.leg_timeout_s = leg_timeout_ms / 1000
         self.clock = clock
+        self.breakers = breakers or CircuitBreakers(5, 5_000, clock)
+        self.reconcile_attempts = reconcile_attempts
+
+    @staticmethod
+    def client_order_ids(intent: OrderIntent, plan: RoutePlan) -> list[str]:
+        return [client_order_id(intent.intent_id, plan.round, i) for i in range(len(plan.legs))]
 
     async def run_legs(self, intent: OrderIntent, plan: RoutePlan) -> list[LegOutcome]:
-        return list(await asyncio.gather(*(self._run_leg(intent, plan, i, leg) for i, leg in enumerate(plan.legs))))
+        """Place every leg at once; the plan's client order ids must already be journaled."""
+        coids = self.client_order_ids(intent, plan)
+        return list(await asyncio.gather(*(self._run_leg(intent, coid, leg) for coid, leg in zip(coids, plan.legs))))
 
-    async def _run_leg(self, intent: OrderIntent, plan: RoutePlan, leg_no: int, leg: PlanLeg) -> LegOutcome:
-        coid = client_order_id(intent.intent_id, plan.round, leg_no)
+    async def recover_leg(self, leg: PlanLeg, coid: str) -> LegOutcome:
+        """A leg journaled as submitted before a crash: ask the venue, never send it again."""
+        started = time.perf_counter()
+        report = await self._reconcile(self.adapters[leg.provider], coid, "recovered after restart", placed=False)
+        return LegOutcome(leg, coid, report, int((time.perf_counter() - started) * 1000))
+
+    async def _run_leg(self, intent: OrderIntent, coid: str, leg: PlanLeg) -> LegOutcome:
         order = LegOrder(coid, intent.symbol, intent.side, leg.qty, leg.worst_price)
         adapter = self.adapters[leg.provider]
+        self.breakers.on_send(leg.provider)
         started = time.perf_counter()
         try:
             report = await asyncio.wait_for(adapter.place(order), self.leg_timeout_s)
@@ -69,18 +85,26 @@ class Executor:
         except (asyncio.TimeoutError, VenueError) as exc:
             report = await self._reconcile(adapter, coid, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
         latency = int((time.perf_counter() - started) * 1000)
+        self.breakers.record(leg.provider, report.status)
         log.info("leg", intent_id=intent.intent_id, venue=leg.provider, client_order_id=coid, status=report.status.value,
                  qty=format(leg.qty, "f"), filled=format(report.filled_qty, "f"), latency_ms=latency)
         return LegOutcome(leg, coid, report, latency)
 
-    async def _reconcile(self, adapter: VenueAdapter, coid: str, why: str) -> OrderReport:
-        try:
-            found = await asyncio.wait_for(adapter.query(coid), self.leg_timeout_s)
-        except (asyncio.TimeoutError, VenueError) as exc:
-            return OrderReport(coid, None, LegStatus.UNKNOWN, ZERO, error=f"{why}; query failed: {type(exc).__name__}")
-        if found is None:
-            return OrderReport(coid, None, LegStatus.FAILED, ZERO, error=f"{why}; the venue has no such order")
-        return found
+    async def _reconcile(self, adapter: VenueAdapter, coid: str, why: str, placed: bool = True) -> OrderReport:
+        """The venue's record of ``coid``, asked a few times with backoff; UNKNOWN if it never answers."""
+        error = ""
+        for attempt in range(self.reconcile_attempts):
+            try:
+                found = await asyncio.wait_for(adapter.query(coid), self.leg_timeout_s)
+            except (asyncio.TimeoutError, VenueError) as exc:
+                error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                await asyncio.sleep(0.2 * 2**attempt)
+                continue
+            if found is None:
+                what = "the venue has no such order" if placed else "the order never reached the venue"
+                return OrderReport(coid, None, LegStatus.FAILED, ZERO, error=f"{why}; {what}")
+            return found
+        return OrderReport(coid, None, LegStatus.UNKNOWN, ZERO, error=f"{why}; query failed: {error}")
 
 
 def build_result(

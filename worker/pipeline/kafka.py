@@ -24,7 +24,11 @@ log = structlog.get_logger("sor.kafka")
 
 
 async def ensure_topics(settings: Settings, names: list[str] | None = None, compacted: tuple[str, ...] = ()) -> None:
-    """Create the topics that do not exist yet (all of ``settings.topics`` by default)."""
+    """Create the topics that do not exist yet (all of ``settings.topics`` by default).
+
+    The journal is co-partitioned with the intents topic: it gets the intents topic's
+    partition count, whatever ``topic_partitions`` says.
+    """
     topics = settings.topics
     names = names or [topics.intents, topics.quotes, topics.plans, topics.executions, topics.fills, topics.dlq, topics.journal]
     compacted = compacted or (topics.journal,)
@@ -33,15 +37,67 @@ async def ensure_topics(settings: Settings, names: list[str] | None = None, comp
     try:
         existing = set(await admin.list_topics())
         missing = [n for n in names if n not in existing]
-        if missing:
-            await admin.create_topics([
-                NewTopic(n, settings.topic_partitions, settings.topic_replication,
-                         topic_configs={"cleanup.policy": "compact"} if n in compacted else {})
-                for n in missing
-            ])
-            log.info("topics_created", topics=missing, partitions=settings.topic_partitions)
+        if not missing:
+            return
+        partitions = {n: settings.topic_partitions for n in missing}
+        if topics.journal in missing and topics.intents in existing:
+            described = await admin.describe_topics([topics.intents])
+            partitions[topics.journal] = len(described[0]["partitions"])
+        await admin.create_topics([
+            NewTopic(n, partitions[n], settings.topic_replication,
+                     topic_configs={"cleanup.policy": "compact"} if n in compacted else {})
+            for n in missing
+        ])
+        log.info("topics_created", topics=missing, partitions=partitions)
     finally:
         await admin.close()
+
+
+async def read_partitions(settings: Settings, topic: str, partitions: list[int], model) -> dict:
+    """The latest value per key of some partitions of a topic, read from the start to the
+    end offsets seen now (a compacted topic's view)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, client_id=f"{settings.client_id}-recovery",
+                                group_id=None, enable_auto_commit=False, **kafka_security(settings))
+    await consumer.start()
+    latest: dict = {}
+    try:
+        tps = [TopicPartition(topic, p) for p in partitions]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = {tp: off for tp, off in (await consumer.end_offsets(tps)).items() if off > 0}
+        while ends:
+            batch = await consumer.getmany(timeout_ms=500, max_records=5000)
+            for records in batch.values():
+                for rec in records:
+                    if rec.value is None:
+                        latest.pop(rec.key, None)
+                        continue
+                    try:
+                        latest[rec.key] = model.model_validate_json(rec.value)
+                    except ValueError as exc:
+                        log.error("journal_record_unreadable", partition=rec.partition, offset=rec.offset, error=str(exc)[:500])
+            for tp in list(ends):
+                if await consumer.position(tp) >= ends[tp]:
+                    del ends[tp]
+    finally:
+        await consumer.stop()
+    return latest
+
+
+class KafkaJournal:
+    """The journal on Kafka: each record goes to the intent's own partition number and is
+    acknowledged (acks=all) before ``write`` returns."""
+
+    def __init__(self, producer: AIOKafkaProducer, topic: str, on_write: Callable[..., None] = lambda entry: None):
+        self.producer = producer
+        self.topic = topic
+        self.on_write = on_write
+
+    async def write(self, entry) -> None:
+        from worker.pipeline.codec import encode
+
+        await self.producer.send_and_wait(self.topic, encode(entry), key=entry.intent_id.encode(), partition=entry.source_partition)
+        self.on_write(entry)
 
 
 async def start_producer(settings: Settings) -> AIOKafkaProducer:

@@ -1,6 +1,8 @@
 """The intent service: every stage of one intent in data-flow order, with no Kafka in it.
 
-decode (done by the edge) -> pre-trade checks -> route -> execute legs -> outcome.
+decode (done by the edge) -> pre-trade checks -> route -> journal -> execute legs ->
+re-route the remainder -> journal -> outcome. See ``worker.execution.journal`` for the
+state machine that makes it crash-safe.
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from worker.domain.models import (
     VenueConfig,
 )
 from worker.execution.executor import Executor, LegOutcome, build_result, now_ms, rejected_result
-from worker.routing.book import ZERO
+from worker.execution.journal import IntentState, Journal, JournalEntry, JournalLeg, JournalRound, NullJournal
 from worker.execution.risk import RiskLimits, check_intent, check_plan
 from worker.pipeline.quotes import QuoteCache
+from worker.routing.book import ZERO
 from worker.routing.planner import route
 
 log = structlog.get_logger("sor.service")
@@ -41,6 +44,19 @@ class Outcome:
     @property
     def plan(self) -> RoutePlan | None:
         return self.plans[0] if self.plans else None
+
+    @classmethod
+    def from_journal(cls, entry: JournalEntry) -> "Outcome":
+        """The outcome exactly as journaled: republishing it is byte-identical."""
+        return cls(entry.intent, [r.plan for r in entry.rounds], entry.result, list(entry.fills))
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where the intent came from: journal records live in the same partition."""
+
+    partition: int = 0
+    offset: int = -1
 
 
 #: Leg states after which a venue sits out the next rounds of the same intent.
@@ -60,6 +76,7 @@ class IntentService:
         max_rounds: int = 3,
         execution_deadline_ms: int = 10_000,
         reserve_own_liquidity: bool = False,
+        journal: Journal | None = None,
     ):
         self.venues = list(venues)
         self.quotes = quotes
@@ -71,49 +88,100 @@ class IntentService:
         self.max_rounds = max_rounds
         self.execution_deadline_ms = execution_deadline_ms
         self.reserve_own_liquidity = reserve_own_liquidity
+        self.journal = journal or NullJournal()
 
-    async def handle(self, intent: OrderIntent, received_ms: int) -> Outcome:
+    async def handle(self, intent: OrderIntent, received_ms: int, source: Source = Source()) -> Outcome:
         """Run one valid intent through every stage; never raises for a business outcome."""
+        entry = JournalEntry(intent_id=intent.intent_id, state=IntentState.PLANNED, intent=intent, received_ms=received_ms,
+                             source_partition=source.partition, source_offset=source.offset)
         # 1. pre-trade checks
         reason = check_intent(intent, self.clock(), self.limits)
         if reason:
-            return self._rejected(intent, reason, received_ms)
+            return await self._reject(entry, reason)
         intent = self._apply_allow_list(intent)
 
         # 2. route
         plan = self._route(intent, 0, None, {})
         reason = self._unexecutable(intent, plan) or check_plan(intent, plan, self.limits)
         if reason:
-            return self._rejected(intent, reason, received_ms, plan)
+            return await self._reject(entry, reason, plan)
         if intent.dry_run:
             return Outcome(intent, [plan], None)
 
-        # 3. execute the legs in parallel; re-route what did not fill, with fresh quotes
-        plans, legs = [plan], await self._execute(intent, plan)
+        # 3. journal, then execute the legs in parallel; re-route what did not fill
+        entry, legs = await self._run_round(entry, intent, plan, [])
         deadline = min(intent.expires_at or 2**63, received_ms + self.execution_deadline_ms)
-        while len(plans) < self.max_rounds and self.clock() < deadline:
+        while len(entry.rounds) < self.max_rounds and self.clock() < deadline:
             remaining = intent.qty - _settled_or_unknown(legs)
             if remaining <= 0:
                 break
             failed = {o.leg.provider: ExclusionReason.VENUE_FAILED for o in legs if o.report.status in _VENUE_FAULTS}
-            plan = self._route(intent, len(plans), remaining, failed)
+            plan = self._route(intent, len(entry.rounds), remaining, failed)
             if not plan.legs:
                 break
-            plans.append(plan)
-            legs += await self._execute(intent, plan)
+            entry, legs = await self._run_round(entry, intent, plan, legs)
 
-        # 4. the outcome
-        result, fills = build_result(intent, plans, legs, self.clock() - received_ms)
-        return Outcome(intent, plans, result, fills)
+        # 4. the outcome, journaled before it is published
+        return await self._complete(entry, legs)
 
-    def _route(self, intent: OrderIntent, round_no: int, qty, unavailable) -> RoutePlan:
-        return route(intent, self.quotes.books(intent.symbol), self.venues, now_ms=self.clock(),
-                     max_quote_age_ms=self.max_quote_age_ms, round_no=round_no, qty=qty, unavailable=unavailable)
+    async def recover(self, entry: JournalEntry) -> Outcome:
+        """Finish an intent a crashed worker left in flight: ask the venues about every leg
+        it may have placed (by client order id), place nothing new, then complete it."""
+        if entry.state is IntentState.COMPLETED:
+            return Outcome.from_journal(entry)
+        legs: list[LegOutcome] = []
+        rounds = []
+        for rnd in entry.rounds:
+            resolved = []
+            for jl in rnd.legs:
+                if jl.status is None:
+                    outcome = await self.executor.recover_leg(jl.leg, jl.client_order_id)
+                    jl = jl.resolved(outcome.report, outcome.latency_ms)
+                    log.info("leg_recovered", intent_id=entry.intent_id, client_order_id=jl.client_order_id, status=jl.status.value)
+                resolved.append(jl)
+                legs.append(LegOutcome(jl.leg, jl.client_order_id, jl.report(), jl.latency_ms))
+            rounds.append(JournalRound(plan=rnd.plan, legs=resolved))
+        return await self._complete(entry.model_copy(update={"rounds": rounds}), legs)
 
-    async def _execute(self, intent: OrderIntent, plan: RoutePlan) -> list[LegOutcome]:
+    async def _run_round(self, entry: JournalEntry, intent: OrderIntent, plan: RoutePlan, legs: list[LegOutcome]):
+        coids = self.executor.client_order_ids(intent, plan)
+        rounds = self._resolved_rounds(entry, legs) + [JournalRound(plan=plan, legs=[JournalLeg(leg=leg, client_order_id=c) for leg, c in zip(plan.legs, coids)])]
+        entry = entry.model_copy(update={"state": IntentState.PLANNED, "rounds": rounds})
         if self.reserve_own_liquidity:
             self.quotes.reserve(plan)  # before the first await: concurrent plans see it taken
-        return await self.executor.run_legs(intent, plan)
+        await self.journal.write(entry)  # durable before any order can exist
+        return entry, legs + await self.executor.run_legs(intent, plan)
+
+    @staticmethod
+    def _resolved_rounds(entry: JournalEntry, legs: list[LegOutcome]) -> list[JournalRound]:
+        by_coid = {o.client_order_id: o for o in legs}
+        out = []
+        for rnd in entry.rounds:
+            out.append(JournalRound(plan=rnd.plan, legs=[
+                jl.resolved(by_coid[jl.client_order_id].report, by_coid[jl.client_order_id].latency_ms) if jl.client_order_id in by_coid else jl
+                for jl in rnd.legs]))
+        return out
+
+    async def _complete(self, entry: JournalEntry, legs: list[LegOutcome]) -> Outcome:
+        plans = [r.plan for r in entry.rounds]
+        result, fills = build_result(entry.intent, plans, legs, self.clock() - entry.received_ms)
+        entry = entry.model_copy(update={"state": IntentState.COMPLETED, "rounds": self._resolved_rounds(entry, legs),
+                                         "result": result, "fills": fills})
+        await self.journal.write(entry)
+        return Outcome.from_journal(entry)
+
+    async def _reject(self, entry: JournalEntry, reason: str, plan: RoutePlan | None = None) -> Outcome:
+        log.info("rejected", intent_id=entry.intent_id, reason=reason)
+        result = rejected_result(entry.intent, reason, self.clock() - entry.received_ms, plan)
+        rounds = [JournalRound(plan=plan, legs=[])] if plan else []
+        entry = entry.model_copy(update={"state": IntentState.COMPLETED, "rounds": rounds, "result": result})
+        await self.journal.write(entry)
+        return Outcome.from_journal(entry)
+
+    def _route(self, intent: OrderIntent, round_no: int, qty, unavailable) -> RoutePlan:
+        blocked = {v: ExclusionReason.CIRCUIT_OPEN for v in self.executor.breakers.blocked()}
+        return route(intent, self.quotes.books(intent.symbol), self.venues, now_ms=self.clock(),
+                     max_quote_age_ms=self.max_quote_age_ms, round_no=round_no, qty=qty, unavailable={**blocked, **unavailable})
 
     def _apply_allow_list(self, intent: OrderIntent) -> OrderIntent:
         allowed = self.account_venues.get(intent.account_id)
@@ -125,17 +193,14 @@ class IntentService:
     @staticmethod
     def _unexecutable(intent: OrderIntent, plan: RoutePlan) -> str | None:
         if not plan.legs:
-            unroutable = {ExclusionReason.STALE, ExclusionReason.NO_QUOTE}
-            if plan.excluded and all(e.reason in unroutable or e.reason is ExclusionReason.NOT_ALLOWED for e in plan.excluded):
-                return "no_fresh_quote: " + ", ".join(f"{e.venue} {e.reason.value}" for e in plan.excluded)
-            return "no_liquidity: " + (", ".join(f"{e.venue} {e.reason.value}" for e in plan.excluded) or "no venue can fill")
+            unroutable = {ExclusionReason.STALE, ExclusionReason.NO_QUOTE, ExclusionReason.NOT_ALLOWED}
+            detail = ", ".join(f"{e.venue} {e.reason.value}" for e in plan.excluded)
+            if plan.excluded and all(e.reason in unroutable for e in plan.excluded):
+                return f"no_fresh_quote: {detail}"
+            return f"no_liquidity: {detail or 'no venue can fill'}"
         if intent.time_in_force is TimeInForce.FOK and not plan.covers_total:
             return f"fok_not_coverable: books cover {plan.planned_qty} of {plan.total_qty}"
         return None
-
-    def _rejected(self, intent: OrderIntent, reason: str, received_ms: int, plan: RoutePlan | None = None) -> Outcome:
-        log.info("rejected", intent_id=intent.intent_id, reason=reason)
-        return Outcome(intent, [plan] if plan else [], rejected_result(intent, reason, self.clock() - received_ms, plan))
 
 
 def _settled_or_unknown(legs: list[LegOutcome]):

@@ -20,30 +20,48 @@ from worker.domain.errors import InputError
 from worker.domain.models import OrderIntent
 from worker.execution.executor import now_ms, rejected_result
 from worker.pipeline.codec import decode, encode
-from worker.pipeline.kafka import DeadLetters, QuoteFeed, ensure_topics, start_producer
+from worker.pipeline.kafka import DeadLetters, KafkaJournal, QuoteFeed, ensure_topics, read_partitions, start_producer
 from worker.pipeline.offsets import OffsetTracker
 from worker.pipeline.quotes import QuoteCache
-from worker.pipeline.service import IntentService, Outcome
+from worker.execution.journal import IntentState, JournalEntry
+from worker.pipeline.service import IntentService, Outcome, Source
 from worker.pipeline.stats import Stats
 
 log = structlog.get_logger("sor.worker")
 
 
-class _SeenIntents:
-    """Bounded memory of intent ids this process has taken on (a republished id runs once)."""
+class JournalIndex:
+    """Every intent id this worker has taken on, and where it came from (bounded, LRU).
+
+    Filled from the journal when partitions are assigned, so "executed at most once" holds
+    across restarts and rebalances, not just within one process.
+    """
 
     def __init__(self, capacity: int):
         self.capacity = capacity
-        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[int, int, JournalEntry | None]] = OrderedDict()
+        self.published: set[str] = set()
 
-    def add(self, intent_id: str) -> bool:
-        """True if the id is new."""
-        if intent_id in self._ids:
-            return False
-        self._ids[intent_id] = None
-        if len(self._ids) > self.capacity:
-            self._ids.popitem(last=False)
-        return True
+    def claim(self, intent_id: str, partition: int, offset: int) -> tuple[str, JournalEntry | None]:
+        """``("new", None)``, ``("redelivery", entry)`` for the message the journal names,
+        or ``("duplicate", entry)`` for another message with a known intent id."""
+        known = self._entries.get(intent_id)
+        if known is None:
+            self.put(intent_id, partition, offset, None)
+            return "new", None
+        if (known[0], known[1]) == (partition, offset):
+            return "redelivery", known[2]
+        return "duplicate", known[2]
+
+    def put(self, intent_id: str, partition: int, offset: int, entry: JournalEntry | None) -> None:
+        self._entries[intent_id] = (partition, offset, entry)
+        self._entries.move_to_end(intent_id)
+        if len(self._entries) > self.capacity:
+            evicted, _ = self._entries.popitem(last=False)
+            self.published.discard(evicted)
+
+    def record(self, entry: JournalEntry) -> None:
+        self.put(entry.intent_id, entry.source_partition, entry.source_offset, entry)
 
 
 class IntentWorker:
@@ -55,7 +73,8 @@ class IntentWorker:
         self.quotes = quotes
         self.stats = stats or Stats()
         self.tracker = OffsetTracker()
-        self.seen = _SeenIntents(settings.dedupe_capacity)
+        self.index = JournalIndex(settings.dedupe_capacity)
+        self.active: set[str] = set()  # intents being worked on in this process
         self.tasks: dict[TopicPartition, set[asyncio.Task]] = defaultdict(set)
         self.ready = asyncio.Event()
         self._uncommitted: dict[TopicPartition, int] = {}
@@ -69,6 +88,7 @@ class IntentWorker:
         await ensure_topics(s)
         self.producer = await start_producer(s)
         self.dead = DeadLetters(self.producer, s.topics.dlq, self._count_dead)
+        self.service.journal = KafkaJournal(self.producer, s.topics.journal, self.index.record)
         feed = QuoteFeed(s, self.quotes, self.dead.send)
         consumer = AIOKafkaConsumer(
             bootstrap_servers=s.bootstrap_servers, client_id=s.client_id, group_id=s.group_id,
@@ -133,12 +153,17 @@ class IntentWorker:
         except InputError as exc:
             self._spawn(tp, record.offset, self.dead.send(tp.topic, tp.partition, record.offset, record.key, record.value, str(exc)))
             return
-        if not self.seen.add(intent.intent_id):
+        kind, entry = self.index.claim(intent.intent_id, tp.partition, record.offset)
+        if kind == "duplicate":
             self.stats.duplicates += 1
             log.info("duplicate_intent", intent_id=intent.intent_id, partition=tp.partition, offset=record.offset)
             self.tracker.finish(tp, record.offset)
-            return
-        self._spawn(tp, record.offset, self._process(intent, now_ms()))
+        elif kind == "redelivery" and entry is not None:
+            self._spawn(tp, record.offset, self._resume(entry))
+        elif kind == "redelivery":
+            self.tracker.finish(tp, record.offset)  # in flight in this process already
+        else:
+            self._spawn(tp, record.offset, self._process(intent, now_ms(), Source(tp.partition, record.offset)))
 
     def _spawn(self, tp: TopicPartition, offset: int, work) -> None:
         self.stats.in_flight += 1
@@ -157,13 +182,26 @@ class IntentWorker:
         self.tasks[tp].add(task)
         task.add_done_callback(self.tasks[tp].discard)
 
-    async def _process(self, intent: OrderIntent, received_ms: int) -> None:
+    async def _resume(self, entry: JournalEntry) -> None:
+        """A message the journal already knows: finish it if needed, and make sure its
+        outcome is published (again, byte-identical, if a crash may have lost it)."""
+        if entry.intent_id in self.index.published and entry.state is IntentState.COMPLETED:
+            return
+        with structlog.contextvars.bound_contextvars(intent_id=entry.intent_id):
+            outcome = await self.service.recover(entry)
+            await self.publish(outcome)
+            log.info("outcome_republished", state=entry.state.value)
+
+    async def _process(self, intent: OrderIntent, received_ms: int, source: Source) -> None:
         with structlog.contextvars.bound_contextvars(intent_id=intent.intent_id):
+            self.active.add(intent.intent_id)
             try:
-                outcome = await self.service.handle(intent, received_ms)
+                outcome = await self.service.handle(intent, received_ms, source)
             except Exception as exc:  # a bug must still end in a final result, never a silent drop
                 log.exception("intent_failed", error=repr(exc))
                 outcome = Outcome(intent, [], rejected_result(intent, f"internal_error: {exc!r}", now_ms() - received_ms))
+            finally:
+                self.active.discard(intent.intent_id)
             await self.publish(outcome)
             if outcome.result is not None:
                 savings = outcome.plan.savings_vs_single_venue if outcome.plan else None
@@ -183,6 +221,7 @@ class IntentWorker:
         if outcome.result is not None:
             sends.append(await self.producer.send(t.executions, encode(outcome.result), key=key))
         await asyncio.gather(*sends)
+        self.index.published.add(outcome.intent.intent_id)
 
     # --- offsets, backpressure, rebalances ---------------------------------------------------
 
@@ -223,6 +262,33 @@ class IntentWorker:
         log.info("partitions_revoked", partitions=sorted(tp.partition for tp in revoked))
 
 
+    async def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        """Rebuild in-flight state from the journal before consuming anything new.
+
+        Intents at or after the committed offset may be unfinished (reconciled with the
+        venues now, by client order id) or finished without their outcome published (it is
+        republished when their message is redelivered).
+        """
+        if not assigned:
+            return
+        journal = self.settings.topics.journal
+        started = time.monotonic()
+        entries = await read_partitions(self.settings, journal, sorted(tp.partition for tp in assigned), JournalEntry)
+        committed = {tp.partition: (await self.consumer.committed(tp)) or 0 for tp in assigned}
+        unfinished = []
+        for entry in entries.values():
+            self.index.record(entry)
+            pending = entry.source_offset >= committed.get(entry.source_partition, 0)
+            if pending and entry.state is not IntentState.COMPLETED and entry.intent_id not in self.active:
+                unfinished.append(entry)
+        for entry in unfinished:
+            with structlog.contextvars.bound_contextvars(intent_id=entry.intent_id):
+                outcome = await self.service.recover(entry)
+                await self.publish(outcome)
+        log.info("journal_recovered", partitions=sorted(tp.partition for tp in assigned), intents=len(entries),
+                 reconciled=len(unfinished), seconds=round(time.monotonic() - started, 3))
+
+
 class _Rebalance(ConsumerRebalanceListener):
     def __init__(self, worker: IntentWorker):
         self.worker = worker
@@ -231,6 +297,10 @@ class _Rebalance(ConsumerRebalanceListener):
         await self.worker.on_revoked(set(revoked))
 
     async def on_partitions_assigned(self, assigned):
-        if self.worker._paused:
-            self.worker.consumer.pause(*assigned)
+        # aiokafka may fetch for a new assignment before this callback returns: hold the
+        # partitions until the journal is recovered, or a redelivery could race recovery.
+        self.worker.consumer.pause(*assigned)
+        await self.worker.on_assigned(set(assigned))
+        if not self.worker._paused:
+            self.worker.consumer.resume(*assigned)
         log.info("partitions_assigned", partitions=sorted(tp.partition for tp in assigned))

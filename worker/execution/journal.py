@@ -1,0 +1,123 @@
+"""The intent journal: the state machine of every intent, durable before any leg is placed.
+
+States (one record per transition, each a full snapshot so a compacted topic keeps the
+latest)::
+
+    accepted ──► planned ──► legs submitted ──► legs resolved ──► completed
+      (offset      (plan +      (orders may be      (venue reports   (the exact result
+      uncommitted)  client       at the venues)      in hand)          and fills to
+                    order ids)                                          publish)
+                       ▲                                  │
+                       └──── next round: the remainder ───┘
+
+*accepted* is the uncommitted input offset itself: nothing happened outside yet, so a crash
+there just redelivers the intent. The *planned* record (intent, plan, client order ids) is
+acknowledged by the broker **before** a leg is placed; from then on the orders may exist, so
+recovery asks the venues by client order id before placing anything. *legs resolved* is
+written as part of the next round's *planned* record or of *completed*. *completed* holds
+the result and fills verbatim, so a republish after a crash is byte-identical.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from enum import Enum
+from typing import Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from worker.domain.models import Dec, ExecutionResult, FillEvent, LegStatus, OrderIntent, PlanLeg, RoutePlan
+from worker.venues.base import OrderReport, VenueTrade
+
+
+class IntentState(str, Enum):
+    PLANNED = "planned"
+    COMPLETED = "completed"
+
+
+class JournalTrade(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    price: Dec
+    qty: Dec
+    commission: Dec
+    commission_asset: str
+    trade_id: str
+
+
+class JournalLeg(BaseModel):
+    """A leg as sent, and (once resolved) what the venue reported."""
+
+    model_config = ConfigDict(frozen=True)
+    leg: PlanLeg
+    client_order_id: str
+    status: LegStatus | None = None  # None: submitted, not resolved
+    order_id: str | None = None
+    filled_qty: Dec = Decimal(0)
+    trades: list[JournalTrade] = Field(default_factory=list)
+    error: str | None = None
+    latency_ms: int = 0
+
+    def report(self) -> OrderReport:
+        trades = tuple(VenueTrade(t.price, t.qty, t.commission, t.commission_asset, t.trade_id) for t in self.trades)
+        return OrderReport(self.client_order_id, self.order_id, self.status or LegStatus.UNKNOWN, self.filled_qty, trades, self.error)
+
+    def resolved(self, report: OrderReport, latency_ms: int) -> "JournalLeg":
+        trades = [JournalTrade(price=t.price, qty=t.qty, commission=t.commission, commission_asset=t.commission_asset, trade_id=t.trade_id)
+                  for t in report.trades]
+        return self.model_copy(update=dict(status=report.status, order_id=report.order_id, filled_qty=report.filled_qty,
+                                           trades=trades, error=report.error, latency_ms=latency_ms))
+
+
+class JournalRound(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    plan: RoutePlan
+    legs: list[JournalLeg]
+
+    @property
+    def resolved(self) -> bool:
+        return all(leg.status is not None for leg in self.legs)
+
+
+class JournalEntry(BaseModel):
+    """Everything known about one intent; the value of its journal record."""
+
+    model_config = ConfigDict(frozen=True)
+    intent_id: str
+    state: IntentState
+    intent: OrderIntent
+    received_ms: int
+    source_partition: int
+    source_offset: int
+    rounds: list[JournalRound] = Field(default_factory=list)
+    result: ExecutionResult | None = None
+    fills: list[FillEvent] = Field(default_factory=list)
+
+    @property
+    def plans(self) -> list[RoutePlan]:
+        return [r.plan for r in self.rounds] or ([] if self.result is None or self.result.plan_id is None else [])
+
+
+class Journal(Protocol):
+    """Where the service records transitions; ``write`` returns once the record is durable."""
+
+    async def write(self, entry: JournalEntry) -> None: ...
+
+
+class NullJournal:
+    """No durability (``sor plan``-style runs and unit tests that do not need it)."""
+
+    async def write(self, entry: JournalEntry) -> None:
+        return None
+
+
+class MemoryJournal:
+    """A fake for unit tests: keeps every record in order."""
+
+    def __init__(self) -> None:
+        self.records: list[JournalEntry] = []
+
+    async def write(self, entry: JournalEntry) -> None:
+        self.records.append(entry)
+
+    def latest(self) -> dict[str, JournalEntry]:
+        return {e.intent_id: e for e in self.records}

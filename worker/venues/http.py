@@ -1,0 +1,89 @@
+"""A Binance-style REST adapter (``adapter = "http"``), used against ``sor paper-venue``.
+
+It speaks the subset of Binance's spot API the router needs: ``POST /api/v3/order``
+(LIMIT IOC with ``newClientOrderId``), ``GET /api/v3/order`` by ``origClientOrderId`` and
+``DELETE /api/v3/order``. Signing and API keys go here for a real venue; nothing else in
+the worker changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+import aiohttp
+
+from worker.domain.models import LegStatus, VenueConfig
+from worker.venues.base import LegOrder, OrderReport, VenueError, VenueTrade
+from worker.venues.paper import DUPLICATE_ORDER
+
+_STATUS = {"FILLED": LegStatus.FILLED, "REJECTED": LegStatus.REJECTED, "NEW": LegStatus.UNKNOWN,
+           "PARTIALLY_FILLED": LegStatus.PARTIAL, "CANCELED": LegStatus.EXPIRED, "EXPIRED": LegStatus.EXPIRED}
+
+
+def report_from(body: dict) -> OrderReport:
+    """An :class:`OrderReport` from a Binance order JSON."""
+    executed = Decimal(body["executedQty"])
+    status = _STATUS.get(body["status"], LegStatus.UNKNOWN)
+    if status is LegStatus.EXPIRED and 0 < executed:
+        status = LegStatus.PARTIAL
+    trades = tuple(VenueTrade(Decimal(f["price"]), Decimal(f["qty"]), Decimal(f["commission"]), f["commissionAsset"], str(f["tradeId"]))
+                   for f in body.get("fills", []))
+    return OrderReport(body["clientOrderId"], str(body["orderId"]), status, executed, trades)
+
+
+class HttpVenue:
+    """:class:`~worker.venues.base.VenueAdapter` over HTTP; one session per venue."""
+
+    def __init__(self, venue: VenueConfig, timeout_s: float = 5.0):
+        self.name = venue.name
+        self.base = venue.url.rstrip("/")
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._session: aiohttp.ClientSession | None = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=self.timeout)
+        return self._session
+
+    async def _call(self, method: str, path: str, params: dict) -> tuple[int, dict]:
+        try:
+            async with self._http().request(method, f"{self.base}{path}", params=params) as resp:
+                body = await resp.json(content_type=None)
+                return resp.status, body
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+            raise VenueError(f"{self.name}: {type(exc).__name__}: {exc}", unknown=True) from None
+
+    async def place(self, order: LegOrder) -> OrderReport:
+        status, body = await self._call("POST", "/api/v3/order", {
+            "symbol": order.symbol, "side": order.side.value.upper(), "type": "LIMIT", "timeInForce": "IOC",
+            "quantity": format(order.qty, "f"), "price": format(order.limit_price, "f"),
+            "newClientOrderId": order.client_order_id, "newOrderRespType": "FULL",
+        })
+        if status >= 500:
+            raise VenueError(f"{self.name}: HTTP {status}: {body}", unknown=True)  # may or may not exist
+        if status >= 400:
+            msg = body.get("msg", str(body)) if isinstance(body, dict) else str(body)
+            error = DUPLICATE_ORDER if isinstance(body, dict) and body.get("code") == -2010 else f"{body.get('code')}: {msg}"
+            return OrderReport(order.client_order_id, None, LegStatus.REJECTED, Decimal(0), error=error)
+        return report_from(body)
+
+    async def query(self, client_order_id: str) -> OrderReport | None:
+        status, body = await self._call("GET", "/api/v3/order", {"origClientOrderId": client_order_id})
+        if status >= 500:
+            raise VenueError(f"{self.name}: HTTP {status}", unknown=True)
+        if status >= 400:
+            if isinstance(body, dict) and body.get("code") == -2013:
+                return None
+            raise VenueError(f"{self.name}: query refused: {body}")
+        return report_from(body)
+
+    async def cancel(self, client_order_id: str) -> OrderReport | None:
+        status, body = await self._call("DELETE", "/api/v3/order", {"origClientOrderId": client_order_id})
+        if status >= 400:
+            return None
+        return report_from(body)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
