@@ -7,7 +7,8 @@ from typing import Sequence
 
 from worker.config import Settings
 from worker.domain.models import VenueConfig
-from worker.execution.executor import Executor
+from worker.execution.breaker import CircuitBreakers
+from worker.execution.executor import Executor, now_ms
 from worker.execution.risk import RiskLimits
 from worker.pipeline.quotes import QuoteCache
 from worker.pipeline.service import IntentService
@@ -44,7 +45,8 @@ class App:
 def build(settings: Settings, venues: Sequence[VenueConfig]) -> App:
     quotes = QuoteCache()
     adapters = {v.name: build_adapter(v, quotes) for v in venues}
-    executor = Executor(adapters, settings.leg_timeout_ms)
+    breakers = CircuitBreakers(settings.breaker_threshold, settings.breaker_cooldown_ms, now_ms)
+    executor = Executor(adapters, settings.leg_timeout_ms, breakers=breakers, reconcile_timeout_ms=settings.reconcile_timeout_ms)
     limits = RiskLimits(settings.account_max_notional, settings.default_max_notional, settings.intent_ttl_ms)
     service = IntentService(venues, quotes, executor, limits, settings.max_quote_age_ms,
                             max_rounds=settings.max_rounds, execution_deadline_ms=settings.execution_deadline_ms,

@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     max_quote_age_ms: int = Field(default=2_000, ge=0)
     max_in_flight: int = Field(default=256, ge=1, le=100_000)
     leg_timeout_ms: int = Field(default=2_000, ge=1)
+    reconcile_timeout_ms: int = Field(default=30_000, ge=0)
     max_rounds: int = Field(default=3, ge=1, le=20)
     # Subtract this worker's own planned takes from a snapshot until the next one arrives.
     # Off by default so that every plan is exactly `sor plan` on the cached books.
@@ -54,6 +55,10 @@ class Settings(BaseSettings):
     execution_deadline_ms: int = Field(default=10_000, ge=1)
     intent_ttl_ms: int = Field(default=60_000, ge=1)
     commit_interval_ms: int = Field(default=200, ge=10)
+    session_timeout_ms: int = Field(default=10_000, ge=1_000)
+    heartbeat_interval_ms: int = Field(default=3_000, ge=100)
+    breaker_threshold: int = Field(default=5, ge=1)
+    breaker_cooldown_ms: int = Field(default=5_000, ge=1)
     shutdown_timeout_s: float = Field(default=30.0, gt=0)
     dedupe_capacity: int = Field(default=1_000_000, ge=1)
     account_max_notional: dict[str, Decimal] = Field(default_factory=dict)

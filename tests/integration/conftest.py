@@ -47,7 +47,18 @@ def _docker_kafka():
 
 
 @pytest.fixture(scope="session")
-def bootstrap(tmp_path_factory):
+def broker(tmp_path_factory):
+    """The embedded broker, or ``None`` when the tests use an external Kafka."""
+    if os.environ.get("SOR_TEST_BOOTSTRAP"):
+        yield None
+        return
+    log = tmp_path_factory.mktemp("broker") / "tansu.log"
+    with EmbeddedBroker(log_path=log) as b:
+        yield b
+
+
+@pytest.fixture(scope="session")
+def bootstrap(broker):
     if os.environ.get("SOR_TEST_BOOTSTRAP"):
         yield os.environ["SOR_TEST_BOOTSTRAP"]
         return
@@ -56,9 +67,7 @@ def bootstrap(tmp_path_factory):
         yield container.get_bootstrap_server()
         container.stop()
         return
-    log = tmp_path_factory.mktemp("broker") / "tansu.log"
-    with EmbeddedBroker(log_path=log) as broker:
-        yield broker.bootstrap
+    yield broker.bootstrap
 
 
 @pytest.fixture

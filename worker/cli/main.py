@@ -23,6 +23,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--http-port", dest="http_port", type=int, help="metrics/health port (SOR_HTTP_PORT)")
     p.add_argument("--log-format", dest="log_format", choices=["json", "console"], help="(SOR_LOG_FORMAT)")
 
+    p = sub.add_parser("paper-venue", help="paper venues as a Binance-style HTTP process (books from the quotes topic)")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--venues", dest="venues_file", required=True, help="venues TOML file")
+    p.add_argument("--bootstrap-servers", dest="bootstrap_servers", help="HOST:PORT (SOR_BOOTSTRAP_SERVERS)")
+
     p = sub.add_parser("demo", help="broker + paper venues + market data + OMS + worker, with a summary")
     p.add_argument("--intents", type=int, default=300, help="how many intents the OMS simulator sends")
     p.add_argument("--rate", type=float, default=40.0, help="intents per second")
@@ -47,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         opts = vars(args).copy()
         opts.pop("command")
         return run.worker(opts)
+    if args.command == "paper-venue":
+        from worker.cli import run
+
+        return run.paper_venue(args.port, {"venues_file": args.venues_file, "bootstrap_servers": args.bootstrap_servers})
     if args.command == "demo":
         from worker.cli import demo
 

@@ -62,3 +62,32 @@ def worker(overrides: dict) -> int:
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def paper_venue(port: int, overrides: dict) -> int:
+    from worker import logging as sor_logging
+    from worker.config import load_venues
+    from worker.venues.paper_server import serve
+
+    try:
+        settings = load_settings({**overrides, "client_id": "sor-paper-venue"})
+        venues = load_venues(Path(settings.venues_file))
+    except InputError as exc:
+        print(f"sor paper-venue: error: {exc}", file=sys.stderr)
+        return 2
+    sor_logging.configure(settings.log_format, settings.log_level)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        task = asyncio.create_task(serve(settings, venues, port))
+        await asyncio.wait([task, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        if task.done() and not task.cancelled() and task.exception():
+            raise task.exception()
+
+    asyncio.run(main())
+    return 0

@@ -5,7 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import structlog
+
 from worker.domain.models import LegStatus
+
+log = structlog.get_logger("sor.breaker")
 
 #: Leg outcomes that count against a venue (a plain IOC expiry is the market, not the venue).
 FAILURES = {LegStatus.FAILED, LegStatus.UNKNOWN, LegStatus.REJECTED}
@@ -49,8 +53,12 @@ class CircuitBreakers:
         if status in FAILURES:
             v.failures += 1
             if v.opened_at is not None or v.failures >= self.threshold:
+                if v.opened_at is None or v.probing:
+                    log.warning("circuit_open", venue=venue, failures=v.failures, cooldown_ms=self.cooldown_ms)
                 v.opened_at = self.clock()
         else:
+            if v.opened_at is not None:
+                log.info("circuit_closed", venue=venue)
             v.failures = 0
             v.opened_at = None
         v.probing = False

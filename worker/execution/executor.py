@@ -50,12 +50,12 @@ class Executor:
     """
 
     def __init__(self, adapters: Mapping[str, VenueAdapter], leg_timeout_ms: int, clock: Callable[[], int] = now_ms,
-                 breakers: CircuitBreakers | None = None, reconcile_attempts: int = 3):
+                 breakers: CircuitBreakers | None = None, reconcile_timeout_ms: int = 30_000):
         self.adapters = adapters
         self.leg_timeout_s = leg_timeout_ms / 1000
         self.clock = clock
         self.breakers = breakers or CircuitBreakers(5, 5_000, clock)
-        self.reconcile_attempts = reconcile_attempts
+        self.reconcile_timeout_s = reconcile_timeout_ms / 1000
 
     @staticmethod
     def client_order_ids(intent: OrderIntent, plan: RoutePlan) -> list[str]:
@@ -91,14 +91,21 @@ class Executor:
         return LegOutcome(leg, coid, report, latency)
 
     async def _reconcile(self, adapter: VenueAdapter, coid: str, why: str, placed: bool = True) -> OrderReport:
-        """The venue's record of ``coid``, asked a few times with backoff; UNKNOWN if it never answers."""
+        """The venue's record of ``coid``, asked with backoff until ``reconcile_timeout_ms``;
+        UNKNOWN only if the venue stays unreachable that long (the leg then counts as filled
+        for re-routing, so it is never bought twice)."""
         error = ""
-        for attempt in range(self.reconcile_attempts):
+        deadline = time.monotonic() + self.reconcile_timeout_s
+        attempt = 0
+        while True:
             try:
                 found = await asyncio.wait_for(adapter.query(coid), self.leg_timeout_s)
             except (asyncio.TimeoutError, VenueError) as exc:
                 error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-                await asyncio.sleep(0.2 * 2**attempt)
+                if time.monotonic() >= deadline:
+                    break
+                await asyncio.sleep(min(2.0, 0.1 * 2**attempt))
+                attempt += 1
                 continue
             if found is None:
                 what = "the venue has no such order" if placed else "the order never reached the venue"

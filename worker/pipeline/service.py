@@ -110,23 +110,29 @@ class IntentService:
 
         # 3. journal, then execute the legs in parallel; re-route what did not fill
         entry, legs = await self._run_round(entry, intent, plan, [])
-        deadline = min(intent.expires_at or 2**63, received_ms + self.execution_deadline_ms)
+        entry, legs = await self._more_rounds(entry, intent, legs, received_ms + self.execution_deadline_ms)
+
+        # 4. the outcome, journaled before it is published
+        return await self._complete(entry, legs)
+
+    async def _more_rounds(self, entry: JournalEntry, intent: OrderIntent, legs: list[LegOutcome], deadline_ms: int):
+        """Re-route the remainder with fresh quotes, bounded by rounds, deadline and expiry."""
+        deadline = min(intent.expires_at or 2**63, deadline_ms)
         while len(entry.rounds) < self.max_rounds and self.clock() < deadline:
             remaining = intent.qty - _settled_or_unknown(legs)
-            if remaining <= 0:
+            if remaining <= 0 or check_intent(intent, self.clock(), self.limits):
                 break
             failed = {o.leg.provider: ExclusionReason.VENUE_FAILED for o in legs if o.report.status in _VENUE_FAULTS}
             plan = self._route(intent, len(entry.rounds), remaining, failed)
             if not plan.legs:
                 break
             entry, legs = await self._run_round(entry, intent, plan, legs)
-
-        # 4. the outcome, journaled before it is published
-        return await self._complete(entry, legs)
+        return entry, legs
 
     async def recover(self, entry: JournalEntry) -> Outcome:
-        """Finish an intent a crashed worker left in flight: ask the venues about every leg
-        it may have placed (by client order id), place nothing new, then complete it."""
+        """Finish an intent a crashed worker left in flight: first ask the venues about every
+        leg it may have placed (by client order id); only then, if the intent has not expired,
+        re-route what is left in a new round (new client order ids); then complete it."""
         if entry.state is IntentState.COMPLETED:
             return Outcome.from_journal(entry)
         legs: list[LegOutcome] = []
@@ -141,7 +147,9 @@ class IntentService:
                 resolved.append(jl)
                 legs.append(LegOutcome(jl.leg, jl.client_order_id, jl.report(), jl.latency_ms))
             rounds.append(JournalRound(plan=rnd.plan, legs=resolved))
-        return await self._complete(entry.model_copy(update={"rounds": rounds}), legs)
+        entry = entry.model_copy(update={"rounds": rounds})
+        entry, legs = await self._more_rounds(entry, entry.intent, legs, self.clock() + self.execution_deadline_ms)
+        return await self._complete(entry, legs)
 
     async def _run_round(self, entry: JournalEntry, intent: OrderIntent, plan: RoutePlan, legs: list[LegOutcome]):
         coids = self.executor.client_order_ids(intent, plan)

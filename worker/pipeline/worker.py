@@ -92,7 +92,8 @@ class IntentWorker:
         feed = QuoteFeed(s, self.quotes, self.dead.send)
         consumer = AIOKafkaConsumer(
             bootstrap_servers=s.bootstrap_servers, client_id=s.client_id, group_id=s.group_id,
-            enable_auto_commit=False, auto_offset_reset="earliest", **kafka_security(s),
+            enable_auto_commit=False, auto_offset_reset="earliest", session_timeout_ms=s.session_timeout_ms,
+            heartbeat_interval_ms=s.heartbeat_interval_ms, **kafka_security(s),
         )
         self.consumer = consumer
         feed_task = None
