@@ -254,6 +254,7 @@ class LegStatus(str, Enum):
     EXPIRED = "expired"
     FAILED = "failed"
     UNKNOWN = "unknown"
+    NOT_PLACED = "not_placed"  # journaled, but the venue never received it (the worker died first)
 
 
 class Fill(_Model):

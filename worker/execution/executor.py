@@ -97,6 +97,7 @@ class Executor:
         error = ""
         deadline = time.monotonic() + self.reconcile_timeout_s
         attempt = 0
+        confirmed = not placed  # after a restart the request is long gone; after a timeout it may still be queued
         while True:
             try:
                 found = await asyncio.wait_for(adapter.query(coid), self.leg_timeout_s)
@@ -107,9 +108,14 @@ class Executor:
                 await asyncio.sleep(min(2.0, 0.1 * 2**attempt))
                 attempt += 1
                 continue
+            if found is None and not confirmed:
+                confirmed = True
+                await asyncio.sleep(min(1.0, self.leg_timeout_s / 2))  # a late request must not become an orphan fill
+                continue
+            if found is None and not placed:
+                return OrderReport(coid, None, LegStatus.NOT_PLACED, ZERO, error=f"{why}; the order never reached the venue")
             if found is None:
-                what = "the venue has no such order" if placed else "the order never reached the venue"
-                return OrderReport(coid, None, LegStatus.FAILED, ZERO, error=f"{why}; {what}")
+                return OrderReport(coid, None, LegStatus.FAILED, ZERO, error=f"{why}; the venue has no such order")
             return found
         return OrderReport(coid, None, LegStatus.UNKNOWN, ZERO, error=f"{why}; query failed: {error}")
 
