@@ -10,6 +10,7 @@ from worker.domain.models import VenueConfig
 from worker.execution.breaker import CircuitBreakers
 from worker.execution.executor import Executor, now_ms
 from worker.execution.risk import RiskLimits
+from worker.observability import Metrics
 from worker.pipeline.quotes import QuoteCache
 from worker.pipeline.service import IntentService
 from worker.pipeline.stats import Stats
@@ -40,17 +41,20 @@ class App:
     service: IntentService
     worker: IntentWorker
     stats: Stats
+    metrics: Metrics
 
 
 def build(settings: Settings, venues: Sequence[VenueConfig]) -> App:
     quotes = QuoteCache()
     adapters = {v.name: build_adapter(v, quotes) for v in venues}
     breakers = CircuitBreakers(settings.breaker_threshold, settings.breaker_cooldown_ms, now_ms)
-    executor = Executor(adapters, settings.leg_timeout_ms, breakers=breakers, reconcile_timeout_ms=settings.reconcile_timeout_ms)
+    metrics = Metrics()
+    executor = Executor(adapters, settings.leg_timeout_ms, breakers=breakers, reconcile_timeout_ms=settings.reconcile_timeout_ms,
+                        metrics=metrics)
     limits = RiskLimits(settings.account_max_notional, settings.default_max_notional, settings.intent_ttl_ms)
     service = IntentService(venues, quotes, executor, limits, settings.max_quote_age_ms,
                             max_rounds=settings.max_rounds, execution_deadline_ms=settings.execution_deadline_ms,
-                            reserve_own_liquidity=settings.reserve_own_liquidity)
+                            reserve_own_liquidity=settings.reserve_own_liquidity, metrics=metrics)
     stats = Stats()
-    worker = IntentWorker(settings, service, quotes, stats)
-    return App(settings, list(venues), quotes, adapters, service, worker, stats)
+    worker = IntentWorker(settings, service, quotes, stats, metrics)
+    return App(settings, list(venues), quotes, adapters, service, worker, stats, metrics)

@@ -6,13 +6,14 @@ reads the environment anywhere else.
 
 from __future__ import annotations
 
+import os
 import tomllib
 from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from worker.domain.errors import InputError, describe
 from worker.domain.models import VenueConfig
@@ -76,6 +77,23 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] = "json"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     http_port: int | None = Field(default=None, ge=0, le=65535)
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Flags > ``SOR_*`` env vars > ``SOR_CONFIG_FILE`` (TOML) > ``SOR_SECRETS_DIR`` files > defaults."""
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("SOR_CONFIG_FILE")
+        if config_file:
+            if not Path(config_file).is_file():
+                raise InputError(f"SOR_CONFIG_FILE: {config_file} does not exist")
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        secrets_dir = os.environ.get("SOR_SECRETS_DIR")
+        if secrets_dir:
+            from pydantic_settings import SecretsSettingsSource
+
+            sources.append(SecretsSettingsSource(settings_cls, secrets_dir=secrets_dir))
+        return tuple(sources)
 
 
 def load_venues(path: Path) -> list[VenueConfig]:

@@ -144,7 +144,8 @@ async def run(args) -> int:
         await asyncio.wait([ready, worker_task], timeout=60, return_when=asyncio.FIRST_COMPLETED)
         if worker_task.done():
             worker_task.result()  # surfaces the start-up error
-        _say("[demo] worker ready: quote cache caught up, consumer group joined")
+        _say("[demo] worker ready: quote cache caught up, consumer group joined"
+             + (f"; metrics on http://127.0.0.1:{args.http_port}/metrics" if args.http_port else ""))
 
         collector = Collector(bootstrap, settings.topics)
         collector_task = asyncio.create_task(collector.run())

@@ -28,11 +28,38 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--venues", dest="venues_file", required=True, help="venues TOML file")
     p.add_argument("--bootstrap-servers", dest="bootstrap_servers", help="HOST:PORT (SOR_BOOTSTRAP_SERVERS)")
 
+    p = sub.add_parser("sim", help="run the market-data (quotes) or OMS (intents) simulator")
+    p.add_argument("what", choices=["market", "oms"])
+    p.add_argument("--bootstrap-servers", dest="bootstrap_servers")
+    p.add_argument("--interval", type=float, default=0.1, help="market: seconds between snapshots")
+    p.add_argument("--intents", type=int, default=0, help="oms: how many (0 = forever)")
+    p.add_argument("--rate", type=float, default=20.0, help="oms: intents per second")
+    p.add_argument("--mid", type=float, default=42_000.0, help="oms: price the limits are set around")
+
+    p = sub.add_parser("replay", help="re-read a topic range: what-if routing (places nothing) or re-publish outcomes")
+    p.add_argument("--mode", choices=["what-if", "republish"], required=True)
+    p.add_argument("--bootstrap-servers", dest="bootstrap_servers")
+    p.add_argument("--topic", help="source topic (what-if: the intents topic; republish: an outcome topic)")
+    p.add_argument("--partition", type=int, action="append", help="repeatable; default: all")
+    p.add_argument("--from-offset", type=int)
+    p.add_argument("--to-offset", type=int, help="exclusive")
+    p.add_argument("--from-time", help="epoch ms or ISO 8601")
+    p.add_argument("--to-time", help="epoch ms or ISO 8601, exclusive")
+    p.add_argument("--venues", help="venues TOML (what-if)")
+    p.add_argument("--algorithms", default="sor,split,best", help="what-if: comma-separated")
+    p.add_argument("--out", help="what-if: write the plans as JSON lines here")
+    p.add_argument("--to-topic", dest="to_topic", help="what-if: publish plans here; republish: the target topic")
+
+    p = sub.add_parser("schemas", help="JSON Schemas and the AsyncAPI document of the events")
+    p.add_argument("action", choices=["export"])
+    p.add_argument("--dir", default="schemas")
+
     p = sub.add_parser("demo", help="broker + paper venues + market data + OMS + worker, with a summary")
     p.add_argument("--intents", type=int, default=300, help="how many intents the OMS simulator sends")
     p.add_argument("--rate", type=float, default=40.0, help="intents per second")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--bootstrap-servers", dest="bootstrap_servers", help="use this Kafka instead of an embedded broker")
+    p.add_argument("--http-port", dest="http_port", type=int, default=8081, help="/metrics, /healthz, /readyz while it runs")
     return parser
 
 
@@ -56,6 +83,22 @@ def main(argv: list[str] | None = None) -> int:
         from worker.cli import run
 
         return run.paper_venue(args.port, {"venues_file": args.venues_file, "bootstrap_servers": args.bootstrap_servers})
+    if args.command == "replay":
+        from worker.cli import replay
+
+        return replay.main(args)
+    if args.command == "sim":
+        from worker.cli import sim
+
+        return sim.main(args)
+    if args.command == "schemas":
+        from pathlib import Path
+
+        from worker.schemas import export
+
+        for path in export(Path(args.dir)):
+            print(path)
+        return 0
     if args.command == "demo":
         from worker.cli import demo
 

@@ -322,3 +322,16 @@ class FillEvent(_Model):
 
 
 CLIENT_ORDER_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,36}$")
+
+
+class DeadLetter(_Model):
+    """The value of a ``sor.dlq.v1`` record: what could not be decoded, where from, and why."""
+
+    error: str
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    original_key: str | None
+    original_value_b64: str | None
+    original_value: str | None
+    failed_at: int

@@ -50,12 +50,13 @@ class Executor:
     """
 
     def __init__(self, adapters: Mapping[str, VenueAdapter], leg_timeout_ms: int, clock: Callable[[], int] = now_ms,
-                 breakers: CircuitBreakers | None = None, reconcile_timeout_ms: int = 30_000):
+                 breakers: CircuitBreakers | None = None, reconcile_timeout_ms: int = 30_000, metrics=None):
         self.adapters = adapters
         self.leg_timeout_s = leg_timeout_ms / 1000
         self.clock = clock
         self.breakers = breakers or CircuitBreakers(5, 5_000, clock)
         self.reconcile_timeout_s = reconcile_timeout_ms / 1000
+        self.metrics = metrics
 
     @staticmethod
     def client_order_ids(intent: OrderIntent, plan: RoutePlan) -> list[str]:
@@ -86,6 +87,10 @@ class Executor:
             report = await self._reconcile(adapter, coid, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
         latency = int((time.perf_counter() - started) * 1000)
         self.breakers.record(leg.provider, report.status)
+        if self.metrics is not None:
+            self.metrics.leg_latency.labels(leg.provider).observe(latency / 1000)
+            if report.status not in (LegStatus.FILLED,):
+                self.metrics.leg_errors.labels(leg.provider, report.status.value).inc()
         log.info("leg", intent_id=intent.intent_id, venue=leg.provider, client_order_id=coid, status=report.status.value,
                  qty=format(leg.qty, "f"), filled=format(report.filled_qty, "f"), latency_ms=latency)
         return LegOutcome(leg, coid, report, latency)

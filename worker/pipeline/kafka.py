@@ -8,7 +8,6 @@ import logging
 import time
 from typing import Awaitable, Callable
 
-import orjson
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -129,28 +128,27 @@ async def start_producer(settings: Settings) -> AIOKafkaProducer:
 def dlq_record(source_topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None, error: str) -> bytes:
     """The DLQ envelope: the original bytes (base64, and as text when they are UTF-8), where
     they came from, and the readable error."""
+    from worker.domain.models import DeadLetter
+    from worker.pipeline.codec import encode
+
     text = None
     if value is not None:
         try:
             text = value.decode()
         except UnicodeDecodeError:
             pass
-    return orjson.dumps({
-        "error": error,
-        "source_topic": source_topic,
-        "source_partition": partition,
-        "source_offset": offset,
-        "original_key": key.decode(errors="replace") if key is not None else None,
-        "original_value_b64": base64.b64encode(value).decode() if value is not None else None,
-        "original_value": text,
-        "failed_at": time.time_ns() // 1_000_000,
-    })
+    return encode(DeadLetter(
+        error=error, source_topic=source_topic, source_partition=partition, source_offset=offset,
+        original_key=key.decode(errors="replace") if key is not None else None,
+        original_value_b64=base64.b64encode(value).decode() if value is not None else None,
+        original_value=text, failed_at=time.time_ns() // 1_000_000,
+    ))
 
 
 class DeadLetters:
     """Publishes undecodable input to the DLQ and waits for the broker's acknowledgement."""
 
-    def __init__(self, producer: AIOKafkaProducer, topic: str, on_dead: Callable[[], None] = lambda: None):
+    def __init__(self, producer: AIOKafkaProducer, topic: str, on_dead: Callable[[str], None] = lambda topic: None):
         self.producer = producer
         self.topic = topic
         self.on_dead = on_dead
@@ -163,7 +161,7 @@ class DeadLetters:
         # de-duplicate on.
         coords = f"{source_topic}:{partition}:{offset}".encode()
         await self.producer.send_and_wait(self.topic, dlq_record(source_topic, partition, offset, key, value, error), key=coords, headers=headers)
-        self.on_dead()
+        self.on_dead(source_topic)
 
 
 class QuoteFeed:

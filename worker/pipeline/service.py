@@ -7,6 +7,7 @@ state machine that makes it crash-safe.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
@@ -77,6 +78,7 @@ class IntentService:
         execution_deadline_ms: int = 10_000,
         reserve_own_liquidity: bool = False,
         journal: Journal | None = None,
+        metrics=None,
     ):
         self.venues = list(venues)
         self.quotes = quotes
@@ -89,6 +91,7 @@ class IntentService:
         self.execution_deadline_ms = execution_deadline_ms
         self.reserve_own_liquidity = reserve_own_liquidity
         self.journal = journal or NullJournal()
+        self.metrics = metrics
 
     async def handle(self, intent: OrderIntent, received_ms: int, source: Source = Source()) -> Outcome:
         """Run one valid intent through every stage; never raises for a business outcome."""
@@ -188,8 +191,12 @@ class IntentService:
 
     def _route(self, intent: OrderIntent, round_no: int, qty, unavailable) -> RoutePlan:
         blocked = {v: ExclusionReason.CIRCUIT_OPEN for v in self.executor.breakers.blocked()}
-        return route(intent, self.quotes.books(intent.symbol), self.venues, now_ms=self.clock(),
+        started = time.perf_counter()
+        plan = route(intent, self.quotes.books(intent.symbol), self.venues, now_ms=self.clock(),
                      max_quote_age_ms=self.max_quote_age_ms, round_no=round_no, qty=qty, unavailable={**blocked, **unavailable})
+        if self.metrics is not None:
+            self.metrics.routing.observe(time.perf_counter() - started)
+        return plan
 
     def _apply_allow_list(self, intent: OrderIntent) -> OrderIntent:
         allowed = self.account_venues.get(intent.account_id)

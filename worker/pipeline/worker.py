@@ -67,7 +67,7 @@ class JournalIndex:
 class IntentWorker:
     """Consumes intents in a consumer group and publishes plans, fills and results."""
 
-    def __init__(self, settings: Settings, service: IntentService, quotes: QuoteCache, stats: Stats | None = None):
+    def __init__(self, settings: Settings, service: IntentService, quotes: QuoteCache, stats: Stats | None = None, metrics=None):
         self.settings = settings
         self.service = service
         self.quotes = quotes
@@ -79,12 +79,41 @@ class IntentWorker:
         self.ready = asyncio.Event()
         self._uncommitted: dict[TopicPartition, int] = {}
         self._paused = False
+        self.metrics = metrics
+        self.consumer = None
+        self._positions: dict[TopicPartition, int] = {}  # next offset to consume, for the lag gauge
+        if metrics is not None:
+            metrics.watch(self._gauges)
+
+    def _gauges(self) -> dict:
+        """Scrape-time gauges: quote ages, in-flight, lag per partition, breakers, readiness."""
+        now = now_ms()
+        ages = {(q.venue, q.symbol): max(0.0, (now - q.ts) / 1000) for q in self.quotes.all()}
+        lag = {}
+        if self.consumer is not None and self.ready.is_set():
+            for tp in self.consumer.assignment():
+                high = self.consumer.highwater(tp)
+                pos = self._positions.get(tp)
+                if high is not None and pos is not None:
+                    lag[(str(tp.partition),)] = max(0, high - pos)
+        breakers = self.service.executor.breakers
+        circuit = {(v.name,): float(v.name in breakers.blocked()) for v in self.service.venues}
+        return {"sor_quote_age_seconds": ages, "sor_in_flight_intents": {(): self.stats.in_flight},
+                "sor_consumer_lag": lag, "sor_circuit_open": circuit, "sor_ready": {(): float(self.ready.is_set())}}
 
     # --- lifecycle -------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set, then drain in-flight intents, commit, and return."""
         s = self.settings
+        http = None
+        if s.http_port is not None and self.metrics is not None:
+            from worker.observability import start_http
+
+            try:
+                http = await start_http(s.http_port, self.metrics, self.ready.is_set)
+            except OSError as exc:  # a busy port must not stop order flow
+                log.error("http_unavailable", port=s.http_port, error=str(exc))
         await ensure_topics(s)
         self.producer = await start_producer(s)
         self.dead = DeadLetters(self.producer, s.topics.dlq, self._count_dead)
@@ -111,7 +140,8 @@ class IntentWorker:
             self.ready.clear()
             if feed_task:
                 feed_task.cancel()
-            for closer in (consumer.stop, feed.stop, self.producer.stop):
+            closers = [consumer.stop, feed.stop, self.producer.stop] + ([http.cleanup] if http else [])
+            for closer in closers:
                 try:
                     await closer()
                 except Exception as exc:  # a close failure must not hide the original error
@@ -126,6 +156,8 @@ class IntentWorker:
             for tp, records in batch.items():
                 for record in records:
                     self._dispatch(tp, record)
+                if records:
+                    self._positions[tp] = records[-1].offset + 1
             self._backpressure()
             if time.monotonic() >= next_commit:
                 await self._commit()
@@ -157,6 +189,8 @@ class IntentWorker:
         kind, entry = self.index.claim(intent.intent_id, tp.partition, record.offset)
         if kind == "duplicate":
             self.stats.duplicates += 1
+            if self.metrics is not None:
+                self.metrics.duplicates.inc()
             log.info("duplicate_intent", intent_id=intent.intent_id, partition=tp.partition, offset=record.offset)
             self.tracker.finish(tp, record.offset)
         elif kind == "redelivery" and entry is not None:
@@ -207,6 +241,9 @@ class IntentWorker:
             if outcome.result is not None:
                 savings = outcome.plan.savings_vs_single_venue if outcome.plan else None
                 self.stats.record_result(outcome.result.status.value, outcome.result.latency_ms, savings)
+                if self.metrics is not None:
+                    self.metrics.intents.labels(outcome.result.status.value).inc()
+                    self.metrics.intent_latency.observe(outcome.result.latency_ms / 1000)
                 log.info("intent_done", status=outcome.result.status.value, filled=format(outcome.result.filled_qty, "f"),
                          latency_ms=outcome.result.latency_ms)
 
@@ -248,8 +285,10 @@ class IntentWorker:
             self.consumer.resume(*self.consumer.assignment())
             self._paused = False
 
-    def _count_dead(self) -> None:
+    def _count_dead(self, topic: str = "") -> None:
         self.stats.dead_letters += 1
+        if self.metrics is not None:
+            self.metrics.dead_letters.labels(topic).inc()
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         """Finish and commit what this instance started before the partitions move."""

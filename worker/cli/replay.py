@@ -1,0 +1,40 @@
+"""``sor replay``: what-if routing or faithful re-publishing of a topic range."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+from worker.domain.errors import InputError
+
+
+def main(args) -> int:
+    from worker.cli.run import load_settings
+    from worker.config import load_venues
+    from worker.domain.models import Algorithm
+    from worker.replay import Range, parse_time, run_republish, run_what_if
+
+    try:
+        settings = load_settings({"bootstrap_servers": args.bootstrap_servers, "venues_file": args.venues})
+        rng = Range(partitions=args.partition or None, from_offset=args.from_offset, to_offset=args.to_offset,
+                    from_time=parse_time(args.from_time), to_time=parse_time(args.to_time))
+        if args.mode == "what-if":
+            if settings.venues_file is None:
+                raise InputError("--venues: required for what-if (the venues' fees and lot rules)")
+            venues = load_venues(Path(settings.venues_file))
+            algorithms = [Algorithm(a) for a in args.algorithms.split(",")]
+            if args.topic:
+                settings = settings.model_copy(update={"topics": settings.topics.model_copy(update={"intents": args.topic})})
+            asyncio.run(run_what_if(settings, venues, rng, algorithms, Path(args.out) if args.out else None, args.to_topic))
+        else:
+            if not args.topic or not args.to_topic:
+                raise InputError("--topic and --to-topic: both required for republish")
+            asyncio.run(run_republish(settings, args.topic, rng, args.to_topic))
+    except InputError as exc:
+        print(f"sor replay: error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"sor replay: error: {exc}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,85 @@
+"""Prometheus metrics and the health endpoints (``/metrics``, ``/healthz``, ``/readyz``)."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import structlog
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+log = structlog.get_logger("sor.http")
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class Metrics:
+    """Every series the worker exports; one registry per process (tests make their own)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.intents = Counter("sor_intents_total", "Intents by final status.", ["status"], registry=r)
+        self.routing = Histogram("sor_routing_seconds", "Time to build one plan.", buckets=_LATENCY_BUCKETS, registry=r)
+        self.intent_latency = Histogram("sor_intent_to_result_seconds", "From intent received to final result.", buckets=_LATENCY_BUCKETS, registry=r)
+        self.leg_latency = Histogram("sor_leg_seconds", "Venue round trip of one leg.", ["venue"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.leg_errors = Counter("sor_leg_errors_total", "Legs that did not fill normally, by venue and status.", ["venue", "status"], registry=r)
+        self.dead_letters = Counter("sor_dead_letters_total", "Records sent to the DLQ, by source topic.", ["topic"], registry=r)
+        self.duplicates = Counter("sor_duplicate_intents_total", "Republished intent ids not executed again.", registry=r)
+
+    def watch(self, gauges: Callable[[], dict[str, dict[tuple, float]]]) -> None:
+        """Gauges computed at scrape time: ``{name: {label values: value}}``."""
+        self.registry.register(_ScrapeTimeGauges(gauges))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _ScrapeTimeGauges:
+    SPECS = {
+        "sor_quote_age_seconds": ("Age of the latest quote per venue and symbol.", ["venue", "symbol"]),
+        "sor_in_flight_intents": ("Intents being worked on.", []),
+        "sor_consumer_lag": ("Records behind the end of each assigned intents partition.", ["partition"]),
+        "sor_circuit_open": ("1 while a venue's circuit breaker keeps it out.", ["venue"]),
+        "sor_ready": ("1 once connected and the quote cache caught up.", []),
+    }
+
+    def __init__(self, source: Callable[[], dict[str, dict[tuple, float]]]):
+        self.source = source
+
+    def describe(self):
+        return [GaugeMetricFamily(name, doc, labels=labels) for name, (doc, labels) in self.SPECS.items()]
+
+    def collect(self):
+        values = self.source()
+        for name, (doc, labels) in self.SPECS.items():
+            family = GaugeMetricFamily(name, doc, labels=labels)
+            for key, value in values.get(name, {}).items():
+                family.add_metric(list(key), value)
+            yield family
+
+
+async def start_http(port: int, metrics: Metrics, ready: Callable[[], bool], host: str = "0.0.0.0") -> web.AppRunner:
+    """Serve the three endpoints; returns the runner (``await runner.cleanup()`` to stop)."""
+    started = time.monotonic()
+
+    async def metrics_view(_):
+        return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(_):
+        return web.json_response({"status": "ok", "uptime_s": round(time.monotonic() - started, 1)})
+
+    async def readyz(_):
+        ok = ready()
+        return web.json_response({"ready": ok}, status=200 if ok else 503)
+
+    app = web.Application()
+    app.add_routes([web.get("/metrics", metrics_view), web.get("/healthz", healthz), web.get("/readyz", readyz)])
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    log.info("http_started", port=port, endpoints=["/metrics", "/healthz", "/readyz"])
+    return runner
