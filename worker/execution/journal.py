@@ -92,10 +92,6 @@ class JournalEntry(BaseModel):
     result: ExecutionResult | None = None
     fills: list[FillEvent] = Field(default_factory=list)
 
-    @property
-    def plans(self) -> list[RoutePlan]:
-        return [r.plan for r in self.rounds] or ([] if self.result is None or self.result.plan_id is None else [])
-
 
 class Journal(Protocol):
     """Where the service records transitions; ``write`` returns once the record is durable."""

@@ -53,6 +53,10 @@ class JournalIndex:
             return "redelivery", known[2]
         return "duplicate", known[2]
 
+    def get(self, intent_id: str) -> JournalEntry | None:
+        known = self._entries.get(intent_id)
+        return known[2] if known else None
+
     def put(self, intent_id: str, partition: int, offset: int, entry: JournalEntry | None) -> None:
         self._entries[intent_id] = (partition, offset, entry)
         self._entries.move_to_end(intent_id)
@@ -234,7 +238,7 @@ class IntentWorker:
                 outcome = await self.service.handle(intent, received_ms, source)
             except Exception as exc:  # a bug must still end in a final result, never a silent drop
                 log.exception("intent_failed", error=repr(exc))
-                outcome = Outcome(intent, [], rejected_result(intent, f"internal_error: {exc!r}", now_ms() - received_ms))
+                outcome = await self._after_internal_error(intent, received_ms, exc)
             finally:
                 self.active.discard(intent.intent_id)
             await self.publish(outcome)
@@ -246,6 +250,17 @@ class IntentWorker:
                     self.metrics.intent_latency.observe(outcome.result.latency_ms / 1000)
                 log.info("intent_done", status=outcome.result.status.value, filled=format(outcome.result.filled_qty, "f"),
                          latency_ms=outcome.result.latency_ms)
+
+    async def _after_internal_error(self, intent: OrderIntent, received_ms: int, exc: Exception) -> Outcome:
+        """If orders may exist (a planned record), finish from the journal, asking the venues;
+        otherwise, or if that fails too, a rejected result naming the error."""
+        entry = self.index.get(intent.intent_id)
+        if entry is not None and entry.state is IntentState.PLANNED:
+            try:
+                return await self.service.recover(entry)
+            except Exception as again:
+                log.exception("recovery_failed", error=repr(again))
+        return Outcome(intent, [], rejected_result(intent, f"internal_error: {exc!r}", now_ms() - received_ms))
 
     async def publish(self, outcome: Outcome) -> None:
         """Plan, then fills, then the result; returns once the broker acknowledged all."""
