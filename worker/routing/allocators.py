@@ -198,13 +198,15 @@ def _rebalance(books, levels: _MergedLevels, x: list[Decimal], lo, hi, cost: Dec
 
 def _violation(books: Sequence[SideBook], x: list[Decimal]) -> int | None:
     """First venue whose relaxed quantity it would refuse (minimum first, then step)."""
+    step_violation = None
     for i, q in enumerate(x):
-        if q > 0 and q < books[i].min_qty:
-            return i
-    for i, q in enumerate(x):
-        if q > 0 and q % books[i].venue.step_size != 0:
-            return i
-    return None
+        if q > 0:
+            book = books[i]
+            if q < book.min_qty:
+                return i
+            if step_violation is None and q % book.venue.step_size:
+                step_violation = i
+    return step_violation
 
 
 def _fine_idle(books: Sequence[SideBook], lattice: _Lattice, x, lo, hi) -> list[int]:
@@ -228,36 +230,38 @@ def _with(bounds: list[Decimal], changes: dict[int, Decimal]) -> list[Decimal]:
 
 
 def _branches(books: Sequence[SideBook], lattice: _Lattice, node: _Relaxed, lo, hi):
-    """(lo, hi, pinned venue or -1) of each child; together they cover every integer plan."""
+    """(lo, hi, pinned venue or -1, venues whose bounds changed) of each child; together the
+    children cover every integer plan of the node."""
     x = node.x
     i = _violation(books, x)
     book = books[i]
     if x[i] < book.min_qty:  # semi-continuous: 0 or >= min_qty
-        yield lo, _with(hi, {i: ZERO}), -1
-        yield _with(lo, {i: book.min_qty}), hi, i
+        yield lo, _with(hi, {i: ZERO}), -1, (i,)
+        yield _with(lo, {i: book.min_qty}), hi, i, (i,)
         return
     fine = _fine_idle(books, lattice, x, lo, hi)
     if fine:
-        yield lo, _with(hi, dict.fromkeys(fine, ZERO)), -1
+        yield lo, _with(hi, dict.fromkeys(fine, ZERO)), -1, tuple(fine)
         for j in fine:
-            yield _with(lo, {j: books[j].min_qty}), hi, j
+            yield _with(lo, {j: books[j].min_qty}), hi, j, (j,)
         return
     step = book.venue.step_size
     down = floor_to_step(x[i], step)
     if down >= max(lo[i], book.min_qty):
-        yield lo, _with(hi, {i: down}), -1
+        yield lo, _with(hi, {i: down}), -1, (i,)
     elif lo[i] == 0:
-        yield lo, _with(hi, {i: ZERO}), -1
+        yield lo, _with(hi, {i: ZERO}), -1, (i,)
     up = down + step
     if up <= hi[i]:
-        yield _with(lo, {i: max(lo[i], up)}), hi, i
+        yield _with(lo, {i: max(lo[i], up)}), hi, i, (i,)
 
 
-def _child(books, levels, lattice: _Lattice, parent: _Relaxed, lo, hi, pinned: int, qty: Decimal) -> _Relaxed | None:
+def _child(books, levels, lattice: _Lattice, parent: _Relaxed, lo, hi, pinned: int, changed, qty: Decimal) -> _Relaxed | None:
     """A child's relaxation, derived from its parent's instead of walked from the top."""
     x = list(parent.x)
     cost, fill = parent.cost, parent.fill
-    for i, b in enumerate(books):
+    for i in changed:
+        b = books[i]
         q = x[i]
         if q < lo[i]:
             q = lo[i]
@@ -329,10 +333,11 @@ def allocate_sor(books: Sequence[SideBook], qty: Decimal, node_limit: int = DEFA
     def expand(lo, hi, node):
         """Open children that might beat the incumbent, best bound first."""
         nonlocal best_key, best_x
-        offer(_repair(books, node.x, lo, hi, lattice.target(hi, qty)))
+        if -best_key[0] < node.fill:  # the incumbent does not fill what this node could yet
+            offer(_repair(books, node.x, lo, hi, lattice.target(hi, qty)))
         kids = []
-        for c_lo, c_hi, pinned in _branches(books, lattice, node, lo, hi):
-            child = _child(books, levels, lattice, node, c_lo, c_hi, pinned, qty)
+        for c_lo, c_hi, pinned, changed in _branches(books, lattice, node, lo, hi):
+            child = _child(books, levels, lattice, node, c_lo, c_hi, pinned, changed, qty)
             if child is None or child.key >= best_key:
                 continue
             if _violation(books, child.x) is None:

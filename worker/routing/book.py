@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from worker.domain.models import Side, VenueConfig, VenueQuote
@@ -41,6 +41,7 @@ class PreparedSide:
     rates: tuple[Decimal, ...]
     fee_rate: Decimal
     factor: Decimal  # sign * (1 +/- fee): rates[j] == factor * prices[j]
+    derived: dict = field(default_factory=dict, compare=False)  # per-venue values of this quote, memoised
 
 
 _MEMO: OrderedDict[tuple[int, Side, Decimal], PreparedSide] = OrderedDict()
@@ -100,7 +101,11 @@ class SideBook:
         usable = len(prep.prices) if limit is None else bisect_right(prep.keys, side.sign * limit)
         max_qty = floor_to_step(prep.cum_qty[usable], venue.step_size)
         book = cls(venue, side, prep.prices, prep.cum_qty, prep.cum_notional, prep.rates, prep.fee_rate, prep.factor, usable, max_qty, ZERO)
-        object.__setattr__(book, "min_qty", book._smallest_order())
+        key = ("min", venue.step_size, venue.min_qty, venue.min_notional, usable)
+        smallest = prep.derived.get(key)
+        if smallest is None:
+            smallest = prep.derived[key] = book._smallest_order()
+        object.__setattr__(book, "min_qty", smallest)
         return book
 
     @property

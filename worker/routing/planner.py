@@ -21,6 +21,7 @@ from worker.domain.models import (
     VenueConfig,
     VenueQuote,
     VenueRoute,
+    trusted,
 )
 from worker.routing.allocators import Allocation, allocate_best, allocate_sor, allocate_split
 from worker.routing.book import BPS, ZERO, SideBook
@@ -151,7 +152,7 @@ def _route(intent, books, venues, now_ms, max_quote_age_ms, round_no, qty, unava
         fee = notional * book.fee_rate
         r = by_name[book.name]
         legs.append(
-            PlanLeg.model_construct(
+            trusted(PlanLeg,
                 provider=book.name,
                 qty=leg_qty,
                 estimated_price=_avg(notional, leg_qty),
@@ -181,7 +182,7 @@ def _route(intent, books, venues, now_ms, max_quote_age_ms, round_no, qty, unava
             savings_best = _savings_bps(side, best, net)
 
     as_of = max((books[b.name].ts for b in eligible), default=None)
-    return RoutePlan.model_construct(
+    return trusted(RoutePlan,
         plan_id=plan_id_for(intent.intent_id, round_no),
         intent_id=intent.intent_id,
         symbol=intent.symbol,
