@@ -216,6 +216,7 @@ class PlanLeg(_Model):
 class RoutePlan(_Model):
     """A split plan: the legs, their estimates, the ranking and what was left out."""
 
+    event_id: str  # == plan_id: stable across republishing, for downstream de-duplication
     plan_id: str
     intent_id: str
     symbol: str

@@ -182,8 +182,10 @@ def _route(intent, books, venues, now_ms, max_quote_age_ms, round_no, qty, unava
             savings_best = _savings_bps(side, best, net)
 
     as_of = max((books[b.name].ts for b in eligible), default=None)
+    plan_id = plan_id_for(intent.intent_id, round_no)
     return trusted(RoutePlan,
-        plan_id=plan_id_for(intent.intent_id, round_no),
+        event_id=plan_id,
+        plan_id=plan_id,
         intent_id=intent.intent_id,
         symbol=intent.symbol,
         side=side,
