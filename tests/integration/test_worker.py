@@ -240,3 +240,21 @@ def test_two_workers_in_one_group_share_the_partitions(bootstrap, topics, worker
     done = [{line["intent_id"] for line in w.log if line.get("event") == "intent_done"} for w in (a, b)]
     assert done[0] and done[1] and not done[0] & done[1]
     assert a.stop() == 0 and b.stop() == 0
+
+
+def test_backpressure_pauses_partitions_at_max_in_flight(bootstrap, topics, tmp_path):
+    make_topics(bootstrap, topics)
+    publish_quotes(bootstrap, topics, BOOKS["BTC/USD"])
+    slow = tmp_path / "slow.toml"
+    slow.write_text('[[venues]]\nname = "kraken"\nlatency_ms = 300\n')
+    w = WorkerProcess(bootstrap, slow, topics, extra_env={"SOR_MAX_IN_FLIGHT": "4"}).started()
+    try:
+        publish_intents(bootstrap, topics, [intent(f"bp-{n}", "0.01", limit=42200) for n in range(30)])
+        results = read_json(bootstrap, topics.executions, 30, timeout_s=60)
+        assert sorted(r["intent_id"] for r in results) == sorted(f"bp-{n}" for n in range(30))
+        assert w.stop() == 0
+    finally:
+        w.kill()
+    paused = [line for line in w.log if line.get("event") == "backpressure_paused"]
+    assert paused and all(line["in_flight"] <= 4 for line in paused)
+    assert any(line.get("event") == "backpressure_resumed" for line in w.log)

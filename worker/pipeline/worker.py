@@ -296,9 +296,11 @@ class IntentWorker:
         if not self._paused and self.stats.in_flight >= limit:
             self.consumer.pause(*self.consumer.assignment())
             self._paused = True
+            log.info("backpressure_paused", in_flight=self.stats.in_flight, max_in_flight=limit)
         elif self._paused and self.stats.in_flight <= limit // 2:
             self.consumer.resume(*self.consumer.assignment())
             self._paused = False
+            log.info("backpressure_resumed", in_flight=self.stats.in_flight)
 
     def _count_dead(self, topic: str = "") -> None:
         self.stats.dead_letters += 1
