@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.support.oracles import milp_optimum  # noqa: E402
 from tests.support.scenarios import make_intent, oracle_venues, random_market  # noqa: E402
-from worker.domain.models import Algorithm, Side  # noqa: E402
+from worker.domain.models import Algorithm  # noqa: E402
 from worker.routing.book import _MEMO  # noqa: E402
 from worker.routing.planner import route  # noqa: E402
 

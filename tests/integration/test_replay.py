@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
-from pathlib import Path
 
 import orjson
 import pytest
 
-from tests.integration.conftest import now_ms
 from tests.integration.test_worker import BOOKS, intent, make_topics, publish_quotes
-from tests.support.kafka_io import SOR, produce, produce_json, read_topic, run
+from tests.support.kafka_io import SOR, produce_json, read_topic, run
 
 pytestmark = pytest.mark.integration
 
@@ -75,7 +72,6 @@ def test_republish_copies_keys_values_and_headers(bootstrap, topics):
     assert "republished 8 records" in proc.stdout
     copied = run(read_topic(bootstrap, target, 8))
     original = run(read_topic(bootstrap, source, 8))
-    key = lambda r: r.key  # noqa: E731
     assert sorted(((r.key, r.value, tuple(r.headers)) for r in copied), key=str) == sorted(((r.key, r.value, tuple(r.headers)) for r in original), key=str)
 
 

@@ -6,7 +6,6 @@ import signal
 import time
 from decimal import Decimal
 
-import orjson
 import pytest
 
 from tests.integration.conftest import now_ms
@@ -227,7 +226,6 @@ def test_two_workers_in_one_group_share_the_partitions(bootstrap, topics, worker
     b = worker(SOR_TOPIC_PARTITIONS="4")
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        owned = [{p for line in w.log if line.get("event") == "partitions_assigned" for p in line["partitions"]} for w in (a, b)]
         last = [next((line["partitions"] for line in reversed(w.log) if line.get("event") == "partitions_assigned"), []) for w in (a, b)]
         if all(last) and not set(last[0]) & set(last[1]):
             break
