@@ -192,7 +192,6 @@ class IntentWorker:
             return
         kind, entry = self.index.claim(intent.intent_id, tp.partition, record.offset)
         if kind == "duplicate":
-            self.stats.duplicates += 1
             if self.metrics is not None:
                 self.metrics.duplicates.inc()
             log.info("duplicate_intent", intent_id=intent.intent_id, partition=tp.partition, offset=record.offset)
@@ -243,8 +242,7 @@ class IntentWorker:
                 self.active.discard(intent.intent_id)
             await self.publish(outcome)
             if outcome.result is not None:
-                savings = outcome.plan.savings_vs_single_venue if outcome.plan else None
-                self.stats.record_result(outcome.result.status.value, outcome.result.latency_ms, savings)
+                self.stats.by_status[outcome.result.status.value] += 1
                 if self.metrics is not None:
                     self.metrics.intents.labels(outcome.result.status.value).inc()
                     self.metrics.intent_latency.observe(outcome.result.latency_ms / 1000)
@@ -303,7 +301,6 @@ class IntentWorker:
             log.info("backpressure_resumed", in_flight=self.stats.in_flight)
 
     def _count_dead(self, topic: str = "") -> None:
-        self.stats.dead_letters += 1
         if self.metrics is not None:
             self.metrics.dead_letters.labels(topic).inc()
 
