@@ -19,7 +19,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Iterable
 
-import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from worker.config import Settings, kafka_security
@@ -238,7 +237,3 @@ async def run_republish(settings: Settings, topic: str, rng: Range, to_topic: st
         stream.write(f"  partition {p}: offsets {offs[0]}..{offs[-1]} ({len(offs)})\n")
     return len(records)
 
-
-def summary_json(summary: WhatIfSummary) -> bytes:
-    return orjson.dumps({"intents": summary.intents, "plans": summary.plans,
-                         "vs_sor_bps": {k: statistics.fmean(v) for k, v in summary.vs_sor_bps.items() if v}})

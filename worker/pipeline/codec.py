@@ -29,6 +29,3 @@ def encode(obj: BaseModel) -> bytes:
     """JSON bytes with every Decimal as a string."""
     return obj.__pydantic_serializer__.to_json(obj)
 
-
-def to_bytes(text: str | None) -> bytes | None:
-    return None if text is None else text.encode()

@@ -20,7 +20,6 @@ class QuoteCache:
         self._by_symbol: dict[str, dict[str, VenueQuote]] = {}
         # (venue, symbol) -> (the raw snapshot reserved against, {(side, price): qty}, view)
         self._reserved: dict[tuple[str, str], tuple[VenueQuote, dict[tuple[Side, Decimal], Decimal], VenueQuote | None]] = {}
-        self.version = 0
 
     def update(self, quote: VenueQuote) -> bool:
         books = self._by_symbol.setdefault(quote.symbol, {})
@@ -29,7 +28,6 @@ class QuoteCache:
             return False
         books[quote.venue] = quote
         self._reserved.pop((quote.venue, quote.symbol), None)
-        self.version += 1
         return True
 
     def get(self, venue: str, symbol: str) -> VenueQuote | None:

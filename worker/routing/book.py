@@ -159,9 +159,3 @@ class SideBook:
 
     def levels_touched(self, qty: Decimal) -> int:
         return bisect_left(self.cum_qty, qty) if qty > 0 else 0
-
-    def is_valid_qty(self, qty: Decimal) -> bool:
-        """The venue accepts an order of ``qty``: on its step, above its minimums, within depth."""
-        if qty == 0:
-            return True
-        return self.min_qty <= qty <= self.max_qty and qty % self.venue.step_size == 0
