@@ -19,7 +19,7 @@ from worker.venues.base import VenueAdapter
 from worker.venues.paper import PaperVenue
 
 
-def build_adapter(venue: VenueConfig, quotes: QuoteCache) -> VenueAdapter:
+def build_adapter(venue: VenueConfig, quotes: QuoteCache, credentials=None) -> VenueAdapter:
     """The adapter a venue's config names; new exchanges are added here and only here."""
     if venue.adapter == "paper":
         return PaperVenue(venue, lambda symbol, name=venue.name: quotes.get(name, symbol))
@@ -28,7 +28,7 @@ def build_adapter(venue: VenueConfig, quotes: QuoteCache) -> VenueAdapter:
 
         if not venue.url:
             raise ValueError(f"venue {venue.name}: adapter 'http' needs a url")
-        return HttpVenue(venue)
+        return HttpVenue(venue, credentials=credentials)
     raise ValueError(f"venue {venue.name}: unknown adapter {venue.adapter!r}")
 
 
@@ -46,7 +46,7 @@ class App:
 
 def build(settings: Settings, venues: Sequence[VenueConfig]) -> App:
     quotes = QuoteCache()
-    adapters = {v.name: build_adapter(v, quotes) for v in venues}
+    adapters = {v.name: build_adapter(v, quotes, settings.venue_credentials.get(v.name)) for v in venues}
     breakers = CircuitBreakers(settings.breaker_threshold, settings.breaker_cooldown_ms, now_ms)
     metrics = Metrics()
     executor = Executor(adapters, settings.leg_timeout_ms, breakers=breakers, reconcile_timeout_ms=settings.reconcile_timeout_ms,

@@ -33,6 +33,15 @@ class Topics(BaseModel):
     journal: str = "sor.journal.v1"
 
 
+class VenueCredentials(BaseModel):
+    """API credentials of one real venue (from a Kubernetes Secret via env or SOR_SECRETS_DIR)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    api_key: str
+    api_secret: SecretStr
+
+
 class Settings(BaseSettings):
     """Everything the worker needs to run; see the README's configuration table."""
 
@@ -63,6 +72,7 @@ class Settings(BaseSettings):
     shutdown_timeout_s: float = Field(default=30.0, gt=0)
     dedupe_capacity: int = Field(default=1_000_000, ge=1)
     account_max_notional: dict[str, Decimal] = Field(default_factory=dict)
+    venue_credentials: dict[str, VenueCredentials] = Field(default_factory=dict)  # SOR_VENUE_CREDENTIALS__BINANCE__API_KEY
     default_max_notional: Decimal | None = None
     # "auto": try the idempotent producer, fall back (with a warning) where the broker refuses
     # InitProducerId, as the embedded Tansu broker does. Production sets "true".

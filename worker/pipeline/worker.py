@@ -30,19 +30,22 @@ from worker.pipeline.stats import Stats
 log = structlog.get_logger("sor.worker")
 
 
+DONE = "done"  # the index's marker for an intent whose outcome is published
+
+
 class JournalIndex:
     """Every intent id this worker has taken on, and where it came from (bounded, LRU).
 
     Filled from the journal when partitions are assigned, so "executed at most once" holds
-    across restarts and rebalances, not just within one process.
+    across restarts and rebalances. Only intents whose outcome may still need (re)publishing
+    keep their full journal entry; the rest shrink to a marker of a few hundred bytes.
     """
 
     def __init__(self, capacity: int):
         self.capacity = capacity
-        self._entries: OrderedDict[str, tuple[int, int, JournalEntry | None]] = OrderedDict()
-        self.published: set[str] = set()
+        self._entries: OrderedDict[str, tuple[int, int, JournalEntry | str | None]] = OrderedDict()
 
-    def claim(self, intent_id: str, partition: int, offset: int) -> tuple[str, JournalEntry | None]:
+    def claim(self, intent_id: str, partition: int, offset: int) -> tuple[str, JournalEntry | str | None]:
         """``("new", None)``, ``("redelivery", entry)`` for the message the journal names,
         or ``("duplicate", entry)`` for another message with a known intent id."""
         known = self._entries.get(intent_id)
@@ -53,19 +56,27 @@ class JournalIndex:
             return "redelivery", known[2]
         return "duplicate", known[2]
 
-    def get(self, intent_id: str) -> JournalEntry | None:
+    def get(self, intent_id: str) -> JournalEntry | str | None:
         known = self._entries.get(intent_id)
         return known[2] if known else None
 
-    def put(self, intent_id: str, partition: int, offset: int, entry: JournalEntry | None) -> None:
+    def put(self, intent_id: str, partition: int, offset: int, entry: JournalEntry | str | None) -> None:
         self._entries[intent_id] = (partition, offset, entry)
         self._entries.move_to_end(intent_id)
         if len(self._entries) > self.capacity:
-            evicted, _ = self._entries.popitem(last=False)
-            self.published.discard(evicted)
+            self._entries.popitem(last=False)
 
     def record(self, entry: JournalEntry) -> None:
         self.put(entry.intent_id, entry.source_partition, entry.source_offset, entry)
+
+    def done(self, intent_id: str) -> None:
+        """The outcome is acknowledged: keep only the marker."""
+        known = self._entries.get(intent_id)
+        if known is not None:
+            self._entries[intent_id] = (known[0], known[1], DONE)
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 class IntentWorker:
@@ -196,10 +207,10 @@ class IntentWorker:
                 self.metrics.duplicates.inc()
             log.info("duplicate_intent", intent_id=intent.intent_id, partition=tp.partition, offset=record.offset)
             self.tracker.finish(tp, record.offset)
-        elif kind == "redelivery" and entry is not None:
+        elif kind == "redelivery" and isinstance(entry, JournalEntry):
             self._spawn(tp, record.offset, self._resume(entry))
         elif kind == "redelivery":
-            self.tracker.finish(tp, record.offset)  # in flight in this process already
+            self.tracker.finish(tp, record.offset)  # published already, or in flight in this process
         else:
             self._spawn(tp, record.offset, self._process(intent, now_ms(), Source(tp.partition, record.offset)))
 
@@ -223,8 +234,6 @@ class IntentWorker:
     async def _resume(self, entry: JournalEntry) -> None:
         """A message the journal already knows: finish it if needed, and make sure its
         outcome is published (again, byte-identical, if a crash may have lost it)."""
-        if entry.intent_id in self.index.published and entry.state is IntentState.COMPLETED:
-            return
         with structlog.contextvars.bound_contextvars(intent_id=entry.intent_id):
             outcome = await self.service.recover(entry)
             await self.publish(outcome)
@@ -253,7 +262,7 @@ class IntentWorker:
         """If orders may exist (a planned record), finish from the journal, asking the venues;
         otherwise, or if that fails too, a rejected result naming the error."""
         entry = self.index.get(intent.intent_id)
-        if entry is not None and entry.state is IntentState.PLANNED:
+        if isinstance(entry, JournalEntry) and entry.state is IntentState.PLANNED:
             try:
                 return await self.service.recover(entry)
             except Exception as again:
@@ -272,7 +281,7 @@ class IntentWorker:
         if outcome.result is not None:
             sends.append(await self.producer.send(t.executions, encode(outcome.result), key=key))
         await asyncio.gather(*sends)
-        self.index.published.add(outcome.intent.intent_id)
+        self.index.done(outcome.intent.intent_id)
 
     # --- offsets, backpressure, rebalances ---------------------------------------------------
 
@@ -331,9 +340,12 @@ class IntentWorker:
         committed = {tp.partition: (await self.consumer.committed(tp)) or 0 for tp in assigned}
         unfinished = []
         for entry in entries.values():
-            self.index.record(entry)
+            if entry.intent_id in self.active:
+                continue  # in flight in this process: its own task finishes it
             pending = entry.source_offset >= committed.get(entry.source_partition, 0)
-            if pending and entry.state is not IntentState.COMPLETED and entry.intent_id not in self.active:
+            # Below the committed offset the outcome was acknowledged: a marker is enough.
+            self.index.put(entry.intent_id, entry.source_partition, entry.source_offset, entry if pending else DONE)
+            if pending and entry.state is not IntentState.COMPLETED:
                 unfinished.append(entry)
         for entry in unfinished:
             with structlog.contextvars.bound_contextvars(intent_id=entry.intent_id):
