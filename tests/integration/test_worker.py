@@ -256,3 +256,36 @@ def test_backpressure_pauses_partitions_at_max_in_flight(bootstrap, topics, tmp_
     paused = [line for line in w.log if line.get("event") == "backpressure_paused"]
     assert paused and all(line["in_flight"] <= 4 for line in paused)
     assert any(line.get("event") == "backpressure_resumed" for line in w.log)
+
+
+def test_metrics_and_readiness_of_a_running_worker(bootstrap, topics, worker):
+    import urllib.request
+
+    from worker.broker import free_port
+
+    make_topics(bootstrap, topics)
+    publish_quotes(bootstrap, topics, BOOKS["BTC/USD"])
+    port = free_port()
+    w = worker(SOR_HTTP_PORT=port)
+
+    def get(path):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, ""
+
+    assert get("/healthz")[0] == 200
+    assert get("/readyz")[0] == 200  # started = caught up and in the group
+    publish_intents(bootstrap, topics, [intent(f"m-{n}", "0.01", limit=42200) for n in range(5)] + [b"junk"])
+    read_json(bootstrap, topics.executions, 5)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        status, text = get("/metrics")
+        if 'sor_intents_total{status="filled"} 5.0' in text:
+            break
+        time.sleep(0.2)
+    assert 'sor_intents_total{status="filled"} 5.0' in text
+    assert "sor_dead_letters_total" in text and "sor_consumer_lag" in text and "sor_quote_age_seconds" in text
+    assert "sor_ready 1.0" in text
+    assert w.stop() == 0
