@@ -70,6 +70,7 @@ class Settings(BaseSettings):
     breaker_threshold: int = Field(default=5, ge=1)
     breaker_cooldown_ms: int = Field(default=5_000, ge=1)
     shutdown_timeout_s: float = Field(default=30.0, gt=0)
+    connect_timeout_s: float = Field(default=60.0, ge=0)
     dedupe_capacity: int = Field(default=1_000_000, ge=1)
     account_max_notional: dict[str, Decimal] = Field(default_factory=dict)
     venue_credentials: dict[str, VenueCredentials] = Field(default_factory=dict)  # SOR_VENUE_CREDENTIALS__BINANCE__API_KEY

@@ -79,3 +79,11 @@ def test_sor_worker_without_a_venues_file_is_a_clear_error(tmp_path):
     bad.write_text('[[venues]]\nname = "x"\ntaker_fee_bps = "-3"\n')
     proc = subprocess.run([SOR, "worker", "--venues", str(bad)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "venues[0].taker_fee_bps" in proc.stderr
+
+
+def test_sor_worker_says_it_cannot_reach_kafka_and_exits_1(tmp_path):
+    venues = tmp_path / "v.toml"
+    venues.write_text('[[venues]]\nname = "a"\n')
+    proc = subprocess.run([SOR, "worker", "--bootstrap-servers", "127.0.0.1:1", "--venues", str(venues)], capture_output=True,
+                          text=True, timeout=60, env={**__import__("os").environ, "SOR_CONNECT_TIMEOUT_S": "1"})
+    assert proc.returncode == 1 and "cannot reach Kafka at 127.0.0.1:1" in proc.stderr and "Traceback" not in proc.stderr

@@ -57,10 +57,15 @@ def worker(overrides: dict) -> int:
         print(f"sor worker: error: {exc}", file=sys.stderr)
         return 2
     sor_logging.configure(settings.log_format, settings.log_level)
+    from aiokafka.errors import KafkaError
+
     try:
         asyncio.run(_serve(settings, venues))
     except KeyboardInterrupt:
         pass
+    except (KafkaError, OSError) as exc:
+        print(f"sor worker: error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -89,5 +94,11 @@ def paper_venue(port: int, overrides: dict) -> int:
         if task.done() and not task.cancelled() and task.exception():
             raise task.exception()
 
-    asyncio.run(main())
+    from aiokafka.errors import KafkaError
+
+    try:
+        asyncio.run(main())
+    except (KafkaError, OSError) as exc:
+        print(f"sor paper-venue: error: {exc}", file=sys.stderr)
+        return 1
     return 0

@@ -121,27 +121,20 @@ class IntentWorker:
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set, then drain in-flight intents, commit, and return."""
         s = self.settings
-        http = None
-        if s.http_port is not None and self.metrics is not None:
-            from worker.observability import start_http
-
-            try:
-                http = await start_http(s.http_port, self.metrics, self.ready.is_set)
-            except OSError as exc:  # a busy port must not stop order flow
-                log.error("http_unavailable", port=s.http_port, error=str(exc))
-        await ensure_topics(s)
-        self.producer = await start_producer(s)
-        self.dead = DeadLetters(self.producer, s.topics.dlq, self._count_dead)
-        self.service.journal = KafkaJournal(self.producer, s.topics.journal, self.index.record)
-        feed = QuoteFeed(s, self.quotes, self.dead.send)
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.bootstrap_servers, client_id=s.client_id, group_id=s.group_id,
-            enable_auto_commit=False, auto_offset_reset="earliest", session_timeout_ms=s.session_timeout_ms,
-            heartbeat_interval_ms=s.heartbeat_interval_ms, **kafka_security(s),
-        )
-        self.consumer = consumer
-        feed_task = None
+        http = await self._start_http()
+        consumer = feed = feed_task = None
+        self.producer = None
         try:
+            await self._connect(stop)
+            self.producer = await start_producer(s)
+            self.dead = DeadLetters(self.producer, s.topics.dlq, self._count_dead)
+            self.service.journal = KafkaJournal(self.producer, s.topics.journal, self.index.record)
+            feed = QuoteFeed(s, self.quotes, self.dead.send)
+            consumer = self.consumer = AIOKafkaConsumer(
+                bootstrap_servers=s.bootstrap_servers, client_id=s.client_id, group_id=s.group_id,
+                enable_auto_commit=False, auto_offset_reset="earliest", session_timeout_ms=s.session_timeout_ms,
+                heartbeat_interval_ms=s.heartbeat_interval_ms, **kafka_security(s),
+            )
             await feed.start()
             await feed.catch_up()  # every book is loaded before the first intent
             feed_task = asyncio.create_task(feed.run(), name="quote-feed")
@@ -155,13 +148,39 @@ class IntentWorker:
             self.ready.clear()
             if feed_task:
                 feed_task.cancel()
-            closers = [consumer.stop, feed.stop, self.producer.stop] + ([http.cleanup] if http else [])
+            closers = [c.stop for c in (consumer, feed, self.producer) if c is not None] + ([http.cleanup] if http else [])
             for closer in closers:
                 try:
                     await closer()
                 except Exception as exc:  # a close failure must not hide the original error
                     log.warning("close_failed", error=repr(exc))
             log.info("worker_stopped", **{k: v for k, v in self.stats.by_status.items()})
+
+    async def _start_http(self):
+        if self.settings.http_port is None or self.metrics is None:
+            return None
+        from worker.observability import start_http
+
+        try:
+            return await start_http(self.settings.http_port, self.metrics, self.ready.is_set)
+        except OSError as exc:  # a busy port must not stop order flow
+            log.error("http_unavailable", port=self.settings.http_port, error=str(exc))
+            return None
+
+    async def _connect(self, stop: asyncio.Event) -> None:
+        """Create missing topics, retrying while the cluster comes up (compose, rollouts)."""
+        deadline = time.monotonic() + self.settings.connect_timeout_s
+        delay = 0.5
+        while True:
+            try:
+                await ensure_topics(self.settings)
+                return
+            except (KafkaError, OSError) as exc:
+                if time.monotonic() + delay > deadline or stop.is_set():
+                    raise KafkaError(f"cannot reach Kafka at {self.settings.bootstrap_servers}: {exc}") from None
+                log.warning("kafka_unreachable", bootstrap=self.settings.bootstrap_servers, retry_in_s=delay, error=str(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def _consume(self, stop: asyncio.Event) -> None:
         next_commit = 0.0
