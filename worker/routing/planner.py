@@ -148,6 +148,7 @@ def _route(intent, books, venues, now_ms, max_quote_age_ms, round_no, qty, unava
         leg_qty = allocation.qty.get(book.name, ZERO)
         if leg_qty <= 0:
             continue
+        leg_qty = leg_qty.quantize(book.venue.step_size)  # venue precision; exact, it is on the step
         notional = book.notional(leg_qty)
         fee = notional * book.fee_rate
         r = by_name[book.name]
