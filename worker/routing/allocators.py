@@ -10,7 +10,7 @@ from __future__ import annotations
 import heapq
 import math
 from itertools import repeat
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Sequence
 
@@ -27,12 +27,7 @@ class Allocation:
 
     qty: dict[str, Decimal]
     optimal: bool = True
-    nodes: int = 0
-    extra: dict[str, object] = field(default_factory=dict)
-
-    @property
-    def total(self) -> Decimal:
-        return sum(self.qty.values(), ZERO)
+    nodes: int = 0  # branch-and-bound nodes expanded: the search effort
 
 
 def _clip_to_rules(book: SideBook, qty: Decimal) -> Decimal:
