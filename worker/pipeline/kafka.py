@@ -168,10 +168,12 @@ class QuoteFeed:
     """Reads every partition of the quotes topic with no consumer group, so every worker
     holds the whole cache; ``catch_up`` returns once the end offsets seen at start are read."""
 
-    def __init__(self, settings: Settings, cache: QuoteCache, dead: Callable[..., Awaitable[None]] | None):
+    def __init__(self, settings: Settings, cache: QuoteCache, dead: Callable[..., Awaitable[None]] | None,
+                 on_update: Callable[[VenueQuote], None] | None = None):
         self.settings = settings
         self.cache = cache
         self.dead = dead
+        self.on_update = on_update
         self.consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, client_id=f"{settings.client_id}-quotes",
                                          enable_auto_commit=False, group_id=None, **kafka_security(settings))
         self.caught_up = asyncio.Event()
@@ -215,10 +217,13 @@ class QuoteFeed:
             for rec in records:
                 n += 1
                 try:
-                    self.cache.update(decode(VenueQuote, rec.value))
+                    quote = decode(VenueQuote, rec.value)
                 except InputError as exc:
                     if self.dead is not None:
                         await self.dead(tp.topic, tp.partition, rec.offset, rec.key, rec.value, str(exc))
+                    continue
+                if self.cache.update(quote) and self.on_update is not None:
+                    self.on_update(quote)
         return n
 
     async def run(self) -> None:

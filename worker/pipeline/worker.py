@@ -17,7 +17,8 @@ from aiokafka.errors import CommitFailedError, KafkaError
 
 from worker.config import Settings, kafka_security
 from worker.domain.errors import InputError
-from worker.domain.models import OrderIntent
+from worker.domain.models import OrderIntent, Side
+from worker.routing.ranking import venue_route
 from worker.execution.executor import now_ms, rejected_result
 from worker.pipeline.codec import decode, encode
 from worker.pipeline.kafka import DeadLetters, KafkaJournal, QuoteFeed, ensure_topics, read_partitions, start_producer
@@ -97,6 +98,7 @@ class IntentWorker:
         self.metrics = metrics
         self.consumer = None
         self._positions: dict[TopicPartition, int] = {}  # next offset to consume, for the lag gauge
+        self._venues = {v.name: v for v in service.venues}
         if metrics is not None:
             metrics.watch(self._gauges)
 
@@ -129,7 +131,7 @@ class IntentWorker:
             self.producer = await start_producer(s)
             self.dead = DeadLetters(self.producer, s.topics.dlq, self._count_dead)
             self.service.journal = KafkaJournal(self.producer, s.topics.journal, self.index.record)
-            feed = QuoteFeed(s, self.quotes, self.dead.send)
+            feed = QuoteFeed(s, self.quotes, self.dead.send, on_update=self._prewarm)
             consumer = self.consumer = AIOKafkaConsumer(
                 bootstrap_servers=s.bootstrap_servers, client_id=s.client_id, group_id=s.group_id,
                 enable_auto_commit=False, auto_offset_reset="earliest", session_timeout_ms=s.session_timeout_ms,
@@ -155,6 +157,14 @@ class IntentWorker:
                 except Exception as exc:  # a close failure must not hide the original error
                     log.warning("close_failed", error=repr(exc))
             log.info("worker_stopped", **{k: v for k, v in self.stats.by_status.items()})
+
+    def _prewarm(self, quote) -> None:
+        """Prepare a new snapshot for routing as it arrives (prefix sums, fee-adjusted rates,
+        ranking entry), so the first intent after a quote update does not pay for it."""
+        venue = self._venues.get(quote.venue)
+        if venue is not None:
+            for side in Side:
+                venue_route(side, venue, quote)
 
     async def _start_http(self):
         if self.settings.http_port is None or self.metrics is None:
