@@ -52,7 +52,8 @@ def build(settings: Settings, venues: Sequence[VenueConfig]) -> App:
     executor = Executor(adapters, settings.leg_timeout_ms, breakers=breakers, reconcile_timeout_ms=settings.reconcile_timeout_ms,
                         metrics=metrics)
     limits = RiskLimits(settings.account_max_notional, settings.default_max_notional, settings.intent_ttl_ms)
-    service = IntentService(venues, quotes, executor, limits, settings.max_quote_age_ms,
+    allow = {account: frozenset(names) for account, names in settings.account_venues.items()}
+    service = IntentService(venues, quotes, executor, limits, settings.max_quote_age_ms, account_venues=allow,
                             max_rounds=settings.max_rounds, execution_deadline_ms=settings.execution_deadline_ms,
                             reserve_own_liquidity=settings.reserve_own_liquidity, metrics=metrics)
     stats = Stats()

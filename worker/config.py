@@ -73,7 +73,9 @@ class Settings(BaseSettings):
     connect_timeout_s: float = Field(default=60.0, ge=0)
     dedupe_capacity: int = Field(default=1_000_000, ge=1)
     account_max_notional: dict[str, Decimal] = Field(default_factory=dict)
-    venue_credentials: dict[str, VenueCredentials] = Field(default_factory=dict)  # SOR_VENUE_CREDENTIALS__BINANCE__API_KEY
+    venue_credentials: dict[str, VenueCredentials] = Field(default_factory=dict)
+    # Per-account venue allow-list, e.g. SOR_ACCOUNT_VENUES='{"acct-7": ["binance", "kraken"]}'
+    account_venues: dict[str, list[str]] = Field(default_factory=dict)  # SOR_VENUE_CREDENTIALS__BINANCE__API_KEY
     default_max_notional: Decimal | None = None
     # "auto": try the idempotent producer, fall back (with a warning) where the broker refuses
     # InitProducerId, as the embedded Tansu broker does. Production sets "true".

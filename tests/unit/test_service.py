@@ -138,3 +138,21 @@ def test_client_order_ids_fit_binance(intent_id, round_no, leg_no):
     coid = client_order_id(intent_id, round_no, leg_no)
     assert CLIENT_ORDER_ID_RE.match(coid) and len(coid) <= 36
     assert coid == client_order_id(intent_id, round_no, leg_no)
+
+
+def test_account_venue_allow_list_from_settings(monkeypatch):
+    from worker.app import build
+    from worker.config import Settings
+
+    monkeypatch.setenv("SOR_ACCOUNT_VENUES", '{"acct": ["b"]}')
+    app = build(Settings(), [VenueConfig(name="a"), VenueConfig(name="b")])
+    app.quotes.update(make_quote("a", asks=[(99, 5)], ts=NOW))
+    app.quotes.update(make_quote("b", asks=[(100, 5)], ts=NOW))
+    app.service.clock = lambda: NOW
+    out = asyncio.run(app.service.handle(make_intent("1"), NOW))
+    assert [leg.provider for leg in out.plan.legs] == ["b"]  # "a" is cheaper but not allowed for this account
+    assert any(e.venue == "a" and e.reason is ExclusionReason.NOT_ALLOWED for e in out.plan.excluded)
+
+
+def test_failure_rate_is_accepted_as_the_paper_venues_reject_rate():
+    assert VenueConfig(name="x", failure_rate=0.25).reject_rate == 0.25

@@ -13,6 +13,7 @@ from enum import Enum
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
+    AliasChoices,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -135,7 +136,7 @@ class VenueConfig(_Model):
     url: str | None = None
     # Paper-venue fault injection; ignored by real adapters.
     latency_ms: Annotated[int, Field(ge=0, le=60_000)] = 0
-    reject_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
+    reject_rate: Annotated[float, Field(ge=0, le=1, validation_alias=AliasChoices("reject_rate", "failure_rate"))] = 0.0
     partial_fill_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
     # `sor paper-venue` only: a 5xx before placing, a placed order whose answer is a 5xx,
     # and a placed order answered too late for the client's timeout.
