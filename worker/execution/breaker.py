@@ -11,8 +11,9 @@ from worker.domain.models import LegStatus
 
 log = structlog.get_logger("sor.breaker")
 
-#: Leg outcomes that count against a venue (a plain IOC expiry is the market, not the venue).
-FAILURES = {LegStatus.FAILED, LegStatus.UNKNOWN, LegStatus.REJECTED}
+#: Leg outcomes that count against a venue (a plain IOC expiry is the market, not the venue,
+#: and ``not_placed`` is our crash): they feed its breaker and bench it for the next rounds.
+VENUE_FAULTS = frozenset({LegStatus.FAILED, LegStatus.UNKNOWN, LegStatus.REJECTED})
 
 
 @dataclass
@@ -50,7 +51,7 @@ class CircuitBreakers:
 
     def record(self, venue: str, status: LegStatus) -> None:
         v = self._venues.setdefault(venue, _Venue())
-        if status in FAILURES:
+        if status in VENUE_FAULTS:
             v.failures += 1
             if v.opened_at is not None or v.failures >= self.threshold:
                 if v.opened_at is None or v.probing:

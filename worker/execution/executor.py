@@ -24,7 +24,7 @@ from worker.domain.models import (
     RoutePlan,
 )
 from worker.routing.book import ZERO
-from worker.routing.planner import PRICE_QUANTUM
+from worker.routing.planner import average_price
 from worker.venues.base import LegOrder, OrderReport, VenueAdapter, VenueError
 
 log = structlog.get_logger("sor.execution")
@@ -169,7 +169,7 @@ def build_result(
     result = ExecutionResult(
         event_id=result_event_id(intent.intent_id), plan_id=plan.plan_id, intent_id=intent.intent_id,
         account_id=intent.account_id, symbol=intent.symbol, side=intent.side, algorithm=plan.algorithm,
-        total_qty=intent.qty, filled_qty=filled, vwap=(quote_qty / filled).quantize(PRICE_QUANTUM).normalize() if filled else None,
+        total_qty=intent.qty, filled_qty=filled, vwap=average_price(quote_qty, filled) if filled else None,
         legs=legs, rounds=len(plans), status=status, reason="; ".join(reasons) or None, latency_ms=latency_ms,
         executedQty=filled, cummulativeQuoteQty=quote_qty, fills=fills,
     )
@@ -190,4 +190,4 @@ def _vwap(report: OrderReport) -> Decimal | None:
     qty = sum((t.qty for t in report.trades), ZERO)
     if not qty:
         return None
-    return (sum((t.price * t.qty for t in report.trades), ZERO) / qty).quantize(PRICE_QUANTUM).normalize()
+    return average_price(sum((t.price * t.qty for t in report.trades), ZERO), qty)

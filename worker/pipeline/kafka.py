@@ -52,6 +52,13 @@ async def ensure_topics(settings: Settings, names: list[str] | None = None, comp
         await admin.close()
 
 
+async def drop_reached(consumer: AIOKafkaConsumer, targets: dict) -> None:
+    """Forget the partitions whose position reached their target offset."""
+    for tp in list(targets):
+        if await consumer.position(tp) >= targets[tp]:
+            del targets[tp]
+
+
 async def read_partitions(settings: Settings, topic: str, partitions: list[int], model) -> dict:
     """The latest value per key of some partitions of a topic, read from the start to the
     end offsets seen now (a compacted topic's view)."""
@@ -75,9 +82,7 @@ async def read_partitions(settings: Settings, topic: str, partitions: list[int],
                         latest[rec.key] = model.model_validate_json(rec.value)
                     except ValueError as exc:
                         log.error("journal_record_unreadable", partition=rec.partition, offset=rec.offset, error=str(exc)[:500])
-            for tp in list(ends):
-                if await consumer.position(tp) >= ends[tp]:
-                    del ends[tp]
+            await drop_reached(consumer, ends)
     finally:
         await consumer.stop()
     return latest
@@ -176,7 +181,6 @@ class QuoteFeed:
         self.on_update = on_update
         self.consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, client_id=f"{settings.client_id}-quotes",
                                          enable_auto_commit=False, group_id=None, **kafka_security(settings))
-        self.caught_up = asyncio.Event()
 
     async def start(self) -> None:
         await self.consumer.start()
@@ -201,12 +205,9 @@ class QuoteFeed:
         deadline = time.monotonic() + timeout_s
         while self._targets and time.monotonic() < deadline:
             read += await self._poll(500)
-            for tp in list(self._targets):
-                if await self.consumer.position(tp) >= self._targets[tp]:
-                    del self._targets[tp]
+            await drop_reached(self.consumer, self._targets)
         if self._targets:
             raise TimeoutError(f"quote cache did not catch up within {timeout_s}s: {self._targets}")
-        self.caught_up.set()
         log.info("quotes_caught_up", records=read, books=len(self.cache))
         return read
 

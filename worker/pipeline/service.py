@@ -23,6 +23,7 @@ from worker.domain.models import (
     TimeInForce,
     VenueConfig,
 )
+from worker.execution.breaker import VENUE_FAULTS
 from worker.execution.executor import Executor, LegOutcome, build_result, now_ms, rejected_result
 from worker.execution.journal import IntentState, Journal, JournalEntry, JournalLeg, JournalRound, NullJournal
 from worker.execution.risk import RiskLimits, check_intent, check_plan
@@ -58,10 +59,6 @@ class Source:
 
     partition: int = 0
     offset: int = -1
-
-
-#: Leg states after which a venue sits out the next rounds of the same intent.
-_VENUE_FAULTS = {LegStatus.REJECTED, LegStatus.FAILED, LegStatus.UNKNOWN}
 
 
 class IntentService:
@@ -125,7 +122,7 @@ class IntentService:
             remaining = intent.qty - _settled_or_unknown(legs)
             if remaining <= 0 or check_intent(intent, self.clock(), self.limits):
                 break
-            failed = {o.leg.provider: ExclusionReason.VENUE_FAILED for o in legs if o.report.status in _VENUE_FAULTS}
+            failed = {o.leg.provider: ExclusionReason.VENUE_FAILED for o in legs if o.report.status in VENUE_FAULTS}
             plan = self._route(intent, len(entry.rounds), remaining, failed)
             if not plan.legs:
                 break

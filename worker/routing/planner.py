@@ -33,7 +33,8 @@ PRICE_QUANTUM = Decimal("1e-10")
 _CONTEXT = decimal.Context(prec=60, rounding=decimal.ROUND_HALF_EVEN)
 
 
-def _avg(total: Decimal, qty: Decimal) -> Decimal:
+def average_price(total: Decimal, qty: Decimal) -> Decimal:
+    """``total / qty`` rounded to ``PRICE_QUANTUM``: every VWAP and net price in the events."""
     return (total / qty).quantize(PRICE_QUANTUM).normalize()
 
 
@@ -156,7 +157,7 @@ def _route(intent, books, venues, now_ms, max_quote_age_ms, round_no, qty, unava
             trusted(PlanLeg,
                 provider=book.name,
                 qty=leg_qty,
-                estimated_price=_avg(notional, leg_qty),
+                estimated_price=average_price(notional, leg_qty),
                 estimated_fee=fee,
                 estimated_notional=notional,
                 bid_price=r.bid_price,
@@ -171,8 +172,8 @@ def _route(intent, books, venues, now_ms, max_quote_age_ms, round_no, qty, unava
 
     vwap = net = savings_worst = savings_best = None
     if planned > 0:
-        vwap = _avg(notional_sum, planned)
-        net = _avg(notional_sum + side.sign * fees, planned)
+        vwap = average_price(notional_sum, planned)
+        net = average_price(notional_sum + side.sign * fees, planned)
         # Single-venue benchmarks: the same quantity sent whole to one venue, walking its
         # whole visible book (the seed compares against the worst venue).
         benchmarks = [v for v in (b.net_vwap(planned) for b in quoted) if v is not None]
