@@ -21,8 +21,8 @@ from tests.support.scenarios import make_intent, random_market  # noqa: E402
 from worker.execution.executor import Executor  # noqa: E402
 from worker.execution.journal import MemoryJournal  # noqa: E402
 from worker.execution.risk import RiskLimits  # noqa: E402
-from worker.pipeline.quotes import QuoteCache  # noqa: E402
-from worker.pipeline.service import IntentService  # noqa: E402
+from worker.service.quotes import QuoteCache  # noqa: E402
+from worker.service.intents import IntentService  # noqa: E402
 from worker.pipeline.worker import DONE, JournalIndex  # noqa: E402
 from worker.venues.paper import PaperVenue  # noqa: E402
 

@@ -8,11 +8,12 @@ from typing import Sequence
 from worker.config import Settings
 from worker.domain.models import VenueConfig
 from worker.execution.breaker import CircuitBreakers
-from worker.execution.executor import Executor, now_ms
+from worker.domain.clock import now_ms
+from worker.execution.executor import Executor
 from worker.execution.risk import RiskLimits
 from worker.observability import Metrics
-from worker.pipeline.quotes import QuoteCache
-from worker.pipeline.service import IntentService
+from worker.service.quotes import QuoteCache
+from worker.service.intents import IntentService
 from worker.pipeline.stats import Stats
 from worker.pipeline.worker import IntentWorker
 from worker.venues.base import VenueAdapter
@@ -59,3 +60,25 @@ def build(settings: Settings, venues: Sequence[VenueConfig]) -> App:
     stats = Stats()
     worker = IntentWorker(settings, service, quotes, stats, metrics)
     return App(settings, list(venues), quotes, adapters, service, worker, stats, metrics)
+
+
+async def serve_paper_venue(settings: Settings, venues: Sequence[VenueConfig], port: int, host: str = "127.0.0.1") -> None:
+    """``sor paper-venue``: the quote feed and the paper venues' HTTP API, until cancelled."""
+    import asyncio
+
+    from worker.pipeline.kafka import QuoteFeed, ensure_topics
+    from worker.venues.paper_server import PaperVenueServer, serve
+
+    quotes = QuoteCache()
+    await ensure_topics(settings, [settings.topics.quotes])
+    feed = QuoteFeed(settings, quotes, None)
+    await feed.start()
+    await feed.catch_up()
+    feed_task = asyncio.create_task(feed.run())
+    runner = await serve(PaperVenueServer(list(venues), quotes.get), port, host)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        feed_task.cancel()
+        await feed.stop()
+        await runner.cleanup()

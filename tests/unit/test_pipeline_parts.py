@@ -7,7 +7,7 @@ from hypothesis import given, strategies as st
 from tests.support.scenarios import make_intent, make_quote
 from worker.domain.models import VenueConfig
 from worker.pipeline.offsets import OffsetTracker
-from worker.pipeline.quotes import QuoteCache
+from worker.service.quotes import QuoteCache
 from worker.routing.planner import route
 
 

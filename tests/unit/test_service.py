@@ -15,8 +15,8 @@ from worker.execution.breaker import CircuitBreakers
 from worker.execution.executor import Executor
 from worker.execution.journal import IntentState, JournalEntry, JournalLeg, JournalRound, MemoryJournal
 from worker.execution.risk import RiskLimits
-from worker.pipeline.quotes import QuoteCache
-from worker.pipeline.service import IntentService, Source
+from worker.service.quotes import QuoteCache
+from worker.service.intents import IntentService, Source
 from worker.routing.planner import route
 from worker.venues.base import OrderReport
 from worker.venues.paper import PaperVenue

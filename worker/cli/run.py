@@ -72,7 +72,7 @@ def worker(overrides: dict) -> int:
 def paper_venue(port: int, overrides: dict) -> int:
     from worker import logging as sor_logging
     from worker.config import load_venues
-    from worker.venues.paper_server import serve
+    from worker.app import serve_paper_venue
 
     try:
         settings = load_settings({**overrides, "client_id": "sor-paper-venue"})
@@ -87,7 +87,7 @@ def paper_venue(port: int, overrides: dict) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        task = asyncio.create_task(serve(settings, venues, port))
+        task = asyncio.create_task(serve_paper_venue(settings, venues, port))
         await asyncio.wait([task, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

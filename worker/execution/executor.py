@@ -10,6 +10,7 @@ from typing import Callable, Mapping
 
 import structlog
 
+from worker.domain.clock import now_ms
 from worker.domain.ids import client_order_id, fill_id, result_event_id
 from worker.execution.breaker import CircuitBreakers
 from worker.domain.models import (
@@ -23,8 +24,8 @@ from worker.domain.models import (
     PlanLeg,
     RoutePlan,
 )
-from worker.routing.book import ZERO
-from worker.routing.planner import average_price
+from worker.domain.money import ZERO
+from worker.domain.money import average_price
 from worker.venues.base import LegOrder, OrderReport, VenueAdapter, VenueError
 
 log = structlog.get_logger("sor.execution")
@@ -36,10 +37,6 @@ class LegOutcome:
     client_order_id: str
     report: OrderReport
     latency_ms: int
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class Executor:
@@ -80,7 +77,7 @@ class Executor:
         started = time.perf_counter()
         try:
             report = await asyncio.wait_for(adapter.place(order), self.leg_timeout_s)
-            if report.error == "Duplicate order sent.":
+            if report.duplicate:
                 # Already placed (a redelivery after a crash): the venue's record is the truth.
                 report = await self._reconcile(adapter, coid, "duplicate client order id")
         except (asyncio.TimeoutError, VenueError) as exc:

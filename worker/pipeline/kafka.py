@@ -17,9 +17,57 @@ from worker.config import Settings, kafka_security
 from worker.domain.errors import InputError
 from worker.domain.models import VenueQuote
 from worker.pipeline.codec import decode
-from worker.pipeline.quotes import QuoteCache
+from worker.service.quotes import QuoteCache
 
 log = structlog.get_logger("sor.kafka")
+
+
+class KafkaClients:
+    """The one factory of Kafka clients: every consumer, producer and admin client of every
+    process (worker, API, feed, replay, simulators, demo, paper venue) is built here, so the
+    security settings (TLS, SASL) and the bootstrap servers apply everywhere."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+
+    def _common(self, role: str) -> dict:
+        s = self.settings
+        client_id = f"{s.client_id}-{role}" if role else s.client_id
+        return dict(bootstrap_servers=s.bootstrap_servers, client_id=client_id, **kafka_security(s))
+
+    def consumer(self, *topics: str, role: str = "", group_id: str | None = None, **options) -> AIOKafkaConsumer:
+        """A consumer (not started); without ``group_id`` it reads assigned partitions only."""
+        options.setdefault("enable_auto_commit", False)
+        return AIOKafkaConsumer(*topics, group_id=group_id, **self._common(role), **options)
+
+    def admin(self) -> AIOKafkaAdminClient:
+        return AIOKafkaAdminClient(**self._common("admin"))
+
+    async def producer(self, role: str = "", **options) -> AIOKafkaProducer:
+        """A started acks=all producer; idempotent unless the broker cannot do it and the
+        ``enable_idempotence`` setting allows a fallback ("auto", for Tansu)."""
+        mode = self.settings.enable_idempotence
+        common = dict(acks="all", linger_ms=2, **self._common(role), **options)
+        if mode != "false":
+            producer = AIOKafkaProducer(enable_idempotence=True, **common)
+            sender_log = logging.getLogger("aiokafka.producer.sender")
+            level = sender_log.level
+            if mode == "auto":
+                sender_log.setLevel(logging.CRITICAL)  # our own warning below explains the refusal
+            try:
+                await producer.start()
+                return producer
+            except UnknownError:
+                await producer.stop()
+                if mode == "true":
+                    raise
+                log.warning("idempotence_unavailable", detail="broker refused InitProducerId (Tansu does); "
+                            "producing without idempotence. Set SOR_ENABLE_IDEMPOTENCE=true on real Kafka.")
+            finally:
+                sender_log.setLevel(level)
+        producer = AIOKafkaProducer(**common)
+        await producer.start()
+        return producer
 
 
 async def ensure_topics(settings: Settings, names: list[str] | None = None, compacted: tuple[str, ...] = ()) -> None:
@@ -31,7 +79,7 @@ async def ensure_topics(settings: Settings, names: list[str] | None = None, comp
     topics = settings.topics
     names = names or [topics.intents, topics.quotes, topics.plans, topics.executions, topics.fills, topics.dlq, topics.journal]
     compacted = compacted or (topics.journal,)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id=f"{settings.client_id}-admin", **kafka_security(settings))
+    admin = KafkaClients(settings).admin()
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -62,8 +110,7 @@ async def drop_reached(consumer: AIOKafkaConsumer, targets: dict) -> None:
 async def read_partitions(settings: Settings, topic: str, partitions: list[int], model) -> dict:
     """The latest value per key of some partitions of a topic, read from the start to the
     end offsets seen now (a compacted topic's view)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, client_id=f"{settings.client_id}-recovery",
-                                group_id=None, enable_auto_commit=False, **kafka_security(settings))
+    consumer = KafkaClients(settings).consumer(role="recovery")
     await consumer.start()
     latest: dict = {}
     try:
@@ -102,32 +149,6 @@ class KafkaJournal:
 
         await self.producer.send_and_wait(self.topic, encode(entry), key=entry.intent_id.encode(), partition=entry.source_partition)
         self.on_write(entry)
-
-
-async def start_producer(settings: Settings) -> AIOKafkaProducer:
-    """An acks=all producer; idempotent unless the broker cannot do it and the setting allows."""
-    common = dict(bootstrap_servers=settings.bootstrap_servers, client_id=settings.client_id, acks="all",
-                  linger_ms=2, **kafka_security(settings))
-    if settings.enable_idempotence != "false":
-        producer = AIOKafkaProducer(enable_idempotence=True, **common)
-        sender_log = logging.getLogger("aiokafka.producer.sender")
-        level = sender_log.level
-        if settings.enable_idempotence == "auto":
-            sender_log.setLevel(logging.CRITICAL)  # our own warning below explains the refusal
-        try:
-            await producer.start()
-            return producer
-        except UnknownError:
-            await producer.stop()
-            if settings.enable_idempotence == "true":
-                raise
-        finally:
-            sender_log.setLevel(level)
-            log.warning("idempotence_unavailable", detail="broker refused InitProducerId (Tansu does); "
-                        "producing without idempotence. Set SOR_ENABLE_IDEMPOTENCE=true on real Kafka.")
-    producer = AIOKafkaProducer(**common)
-    await producer.start()
-    return producer
 
 
 def dlq_record(source_topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None, error: str) -> bytes:
@@ -179,8 +200,7 @@ class QuoteFeed:
         self.cache = cache
         self.dead = dead
         self.on_update = on_update
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, client_id=f"{settings.client_id}-quotes",
-                                         enable_auto_commit=False, group_id=None, **kafka_security(settings))
+        self.consumer = KafkaClients(settings).consumer(role="quotes")
 
     async def start(self) -> None:
         await self.consumer.start()

@@ -19,13 +19,14 @@ from worker.config import Settings, kafka_security
 from worker.domain.errors import InputError
 from worker.domain.models import OrderIntent, Side
 from worker.routing.ranking import venue_route
-from worker.execution.executor import now_ms, rejected_result
+from worker.domain.clock import now_ms
+from worker.execution.executor import rejected_result
 from worker.pipeline.codec import decode, encode
-from worker.pipeline.kafka import DeadLetters, KafkaJournal, QuoteFeed, ensure_topics, read_partitions, start_producer
+from worker.pipeline.kafka import DeadLetters, KafkaClients, KafkaJournal, QuoteFeed, ensure_topics, read_partitions
 from worker.pipeline.offsets import OffsetTracker
-from worker.pipeline.quotes import QuoteCache
+from worker.service.quotes import QuoteCache
 from worker.execution.journal import IntentState, JournalEntry
-from worker.pipeline.service import IntentService, Outcome, Source
+from worker.service.intents import IntentService, Outcome, Source
 from worker.pipeline.stats import Stats
 
 log = structlog.get_logger("sor.worker")
@@ -128,7 +129,7 @@ class IntentWorker:
         self.producer = None
         try:
             await self._connect(stop)
-            self.producer = await start_producer(s)
+            self.producer = await KafkaClients(s).producer()
             self.dead = DeadLetters(self.producer, s.topics.dlq, self._count_dead)
             self.service.journal = KafkaJournal(self.producer, s.topics.journal, self.index.record)
             feed = QuoteFeed(s, self.quotes, self.dead.send, on_update=self._prewarm)

@@ -15,7 +15,8 @@ from decimal import Decimal
 from typing import Sequence
 
 from worker.domain.models import Side, VenueRoute
-from worker.routing.book import ZERO, SideBook, floor_to_step
+from worker.domain.money import ZERO, floor_to_step
+from worker.routing.book import SideBook
 
 #: Branch-and-bound nodes before settling for the best plan found (reported as optimal=False).
 DEFAULT_NODE_LIMIT = 2_000

@@ -12,20 +12,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from worker.domain.models import Side, VenueConfig, VenueQuote
+from worker.domain.money import BPS, ZERO, ceil_to_step, floor_to_step
 
-ZERO = Decimal(0)
-BPS = Decimal(10_000)
-
-
-def floor_to_step(qty: Decimal, step: Decimal) -> Decimal:
-    """The largest multiple of ``step`` not above ``qty``."""
-    return (qty // step) * step
-
-
-def ceil_to_step(qty: Decimal, step: Decimal) -> Decimal:
-    """The smallest multiple of ``step`` not below ``qty``."""
-    units = qty // step
-    return units * step if units * step == qty else (units + 1) * step
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,18 +24,12 @@ from worker.domain.models import (
     trusted,
 )
 from worker.routing.allocators import Allocation, allocate_best, allocate_sor, allocate_split
-from worker.routing.book import BPS, ZERO, SideBook
+from worker.domain.money import BPS, ZERO, average_price
+from worker.routing.book import SideBook
 from worker.routing.ranking import BPS_QUANTUM, rank, venue_route
 
-#: Averages (VWAPs, net prices) are divisions; they are rounded to this many places.
-PRICE_QUANTUM = Decimal("1e-10")
 #: Enough digits that sums of price x qty x fee products never round.
 _CONTEXT = decimal.Context(prec=60, rounding=decimal.ROUND_HALF_EVEN)
-
-
-def average_price(total: Decimal, qty: Decimal) -> Decimal:
-    """``total / qty`` rounded to ``PRICE_QUANTUM``: every VWAP and net price in the events."""
-    return (total / qty).quantize(PRICE_QUANTUM).normalize()
 
 
 def plan_id_for(intent_id: str, round_no: int = 0) -> str:

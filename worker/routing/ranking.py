@@ -5,7 +5,8 @@ from __future__ import annotations
 from decimal import Decimal
 
 from worker.domain.models import Side, VenueConfig, VenueQuote, VenueRoute, trusted
-from worker.routing.book import BPS, prepare_side
+from worker.domain.money import BPS
+from worker.routing.book import prepare_side
 
 BPS_QUANTUM = Decimal("0.0001")
 

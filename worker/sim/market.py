@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaProducer
 
 from worker.domain.models import VenueConfig, VenueQuote
 from worker.pipeline.codec import encode
-from worker.routing.book import floor_to_step
+from worker.domain.money import floor_to_step
 
 # Venue personalities: price offset vs the "true" mid in bps, half-spread in bps, depth scale.
 PROFILES = {

@@ -35,9 +35,17 @@ class VenueTrade:
     trade_id: str
 
 
+#: Binance's text for a refused re-use of a client order id (error -2010).
+DUPLICATE_ORDER = "Duplicate order sent."
+
+
 @dataclass(frozen=True, slots=True)
 class OrderReport:
-    """What a venue says about one order: its state and every trade so far."""
+    """What a venue says about one order: its state and every trade so far.
+
+    ``duplicate`` is set when the venue refused the order because its client order id is
+    already known: the order exists, and the venue's record of it is the truth.
+    """
 
     client_order_id: str
     order_id: str | None
@@ -45,6 +53,7 @@ class OrderReport:
     filled_qty: Decimal
     trades: tuple[VenueTrade, ...] = field(default_factory=tuple)
     error: str | None = None
+    duplicate: bool = False
 
 
 class VenueError(Exception):
@@ -68,3 +77,9 @@ class VenueAdapter(Protocol):
 
     async def cancel(self, client_order_id: str) -> OrderReport | None:
         """Cancel what is left of the order (a no-op for a finished IOC order)."""
+
+    async def start(self) -> None:
+        """Open sessions, load markets: called once by the composition root before use."""
+
+    async def close(self) -> None:
+        """Release sessions: called once on shutdown, in reverse order of ``start``."""

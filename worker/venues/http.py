@@ -19,8 +19,7 @@ import aiohttp
 from yarl import URL
 
 from worker.domain.models import LegStatus, VenueConfig
-from worker.venues.base import LegOrder, OrderReport, VenueError, VenueTrade
-from worker.venues.paper import DUPLICATE_ORDER
+from worker.venues.base import DUPLICATE_ORDER, LegOrder, OrderReport, VenueError, VenueTrade
 
 _STATUS = {"FILLED": LegStatus.FILLED, "REJECTED": LegStatus.REJECTED, "NEW": LegStatus.UNKNOWN,
            "PARTIALLY_FILLED": LegStatus.PARTIAL, "CANCELED": LegStatus.EXPIRED, "EXPIRED": LegStatus.EXPIRED}
@@ -87,8 +86,9 @@ class HttpVenue:
             raise VenueError(f"{self.name}: HTTP {status}: {body}", unknown=True)  # may or may not exist
         if status >= 400:
             msg = body.get("msg", str(body)) if isinstance(body, dict) else str(body)
-            error = DUPLICATE_ORDER if isinstance(body, dict) and body.get("code") == -2010 else f"{body.get('code')}: {msg}"
-            return OrderReport(order.client_order_id, None, LegStatus.REJECTED, Decimal(0), error=error)
+            duplicate = isinstance(body, dict) and body.get("code") == -2010
+            error = DUPLICATE_ORDER if duplicate else f"{body.get('code')}: {msg}"
+            return OrderReport(order.client_order_id, None, LegStatus.REJECTED, Decimal(0), error=error, duplicate=duplicate)
         return report_from(body)
 
     async def query(self, client_order_id: str) -> OrderReport | None:
@@ -106,6 +106,9 @@ class HttpVenue:
         if status >= 400:
             return None
         return report_from(body)
+
+    async def start(self) -> None:
+        self._http()
 
     async def close(self) -> None:
         if self._session is not None:

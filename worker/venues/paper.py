@@ -15,11 +15,8 @@ from decimal import Decimal
 from typing import Callable
 
 from worker.domain.models import LegStatus, Side, VenueConfig, VenueQuote
-from worker.routing.book import BPS, ZERO, floor_to_step
-from worker.venues.base import LegOrder, OrderReport, VenueTrade
-
-DUPLICATE_ORDER = "Duplicate order sent."
-
+from worker.domain.money import BPS, ZERO, floor_to_step
+from worker.venues.base import DUPLICATE_ORDER, LegOrder, OrderReport, VenueTrade
 
 def quote_asset(symbol: str) -> str:
     return symbol.split("/", 1)[1] if "/" in symbol else "QUOTE"
@@ -43,7 +40,7 @@ class PaperBook:
     def match(self, order: LegOrder) -> OrderReport:
         """Match one IOC order now; a known client order id is refused as a duplicate."""
         if order.client_order_id in self.ledger:
-            return OrderReport(order.client_order_id, None, LegStatus.REJECTED, ZERO, error=DUPLICATE_ORDER)
+            return OrderReport(order.client_order_id, None, LegStatus.REJECTED, ZERO, error=DUPLICATE_ORDER, duplicate=True)
         order_id = f"{self.venue.name}-{next(self._order_ids)}"
         dice = self._dice(order.client_order_id)
         report = self._match(order, order_id, dice)
@@ -110,3 +107,9 @@ class PaperVenue:
 
     async def cancel(self, client_order_id: str) -> OrderReport | None:
         return self.book.ledger.get(client_order_id)  # IOC: nothing rests, nothing to cancel
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None

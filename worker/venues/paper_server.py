@@ -20,9 +20,14 @@ import structlog
 from aiohttp import web
 
 from worker.domain.models import LegStatus, Side, VenueConfig
-from worker.pipeline.quotes import QuoteCache
-from worker.venues.base import LegOrder, OrderReport
-from worker.venues.paper import DUPLICATE_ORDER, PaperBook
+from typing import Callable
+
+from worker.domain.models import VenueQuote
+from worker.venues.base import DUPLICATE_ORDER, LegOrder, OrderReport
+from worker.venues.paper import PaperBook
+
+#: ``(venue, symbol) -> latest snapshot``: where the paper venues get their books.
+BookSource = Callable[[str, str], VenueQuote | None]
 
 log = structlog.get_logger("sor.paper_venue")
 
@@ -52,9 +57,11 @@ def _error(status: int, code: int, msg: str) -> web.Response:
 
 
 class PaperVenueServer:
-    def __init__(self, venues: list[VenueConfig], quotes: QuoteCache):
+    """The paper venues' HTTP API; books come from ``book_source`` (wired by the composition root)."""
+
+    def __init__(self, venues: list[VenueConfig], book_source: BookSource):
         self.venues = {v.name: v for v in venues}
-        self.books = {v.name: PaperBook(v, lambda symbol, name=v.name: quotes.get(name, symbol)) for v in venues}
+        self.books = {v.name: PaperBook(v, lambda symbol, name=v.name: book_source(name, symbol)) for v in venues}
         self.orders: dict[str, dict[str, dict]] = {v.name: {} for v in venues}  # venue -> coid -> order json
         self.attempts: Counter = Counter()  # (venue, coid) -> placements attempted
         self.faults: Counter = Counter()
@@ -105,7 +112,7 @@ class PaperVenueServer:
             self.faults["error"] += 1
             return _error(503, -1001, "Internal error; unable to process your request. Please try again.")
         report = self.books[name].match(order)
-        if report.error == DUPLICATE_ORDER:
+        if report.duplicate:
             self.faults["duplicate"] += 1
             log.warning("duplicate_order", venue=name, client_order_id=coid)
             return _error(400, -2010, DUPLICATE_ORDER)
@@ -141,25 +148,10 @@ class PaperVenueServer:
                                   "duplicate_attempts": dup})
 
 
-async def serve(settings, venues: list[VenueConfig], port: int, host: str = "127.0.0.1") -> None:
-    """Run until cancelled: the quote feed and the HTTP API."""
-    from worker.pipeline.kafka import QuoteFeed, ensure_topics
-
-    quotes = QuoteCache()
-    await ensure_topics(settings, [settings.topics.quotes])
-    feed = QuoteFeed(settings, quotes, None)
-    await feed.start()
-    await feed.catch_up()
-    feed_task = asyncio.create_task(feed.run())
-    server = PaperVenueServer(venues, quotes)
+async def serve(server: PaperVenueServer, port: int, host: str = "127.0.0.1") -> web.AppRunner:
+    """Start the HTTP API on ``host:port``; the caller cleans the returned runner up."""
     runner = web.AppRunner(server.app(), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    log.info("paper_venue_started", port=port, venues=list(server.books))
-    try:
-        await asyncio.Event().wait()
-    finally:
-        feed_task.cancel()
-        await feed.stop()
-        await runner.cleanup()
+    await web.TCPSite(runner, host, port).start()
+    log.info("paper_venue_started", host=host, port=port, venues=list(server.books))
+    return runner

@@ -24,11 +24,12 @@ from worker.domain.models import (
     VenueConfig,
 )
 from worker.execution.breaker import VENUE_FAULTS
-from worker.execution.executor import Executor, LegOutcome, build_result, now_ms, rejected_result
+from worker.domain.clock import now_ms
+from worker.execution.executor import Executor, LegOutcome, build_result, rejected_result
 from worker.execution.journal import IntentState, Journal, JournalEntry, JournalLeg, JournalRound, NullJournal
 from worker.execution.risk import RiskLimits, check_intent, check_plan
-from worker.pipeline.quotes import QuoteCache
-from worker.routing.book import ZERO
+from worker.service.quotes import QuoteCache
+from worker.domain.money import ZERO
 from worker.routing.planner import route
 
 log = structlog.get_logger("sor.service")

@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import Mapping
 
 from worker.domain.models import RoutePlan, Side, VenueQuote
-from worker.routing.book import ZERO
+from worker.domain.money import ZERO
 
 
 class QuoteCache:

@@ -1,0 +1,28 @@
+"""Money helpers shared by every layer: exact ``Decimal`` constants, lot-step rounding and
+the one rounding rule for averages (VWAPs, net prices)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+ZERO = Decimal(0)
+#: Basis points per unit: a fee of ``f`` bps is the rate ``f / BPS``.
+BPS = Decimal(10_000)
+#: Averages (VWAPs, net prices) are divisions; they are rounded to this many places.
+PRICE_QUANTUM = Decimal("1e-10")
+
+
+def floor_to_step(qty: Decimal, step: Decimal) -> Decimal:
+    """The largest multiple of ``step`` not above ``qty``."""
+    return (qty // step) * step
+
+
+def ceil_to_step(qty: Decimal, step: Decimal) -> Decimal:
+    """The smallest multiple of ``step`` not below ``qty``."""
+    units = qty // step
+    return units * step if units * step == qty else (units + 1) * step
+
+
+def average_price(total: Decimal, qty: Decimal) -> Decimal:
+    """``total / qty`` rounded to ``PRICE_QUANTUM``: every VWAP and net price in the events."""
+    return (total / qty).quantize(PRICE_QUANTUM).normalize()
