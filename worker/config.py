@@ -1,6 +1,6 @@
 """Frozen, validated configuration: ``SOR_*`` environment variables, flags, a venues file.
 
-One :class:`Settings` object is built at start (``worker.app``) and passed down; nothing
+One :class:`Settings` object is built at start (``worker.bootstrap``) and passed down; nothing
 reads the environment anywhere else.
 """
 

@@ -141,7 +141,7 @@ def test_client_order_ids_fit_binance(intent_id, round_no, leg_no):
 
 
 def test_account_venue_allow_list_from_settings(monkeypatch):
-    from worker.app import build
+    from worker.bootstrap import build
     from worker.config import Settings
 
     monkeypatch.setenv("SOR_ACCOUNT_VENUES", '{"acct": ["b"]}')

@@ -109,7 +109,7 @@ def summary(collector: Collector, sent: int, duplicates: int, garbage: int, elap
 
 async def run(args) -> int:
     from worker import logging as sor_logging
-    from worker.app import build
+    from worker.bootstrap import build
     from worker.broker import EmbeddedBroker
     from worker.config import Settings
     from worker.pipeline.kafka import ensure_topics

@@ -34,7 +34,7 @@ def load_settings(overrides: dict):
 
 
 async def _serve(settings, venues) -> None:
-    from worker.app import build
+    from worker.bootstrap import build
 
     app = build(settings, venues)
     stop = asyncio.Event()
@@ -72,7 +72,7 @@ def worker(overrides: dict) -> int:
 def paper_venue(port: int, overrides: dict) -> int:
     from worker import logging as sor_logging
     from worker.config import load_venues
-    from worker.app import serve_paper_venue
+    from worker.bootstrap import serve_paper_venue
 
     try:
         settings = load_settings({**overrides, "client_id": "sor-paper-venue"})

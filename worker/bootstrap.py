@@ -1,4 +1,4 @@
-"""The composition root: the one place that turns settings into wired objects."""
+"""The composition root: the one place that turns settings into wired, started objects."""
 
 from __future__ import annotations
 
