@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.support.scenarios import make_intent, random_market  # noqa: E402
 from worker.execution.executor import Executor  # noqa: E402
-from worker.execution.journal import MemoryJournal  # noqa: E402
+from tests.support.fakes import MemoryJournal  # noqa: E402
 from worker.execution.risk import RiskLimits  # noqa: E402
 from worker.service.quotes import QuoteCache  # noqa: E402
 from worker.service.intents import IntentService  # noqa: E402

@@ -1,23 +1,45 @@
-"""The composition root: the one place that turns settings into wired, started objects."""
+"""The composition root: the one place that turns settings into wired, started objects.
+
+``build()`` constructs everything (cosmicpython's ``bootstrap``): adapters, quote cache,
+executor, service, Kafka clients, producer, journal, quote feed, consumer and the edge.
+Every piece can be handed in instead (``adapters=``, ``clients=``, ...), which is how the
+tests swap in fakes. ``WorkerApp.run`` starts and closes every component in one
+``AsyncExitStack``, in order (Quix Streams' ``app.py``), and a failure of a background task
+(the quote feed) stops the worker and surfaces on the main loop.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Sequence
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Awaitable, Sequence
+
+import structlog
+from aiokafka.errors import KafkaError
 
 from worker.config import Settings
-from worker.domain.models import VenueConfig
-from worker.execution.breaker import CircuitBreakers
 from worker.domain.clock import now_ms
+from worker.domain.models import Side, VenueConfig, VenueQuote
+from worker.execution.breaker import CircuitBreakers
 from worker.execution.executor import Executor
+from worker.execution.journal import Journal, JournalEntry
 from worker.execution.risk import RiskLimits
-from worker.observability import Metrics
-from worker.service.quotes import QuoteCache
-from worker.service.intents import IntentService
+from worker.observability import Health, Metrics, start_http
+from worker.pipeline.kafka import DeadLetters, KafkaClients, KafkaJournal, Producer, QuoteFeed, ensure_topics, read_partitions
 from worker.pipeline.stats import Stats
 from worker.pipeline.worker import IntentWorker
+from worker.routing.ranking import venue_route
+from worker.service.dedupe import JournalIndex
+from worker.service.fencing import OwnershipFence
+from worker.service.intents import IntentService
+from worker.service.quotes import QuoteCache
 from worker.venues.base import VenueAdapter
 from worker.venues.paper import PaperVenue
+
+log = structlog.get_logger("sor.bootstrap")
 
 
 def build_adapter(venue: VenueConfig, quotes: QuoteCache, credentials=None) -> VenueAdapter:
@@ -33,52 +55,183 @@ def build_adapter(venue: VenueConfig, quotes: QuoteCache, credentials=None) -> V
     raise ValueError(f"venue {venue.name}: unknown adapter {venue.adapter!r}")
 
 
+def prewarm(venues: dict[str, VenueConfig], quote: VenueQuote) -> None:
+    """Prepare a new snapshot for routing as it arrives (prefix sums, fee-adjusted rates,
+    ranking entry), so the first intent after a quote update does not pay for it."""
+    venue = venues.get(quote.venue)
+    if venue is not None:
+        for side in Side:
+            venue_route(side, venue, quote)
+
+
+async def connect(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Create missing topics, retrying while the cluster comes up (compose, rollouts)."""
+    deadline = time.monotonic() + settings.connect_timeout_s
+    delay = 0.5
+    while True:
+        try:
+            await ensure_topics(settings)
+            return
+        except (KafkaError, OSError) as exc:
+            if time.monotonic() + delay > deadline or (stop is not None and stop.is_set()):
+                raise KafkaError(f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}") from None
+            log.warning("kafka_unreachable", bootstrap=settings.bootstrap_servers, retry_in_s=delay, error=str(exc))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+class Supervisor:
+    """Background tasks of a process: the first one to fail stops the process, and its
+    error is raised on the main loop once the process has drained."""
+
+    def __init__(self, stop: asyncio.Event, health: Health):
+        self.stop = stop
+        self.health = health
+        self.tasks: list[asyncio.Task] = []
+        self.failure: BaseException | None = None
+
+    def spawn(self, name: str, work: Awaitable[None]) -> None:
+        task = asyncio.create_task(work, name=name)
+        task.add_done_callback(partial(self._ended, name))
+        self.tasks.append(task)
+
+    def _ended(self, name: str, task: asyncio.Task) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception() or RuntimeError(f"{name} ended unexpectedly")
+        log.error("background_task_failed", task=name, error=repr(exc))
+        self.health.problem(name, repr(exc))
+        if self.failure is None:
+            self.failure = exc
+        self.stop.set()
+
+    async def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    def raise_failure(self) -> None:
+        if self.failure is not None:
+            raise self.failure
+
+
 @dataclass
-class App:
+class WorkerApp:
+    """Every wired component of ``sor worker``; :meth:`run` starts and closes them in order."""
+
     settings: Settings
     venues: list[VenueConfig]
+    clients: KafkaClients
     quotes: QuoteCache
     adapters: dict[str, VenueAdapter]
+    producer: Producer
+    feed: QuoteFeed
     service: IntentService
     worker: IntentWorker
     stats: Stats
     metrics: Metrics
+    health: Health
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Start everything, consume until ``stop``, drain, close everything in reverse."""
+        s = self.settings
+        async with contextlib.AsyncExitStack() as stack:
+            stack.callback(self.ready.clear)
+            if s.http_port is not None:
+                try:
+                    runner = await start_http(s.http_port, self.metrics, self.health, s.http_host)
+                    stack.push_async_callback(runner.cleanup)
+                except OSError as exc:  # a busy port must not stop order flow
+                    log.error("http_unavailable", port=s.http_port, error=str(exc))
+            await connect(s, stop)
+            await self.producer.start()
+            stack.push_async_callback(self.producer.stop)
+            for adapter in self.adapters.values():
+                await adapter.start()
+                stack.push_async_callback(adapter.close)
+            await self.feed.start()
+            stack.push_async_callback(self.feed.stop)
+            await self.feed.catch_up()  # every book is loaded before the first intent
+            supervisor = Supervisor(stop, self.health)
+            stack.push_async_callback(supervisor.close)
+            supervisor.spawn("quote-feed", self.feed.run())
+            # aiokafka builds its clients on the running loop: the consumer is made here.
+            self.worker.consumer = self.clients.consumer(
+                group_id=s.group_id, auto_offset_reset="earliest", session_timeout_ms=s.session_timeout_ms,
+                heartbeat_interval_ms=s.heartbeat_interval_ms)
+            self.worker.subscribe()
+            await self.worker.consumer.start()
+            stack.push_async_callback(self.worker.consumer.stop)
+            self.health.started = True
+            self.ready.set()
+            log.info("ready", books=len(self.quotes))
+            await self.worker.run(stop)
+            supervisor.raise_failure()
+
+    def gauges(self) -> dict:
+        """Scrape-time gauges: quote ages, in-flight, lag per partition, breakers, readiness."""
+        now = now_ms()
+        ages = {(q.venue, q.symbol): max(0.0, (now - q.ts) / 1000) for q in self.quotes.all()}
+        lag = {(str(p),): float(n) for p, n in self.worker.lag().items()} if self.ready.is_set() else {}
+        blocked = self.service.executor.breakers.blocked()
+        circuit = {(v.name,): float(v.name in blocked) for v in self.venues}
+        return {"sor_quote_age_seconds": ages, "sor_in_flight_intents": {(): self.stats.in_flight},
+                "sor_consumer_lag": lag, "sor_circuit_open": circuit, "sor_ready": {(): float(self.health.ready())},
+                "sor_stuck_intents": {(): float(self.worker.stuck())}}
 
 
-def build(settings: Settings, venues: Sequence[VenueConfig]) -> App:
+def build(settings: Settings, venues: Sequence[VenueConfig], *, clients: KafkaClients | None = None,
+          adapters: dict[str, VenueAdapter] | None = None, journal: Journal | None = None,
+          metrics: Metrics | None = None) -> WorkerApp:
+    """Wire ``sor worker``; nothing is started or connected until ``WorkerApp.run``."""
+    s = settings
+    venues = list(venues)
+    clients = clients or KafkaClients(s)
+    metrics = metrics or Metrics()
+    health = Health()
     quotes = QuoteCache()
-    adapters = {v.name: build_adapter(v, quotes, settings.venue_credentials.get(v.name)) for v in venues}
-    breakers = CircuitBreakers(settings.breaker_threshold, settings.breaker_cooldown_ms, now_ms)
-    metrics = Metrics()
-    executor = Executor(adapters, settings.leg_timeout_ms, breakers=breakers, reconcile_timeout_ms=settings.reconcile_timeout_ms,
-                        metrics=metrics)
-    limits = RiskLimits(settings.account_max_notional, settings.default_max_notional, settings.intent_ttl_ms)
-    allow = {account: frozenset(names) for account, names in settings.account_venues.items()}
-    service = IntentService(venues, quotes, executor, limits, settings.max_quote_age_ms, account_venues=allow,
-                            max_rounds=settings.max_rounds, execution_deadline_ms=settings.execution_deadline_ms,
-                            reserve_own_liquidity=settings.reserve_own_liquidity, metrics=metrics)
+    if adapters is None:
+        adapters = {v.name: build_adapter(v, quotes, s.venue_credentials.get(v.name)) for v in venues}
+    breakers = CircuitBreakers(s.breaker_threshold, s.breaker_cooldown_ms, now_ms)
+    executor = Executor(adapters, s.leg_timeout_ms, breakers=breakers, reconcile_timeout_ms=s.reconcile_timeout_ms, metrics=metrics)
+    limits = RiskLimits(s.account_max_notional, s.default_max_notional, s.intent_ttl_ms)
+    allow = {account: frozenset(names) for account, names in s.account_venues.items()}
+    index = JournalIndex(s.dedupe_capacity)
+    producer = Producer(clients)
+    journal = journal or KafkaJournal(producer, s.topics.journal, index.record)
+    service = IntentService(venues, quotes, executor, limits, s.max_quote_age_ms, account_venues=allow,
+                            max_rounds=s.max_rounds, execution_deadline_ms=s.execution_deadline_ms,
+                            reserve_own_liquidity=s.reserve_own_liquidity, journal=journal, metrics=metrics)
     stats = Stats()
-    worker = IntentWorker(settings, service, quotes, stats, metrics)
-    return App(settings, list(venues), quotes, adapters, service, worker, stats, metrics)
+    dead = DeadLetters(producer, s.topics.dlq, lambda topic="": metrics.dead_letters.labels(topic).inc())
+    feed = QuoteFeed(s, quotes, dead.send, on_update=partial(prewarm, {v.name: v for v in venues}), clients=clients)
+    read_journal = partial(read_partitions, s, s.topics.journal, model=JournalEntry, clients=clients)
+    worker = IntentWorker(s, service, None, producer, dead, read_journal, index=index,
+                          fence=OwnershipFence(lease_s=s.session_timeout_ms / 2000), health=health, stats=stats, metrics=metrics)
+    app = WorkerApp(s, venues, clients, quotes, adapters, producer, feed, service, worker, stats, metrics, health)
+    metrics.watch(app.gauges)
+    return app
 
 
 async def serve_paper_venue(settings: Settings, venues: Sequence[VenueConfig], port: int, host: str = "127.0.0.1") -> None:
     """``sor paper-venue``: the quote feed and the paper venues' HTTP API, until cancelled."""
-    import asyncio
-
-    from worker.pipeline.kafka import QuoteFeed, ensure_topics
     from worker.venues.paper_server import PaperVenueServer, serve
 
+    clients = KafkaClients(settings)
     quotes = QuoteCache()
+    health = Health()
     await ensure_topics(settings, [settings.topics.quotes])
-    feed = QuoteFeed(settings, quotes, None)
-    await feed.start()
-    await feed.catch_up()
-    feed_task = asyncio.create_task(feed.run())
-    runner = await serve(PaperVenueServer(list(venues), quotes.get), port, host)
-    try:
-        await asyncio.Event().wait()
-    finally:
-        feed_task.cancel()
-        await feed.stop()
-        await runner.cleanup()
+    feed = QuoteFeed(settings, quotes, None, clients=clients)
+    stop = asyncio.Event()
+    async with contextlib.AsyncExitStack() as stack:
+        await feed.start()
+        stack.push_async_callback(feed.stop)
+        await feed.catch_up()
+        supervisor = Supervisor(stop, health)
+        stack.push_async_callback(supervisor.close)
+        supervisor.spawn("quote-feed", feed.run())
+        runner = await serve(PaperVenueServer(list(venues), quotes.get), port, host)
+        stack.push_async_callback(runner.cleanup)
+        await stop.wait()
+        supervisor.raise_failure()

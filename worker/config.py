@@ -90,6 +90,8 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] = "json"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     http_port: int | None = Field(default=None, ge=0, le=65535)
+    # Loopback by default: /metrics tells a lot about the order flow. Pods and compose set 0.0.0.0.
+    http_host: str = "127.0.0.1"
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,

@@ -16,6 +16,31 @@ log = structlog.get_logger("sor.http")
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
+class Health:
+    """Readiness: started, and no open problem. A problem (a stuck intent, a failing journal
+    recovery, a dead feed) is logged once when it opens and turns ``/readyz`` to 503 until
+    it is resolved."""
+
+    def __init__(self) -> None:
+        self.started = False
+        self._problems: dict[str, str] = {}
+
+    def problem(self, key: str, detail: str) -> None:
+        if key not in self._problems:
+            log.error("not_ready", problem=key, detail=detail)
+        self._problems[key] = detail
+
+    def resolved(self, key: str) -> None:
+        if self._problems.pop(key, None) is not None:
+            log.info("problem_resolved", problem=key)
+
+    def ready(self) -> bool:
+        return self.started and not self._problems
+
+    def problems(self) -> dict[str, str]:
+        return dict(self._problems)
+
+
 class Metrics:
     """Every series the worker exports; one registry per process (tests make their own)."""
 
@@ -44,7 +69,8 @@ class _ScrapeTimeGauges:
         "sor_in_flight_intents": ("Intents being worked on.", []),
         "sor_consumer_lag": ("Records behind the end of each assigned intents partition.", ["partition"]),
         "sor_circuit_open": ("1 while a venue's circuit breaker keeps it out.", ["venue"]),
-        "sor_ready": ("1 once connected and the quote cache caught up.", []),
+        "sor_ready": ("1 once connected and the quote cache caught up, and no problem is open.", []),
+        "sor_stuck_intents": ("Intents whose orders may exist and whose completion keeps failing (retried).", []),
     }
 
     def __init__(self, source: Callable[[], dict[str, dict[tuple, float]]]):
@@ -62,7 +88,7 @@ class _ScrapeTimeGauges:
             yield family
 
 
-async def start_http(port: int, metrics: Metrics, ready: Callable[[], bool], host: str = "0.0.0.0") -> web.AppRunner:
+async def start_http(port: int, metrics: Metrics, health: Health, host: str = "127.0.0.1") -> web.AppRunner:
     """Serve the three endpoints; returns the runner (``await runner.cleanup()`` to stop)."""
     started = time.monotonic()
 
@@ -73,13 +99,13 @@ async def start_http(port: int, metrics: Metrics, ready: Callable[[], bool], hos
         return web.json_response({"status": "ok", "uptime_s": round(time.monotonic() - started, 1)})
 
     async def readyz(_):
-        ok = ready()
-        return web.json_response({"ready": ok}, status=200 if ok else 503)
+        ok = health.ready()
+        return web.json_response({"ready": ok, "problems": health.problems()}, status=200 if ok else 503)
 
     app = web.Application()
     app.add_routes([web.get("/metrics", metrics_view), web.get("/healthz", healthz), web.get("/readyz", readyz)])
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
-    log.info("http_started", port=port, endpoints=["/metrics", "/healthz", "/readyz"])
+    log.info("http_started", host=host, port=port, endpoints=["/metrics", "/healthz", "/readyz"])
     return runner

@@ -19,9 +19,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Iterable
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 
-from worker.config import Settings, kafka_security
+from worker.config import Settings
+from worker.pipeline.clients import KafkaClients
 from worker.domain.errors import InputError
 from worker.domain.models import Algorithm, OrderIntent, RoutePlan, VenueConfig, VenueQuote
 from worker.pipeline.codec import decode, encode
@@ -70,8 +71,7 @@ class _Progress:
 
 async def read_range(settings: Settings, topic: str, rng: Range, progress_label: str | None = None) -> list:
     """Every record of ``topic`` in the range, in (partition, offset) order."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None, enable_auto_commit=False,
-                                client_id=f"{settings.client_id}-replay", **kafka_security(settings))
+    consumer = KafkaClients(settings).consumer(role="replay")
     await consumer.start()
     try:
         await consumer.topics()
@@ -206,8 +206,7 @@ async def run_what_if(settings: Settings, venues: list[VenueConfig], rng: Range,
             for plan in plans:
                 fh.write(encode(plan) + b"\n")
     if to_topic:
-        producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all", **kafka_security(settings))
-        await producer.start()
+        producer = await KafkaClients(settings).producer(role="replay")
         try:
             for plan in plans:
                 await producer.send(to_topic, encode(plan), key=plan.intent_id.encode(), headers=[("sor.replay.algorithm", plan.algorithm.value.encode())])
@@ -221,8 +220,7 @@ async def run_what_if(settings: Settings, venues: list[VenueConfig], rng: Range,
 async def run_republish(settings: Settings, topic: str, rng: Range, to_topic: str, stream=sys.stdout) -> int:
     """Copy a range to ``to_topic``: same key, value, headers and timestamp, in order."""
     records = await read_range(settings, topic, rng, "records")
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all", **kafka_security(settings))
-    await producer.start()
+    producer = await KafkaClients(settings).producer(role="replay")
     try:
         for rec in records:
             await producer.send(to_topic, rec.value, key=rec.key, headers=list(rec.headers or ()), timestamp_ms=rec.timestamp)

@@ -11,13 +11,12 @@ import structlog
 
 from worker.broker import free_port
 from worker.config import Settings, kafka_security
-from worker.observability import Metrics, start_http
+from worker.observability import Health, Metrics, start_http
 
 
 def test_metrics_health_and_readiness_endpoints():
     async def scenario():
         metrics = Metrics()
-        ready = {"v": False}
         metrics.watch(lambda: {"sor_in_flight_intents": {(): 3.0}, "sor_quote_age_seconds": {("binance", "BTC/USD"): 0.25},
                                "sor_consumer_lag": {("0",): 7.0}, "sor_circuit_open": {("kraken",): 1.0}, "sor_ready": {(): 0.0}})
         metrics.intents.labels("filled").inc(2)
@@ -27,14 +26,15 @@ def test_metrics_health_and_readiness_endpoints():
         metrics.routing.observe(0.0005)
         metrics.intent_latency.observe(0.03)
         port = free_port()
-        runner = await start_http(port, metrics, lambda: ready["v"], host="127.0.0.1")
+        health = Health()
+        runner = await start_http(port, metrics, health, host="127.0.0.1")
         try:
             async with aiohttp.ClientSession() as http:
                 async with http.get(f"http://127.0.0.1:{port}/metrics") as r:
                     text = await r.text()
                 async with http.get(f"http://127.0.0.1:{port}/readyz") as r:
                     not_ready = r.status
-                ready["v"] = True
+                health.started = True
                 async with http.get(f"http://127.0.0.1:{port}/readyz") as r:
                     is_ready = r.status
                 async with http.get(f"http://127.0.0.1:{port}/healthz") as r:

@@ -13,7 +13,8 @@ from worker.domain.ids import client_order_id
 from worker.domain.models import CLIENT_ORDER_ID_RE, ExclusionReason, LegStatus, VenueConfig
 from worker.execution.breaker import CircuitBreakers
 from worker.execution.executor import Executor
-from worker.execution.journal import IntentState, JournalEntry, JournalLeg, JournalRound, MemoryJournal
+from tests.support.fakes import MemoryJournal
+from worker.execution.journal import IntentState, JournalEntry, JournalLeg, JournalRound
 from worker.execution.risk import RiskLimits
 from worker.service.quotes import QuoteCache
 from worker.service.intents import IntentService, Source
@@ -145,7 +146,7 @@ def test_account_venue_allow_list_from_settings(monkeypatch):
     from worker.config import Settings
 
     monkeypatch.setenv("SOR_ACCOUNT_VENUES", '{"acct": ["b"]}')
-    app = build(Settings(), [VenueConfig(name="a"), VenueConfig(name="b")])
+    app = build(Settings(), [VenueConfig(name="a"), VenueConfig(name="b")], journal=MemoryJournal())
     app.quotes.update(make_quote("a", asks=[(99, 5)], ts=NOW))
     app.quotes.update(make_quote("b", asks=[(100, 5)], ts=NOW))
     app.service.clock = lambda: NOW

@@ -13,7 +13,6 @@ import time
 from collections import Counter, defaultdict
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 OUT = sys.stdout
 
@@ -25,10 +24,10 @@ def _say(text: str) -> None:
 class Collector:
     """Reads the outcome topics back, exactly as a downstream consumer would."""
 
-    def __init__(self, bootstrap: str, topics):
+    def __init__(self, clients, topics):
         self.topics = topics
-        self.consumer = AIOKafkaConsumer(topics.executions, topics.plans, topics.dlq, topics.fills, bootstrap_servers=bootstrap,
-                                         group_id=None, auto_offset_reset="earliest", enable_auto_commit=False)
+        self.consumer = clients.consumer(topics.executions, topics.plans, topics.dlq, topics.fills, role="demo-collector",
+                                         auto_offset_reset="earliest")
         self.results: dict[str, dict] = {}
         self.result_copies = 0
         self.plans: dict[str, dict] = {}
@@ -131,23 +130,22 @@ async def run(args) -> int:
                             reserve_own_liquidity=True)
         app = build(settings, DEMO_VENUES)
         await ensure_topics(settings)
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2)
-        await producer.start()
+        producer = await app.clients.producer(role="demo-sim")
         market = MarketSimulator(DEMO_VENUES, seed=args.seed)
         await market.publish_all(producer, settings.topics.quotes)
         market_task = asyncio.create_task(market.run(producer, settings.topics.quotes))
         _say(f"[demo] market data: {', '.join(v.name for v in DEMO_VENUES)} publishing BTC/USD books every 100 ms")
 
         stop = asyncio.Event()
-        worker_task = asyncio.create_task(app.worker.run(stop))
-        ready = asyncio.create_task(app.worker.ready.wait())
+        worker_task = asyncio.create_task(app.run(stop))
+        ready = asyncio.create_task(app.ready.wait())
         await asyncio.wait([ready, worker_task], timeout=60, return_when=asyncio.FIRST_COMPLETED)
         if worker_task.done():
             worker_task.result()  # surfaces the start-up error
         _say("[demo] worker ready: quote cache caught up, consumer group joined"
              + (f"; metrics on http://127.0.0.1:{args.http_port}/metrics" if args.http_port else ""))
 
-        collector = Collector(bootstrap, settings.topics)
+        collector = Collector(app.clients, settings.topics)
         collector_task = asyncio.create_task(collector.run())
         oms = OmsSimulator(seed=args.seed)
         sent = dup = junk = 0

@@ -41,7 +41,7 @@ async def _serve(settings, venues) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await app.worker.run(stop)
+    await app.run(stop)
 
 
 def worker(overrides: dict) -> int:
@@ -65,6 +65,9 @@ def worker(overrides: dict) -> int:
         pass
     except (KafkaError, OSError) as exc:
         print(f"sor worker: error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # a background failure surfaced on the main loop (already logged in full)
+        print(f"sor worker: error: {type(exc).__name__}: {str(exc)[:500]}", file=sys.stderr)
         return 1
     return 0
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from aiokafka import AIOKafkaProducer
+from worker.pipeline.kafka import KafkaClients
 
 
 async def _market(settings, interval_s: float) -> None:
@@ -14,8 +14,7 @@ async def _market(settings, interval_s: float) -> None:
     from worker.sim.venues import DEMO_VENUES
 
     await ensure_topics(settings, [settings.topics.quotes])
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all", linger_ms=2)
-    await producer.start()
+    producer = await KafkaClients(settings).producer(role="market-sim")
     try:
         await MarketSimulator(DEMO_VENUES).run(producer, settings.topics.quotes, interval_s)
     finally:
@@ -27,8 +26,7 @@ async def _oms(settings, intents: int, rate: float, mid: float) -> None:
     from worker.sim.oms import OmsSimulator
 
     await ensure_topics(settings, [settings.topics.intents])
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all", linger_ms=2)
-    await producer.start()
+    producer = await KafkaClients(settings).producer(role="oms-sim")
     try:
         oms = OmsSimulator()
         n = 0

@@ -6,7 +6,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Callable, Mapping
+from typing import Awaitable, Callable, Mapping
 
 import structlog
 
@@ -31,6 +31,10 @@ from worker.venues.base import LegOrder, OrderReport, VenueAdapter, VenueError
 log = structlog.get_logger("sor.execution")
 
 
+#: Awaited before every placement; raises to stop this worker from placing (fencing).
+Admission = Callable[[], Awaitable[None]]
+
+
 @dataclass(frozen=True, slots=True)
 class LegOutcome:
     leg: PlanLeg
@@ -47,9 +51,12 @@ class Executor:
     """
 
     def __init__(self, adapters: Mapping[str, VenueAdapter], leg_timeout_ms: int, clock: Callable[[], int] = now_ms,
-                 breakers: CircuitBreakers | None = None, reconcile_timeout_ms: int = 30_000, metrics=None):
+                 breakers: CircuitBreakers | None = None, reconcile_timeout_ms: int = 30_000, metrics=None,
+                 grace_ms: int | None = None):
         self.adapters = adapters
+        self.leg_timeout_ms = leg_timeout_ms
         self.leg_timeout_s = leg_timeout_ms / 1000
+        self.grace_ms = grace_ms if grace_ms is not None else leg_timeout_ms
         self.clock = clock
         self.breakers = breakers or CircuitBreakers(5, 5_000, clock)
         self.reconcile_timeout_s = reconcile_timeout_ms / 1000
@@ -59,20 +66,34 @@ class Executor:
     def client_order_ids(intent: OrderIntent, plan: RoutePlan) -> list[str]:
         return [client_order_id(intent.intent_id, plan.round, i) for i in range(len(plan.legs))]
 
-    async def run_legs(self, intent: OrderIntent, plan: RoutePlan) -> list[LegOutcome]:
-        """Place every leg at once; the plan's client order ids must already be journaled."""
-        coids = self.client_order_ids(intent, plan)
-        return list(await asyncio.gather(*(self._run_leg(intent, coid, leg) for coid, leg in zip(coids, plan.legs))))
+    async def run_legs(self, intent: OrderIntent, plan: RoutePlan, admit: Admission | None = None) -> list[LegOutcome]:
+        """Place every leg at once; the plan's client order ids must already be journaled.
 
-    async def recover_leg(self, leg: PlanLeg, coid: str) -> LegOutcome:
-        """A leg journaled as submitted before a crash: ask the venue, never send it again."""
+        ``admit`` is awaited immediately before each placement: it raises when this worker
+        may no longer place orders for the intent (see ``worker.service.fencing``).
+        """
+        coids = self.client_order_ids(intent, plan)
+        return list(await asyncio.gather(*(self._run_leg(intent, coid, leg, admit) for coid, leg in zip(coids, plan.legs))))
+
+    async def recover_leg(self, leg: PlanLeg, coid: str, journaled_ms: int | None = None) -> LegOutcome:
+        """A leg journaled as submitted before a crash or a handover: ask the venue, never
+        send it again. "Not found" only counts as not placed once any request of that round
+        must be dead (journaled + leg timeout + grace): a slow previous owner may still have
+        it on the wire."""
         started = time.perf_counter()
-        report = await self._reconcile(self.adapters[leg.provider], coid, "recovered after restart", placed=False)
+        adapter = self.adapters[leg.provider]
+        report = await self._reconcile(adapter, coid, "recovered after restart", placed=False)
+        settled_ms = (journaled_ms or 0) + self.leg_timeout_ms + self.grace_ms
+        if report.status is LegStatus.NOT_PLACED and self.clock() < settled_ms:
+            await asyncio.sleep((settled_ms - self.clock()) / 1000)
+            report = await self._reconcile(adapter, coid, "recovered after a handover", placed=False)
         return LegOutcome(leg, coid, report, int((time.perf_counter() - started) * 1000))
 
-    async def _run_leg(self, intent: OrderIntent, coid: str, leg: PlanLeg) -> LegOutcome:
+    async def _run_leg(self, intent: OrderIntent, coid: str, leg: PlanLeg, admit: Admission | None) -> LegOutcome:
         order = LegOrder(coid, intent.symbol, intent.side, leg.qty, leg.worst_price)
         adapter = self.adapters[leg.provider]
+        if admit is not None:
+            await admit()
         self.breakers.on_send(leg.provider)
         started = time.perf_counter()
         try:

@@ -72,6 +72,9 @@ class JournalRound(BaseModel):
     model_config = ConfigDict(frozen=True)
     plan: RoutePlan
     legs: list[JournalLeg]
+    #: When the round was journaled (epoch ms): no leg of it can reach a venue before, and
+    #: recovery waits until any request of it must be dead before calling a leg not placed.
+    journaled_ms: int | None = None
 
     @property
     def resolved(self) -> bool:
@@ -104,16 +107,3 @@ class NullJournal:
 
     async def write(self, entry: JournalEntry) -> None:
         return None
-
-
-class MemoryJournal:
-    """A fake for unit tests: keeps every record in order."""
-
-    def __init__(self) -> None:
-        self.records: list[JournalEntry] = []
-
-    async def write(self, entry: JournalEntry) -> None:
-        self.records.append(entry)
-
-    def latest(self) -> dict[str, JournalEntry]:
-        return {e.intent_id: e for e in self.records}

@@ -4,70 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import logging
 import time
 from typing import Awaitable, Callable
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, UnknownError
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import NewTopic
+from aiokafka.errors import KafkaError
 
-from worker.config import Settings, kafka_security
+from worker.config import Settings
+from worker.pipeline.clients import KafkaClients, Producer  # noqa: F401  (Producer: the one process-wide producer)
 from worker.domain.errors import InputError
 from worker.domain.models import VenueQuote
 from worker.pipeline.codec import decode
-from worker.service.quotes import QuoteCache
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the cache is handed in; the Kafka layer never needs the service at run time
+    from worker.service.quotes import QuoteCache
 
 log = structlog.get_logger("sor.kafka")
-
-
-class KafkaClients:
-    """The one factory of Kafka clients: every consumer, producer and admin client of every
-    process (worker, API, feed, replay, simulators, demo, paper venue) is built here, so the
-    security settings (TLS, SASL) and the bootstrap servers apply everywhere."""
-
-    def __init__(self, settings: Settings):
-        self.settings = settings
-
-    def _common(self, role: str) -> dict:
-        s = self.settings
-        client_id = f"{s.client_id}-{role}" if role else s.client_id
-        return dict(bootstrap_servers=s.bootstrap_servers, client_id=client_id, **kafka_security(s))
-
-    def consumer(self, *topics: str, role: str = "", group_id: str | None = None, **options) -> AIOKafkaConsumer:
-        """A consumer (not started); without ``group_id`` it reads assigned partitions only."""
-        options.setdefault("enable_auto_commit", False)
-        return AIOKafkaConsumer(*topics, group_id=group_id, **self._common(role), **options)
-
-    def admin(self) -> AIOKafkaAdminClient:
-        return AIOKafkaAdminClient(**self._common("admin"))
-
-    async def producer(self, role: str = "", **options) -> AIOKafkaProducer:
-        """A started acks=all producer; idempotent unless the broker cannot do it and the
-        ``enable_idempotence`` setting allows a fallback ("auto", for Tansu)."""
-        mode = self.settings.enable_idempotence
-        common = dict(acks="all", linger_ms=2, **self._common(role), **options)
-        if mode != "false":
-            producer = AIOKafkaProducer(enable_idempotence=True, **common)
-            sender_log = logging.getLogger("aiokafka.producer.sender")
-            level = sender_log.level
-            if mode == "auto":
-                sender_log.setLevel(logging.CRITICAL)  # our own warning below explains the refusal
-            try:
-                await producer.start()
-                return producer
-            except UnknownError:
-                await producer.stop()
-                if mode == "true":
-                    raise
-                log.warning("idempotence_unavailable", detail="broker refused InitProducerId (Tansu does); "
-                            "producing without idempotence. Set SOR_ENABLE_IDEMPOTENCE=true on real Kafka.")
-            finally:
-                sender_log.setLevel(level)
-        producer = AIOKafkaProducer(**common)
-        await producer.start()
-        return producer
 
 
 async def ensure_topics(settings: Settings, names: list[str] | None = None, compacted: tuple[str, ...] = ()) -> None:
@@ -107,10 +62,10 @@ async def drop_reached(consumer: AIOKafkaConsumer, targets: dict) -> None:
             del targets[tp]
 
 
-async def read_partitions(settings: Settings, topic: str, partitions: list[int], model) -> dict:
+async def read_partitions(settings: Settings, topic: str, partitions: list[int], model, clients: KafkaClients | None = None) -> dict:
     """The latest value per key of some partitions of a topic, read from the start to the
     end offsets seen now (a compacted topic's view)."""
-    consumer = KafkaClients(settings).consumer(role="recovery")
+    consumer = (clients or KafkaClients(settings)).consumer(role="recovery")
     await consumer.start()
     latest: dict = {}
     try:
@@ -139,7 +94,7 @@ class KafkaJournal:
     """The journal on Kafka: each record goes to the intent's own partition number and is
     acknowledged (acks=all) before ``write`` returns."""
 
-    def __init__(self, producer: AIOKafkaProducer, topic: str, on_write: Callable[..., None] = lambda entry: None):
+    def __init__(self, producer: Producer, topic: str, on_write: Callable[..., None] = lambda entry: None):
         self.producer = producer
         self.topic = topic
         self.on_write = on_write
@@ -174,7 +129,7 @@ def dlq_record(source_topic: str, partition: int, offset: int, key: bytes | None
 class DeadLetters:
     """Publishes undecodable input to the DLQ and waits for the broker's acknowledgement."""
 
-    def __init__(self, producer: AIOKafkaProducer, topic: str, on_dead: Callable[[str], None] = lambda topic: None):
+    def __init__(self, producer: Producer, topic: str, on_dead: Callable[[str], None] = lambda topic: None):
         self.producer = producer
         self.topic = topic
         self.on_dead = on_dead
@@ -195,14 +150,16 @@ class QuoteFeed:
     holds the whole cache; ``catch_up`` returns once the end offsets seen at start are read."""
 
     def __init__(self, settings: Settings, cache: QuoteCache, dead: Callable[..., Awaitable[None]] | None,
-                 on_update: Callable[[VenueQuote], None] | None = None):
+                 on_update: Callable[[VenueQuote], None] | None = None, clients: KafkaClients | None = None):
         self.settings = settings
         self.cache = cache
         self.dead = dead
         self.on_update = on_update
-        self.consumer = KafkaClients(settings).consumer(role="quotes")
+        self.clients = clients or KafkaClients(settings)
+        self.consumer: AIOKafkaConsumer | None = None  # aiokafka needs a running loop: built in start()
 
     async def start(self) -> None:
+        self.consumer = self.clients.consumer(role="quotes")
         await self.consumer.start()
         topic = self.settings.topics.quotes
         partitions = self.consumer.partitions_for_topic(topic)
@@ -252,4 +209,5 @@ class QuoteFeed:
             await self._poll(200)
 
     async def stop(self) -> None:
-        await self.consumer.stop()
+        if self.consumer is not None:
+            await self.consumer.stop()

@@ -14,7 +14,11 @@ class OffsetTracker:
         self._parts: dict[Hashable, OrderedDict[int, bool]] = {}
 
     def begin(self, tp: Hashable, offset: int) -> None:
-        self._parts.setdefault(tp, OrderedDict())[offset] = False
+        pending = self._parts.setdefault(tp, OrderedDict())
+        out_of_order = bool(pending) and offset < next(reversed(pending))
+        pending[offset] = False
+        if out_of_order:  # recovery starts offsets before the redelivered ones: keep them ascending
+            self._parts[tp] = OrderedDict(sorted(pending.items()))
 
     def finish(self, tp: Hashable, offset: int) -> None:
         pending = self._parts.get(tp)

@@ -1,197 +1,109 @@
-"""The Kafka edge: decode, call the service, publish, commit. Nothing else lives here.
+"""The Kafka edge of the intents: decode, call the service, publish, commit.
 
 Checkpoints follow a fixed order (as in Quix Streams): an intent's outcome events are
 acknowledged by the broker first, and only then may its offset, and only the contiguous
 finished prefix of its partition, be committed.
+
+Every collaborator (consumer, producer, service, journal reader, dead letters, fence) is
+handed in by ``worker.bootstrap``; the unit tests hand in fakes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict, defaultdict
+from collections import defaultdict
+from typing import Awaitable, Callable, Protocol
 
 import structlog
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from worker.config import Settings, kafka_security
-from worker.domain.errors import InputError
-from worker.domain.models import OrderIntent, Side
-from worker.routing.ranking import venue_route
+from worker.config import Settings
 from worker.domain.clock import now_ms
+from worker.domain.errors import InputError
+from worker.domain.models import OrderIntent
 from worker.execution.executor import rejected_result
-from worker.pipeline.codec import decode, encode
-from worker.pipeline.kafka import DeadLetters, KafkaClients, KafkaJournal, QuoteFeed, ensure_topics, read_partitions
-from worker.pipeline.offsets import OffsetTracker
-from worker.service.quotes import QuoteCache
 from worker.execution.journal import IntentState, JournalEntry
-from worker.service.intents import IntentService, Outcome, Source
+from worker.observability import Health, Metrics
+from worker.pipeline.codec import decode, encode
+from worker.pipeline.kafka import DeadLetters, Producer
+from worker.pipeline.offsets import OffsetTracker
 from worker.pipeline.stats import Stats
+from worker.service.dedupe import DONE, JournalIndex
+from worker.service.fencing import Fenced, OwnershipFence
+from worker.service.intents import IntentService, Outcome, Source
 
 log = structlog.get_logger("sor.worker")
 
+#: Reads the latest journal entry per intent of some journal partitions.
+JournalReader = Callable[[list[int]], Awaitable[dict]]
 
-DONE = "done"  # the index's marker for an intent whose outcome is published
 
+class GroupConsumer(Protocol):
+    """The part of ``AIOKafkaConsumer`` the edge uses (a fake implements the same)."""
 
-class JournalIndex:
-    """Every intent id this worker has taken on, and where it came from (bounded, LRU).
-
-    Filled from the journal when partitions are assigned, so "executed at most once" holds
-    across restarts and rebalances. Only intents whose outcome may still need (re)publishing
-    keep their full journal entry; the rest shrink to a marker of a few hundred bytes.
-    """
-
-    def __init__(self, capacity: int):
-        self.capacity = capacity
-        self._entries: OrderedDict[str, tuple[int, int, JournalEntry | str | None]] = OrderedDict()
-
-    def claim(self, intent_id: str, partition: int, offset: int) -> tuple[str, JournalEntry | str | None]:
-        """``("new", None)``, ``("redelivery", entry)`` for the message the journal names,
-        or ``("duplicate", entry)`` for another message with a known intent id."""
-        known = self._entries.get(intent_id)
-        if known is None:
-            self.put(intent_id, partition, offset, None)
-            return "new", None
-        if (known[0], known[1]) == (partition, offset):
-            return "redelivery", known[2]
-        return "duplicate", known[2]
-
-    def get(self, intent_id: str) -> JournalEntry | str | None:
-        known = self._entries.get(intent_id)
-        return known[2] if known else None
-
-    def put(self, intent_id: str, partition: int, offset: int, entry: JournalEntry | str | None) -> None:
-        self._entries[intent_id] = (partition, offset, entry)
-        self._entries.move_to_end(intent_id)
-        if len(self._entries) > self.capacity:
-            self._entries.popitem(last=False)
-
-    def record(self, entry: JournalEntry) -> None:
-        self.put(entry.intent_id, entry.source_partition, entry.source_offset, entry)
-
-    def done(self, intent_id: str) -> None:
-        """The outcome is acknowledged: keep only the marker."""
-        known = self._entries.get(intent_id)
-        if known is not None:
-            self._entries[intent_id] = (known[0], known[1], DONE)
-
-    def __len__(self) -> int:
-        return len(self._entries)
+    def subscribe(self, topics: list[str], listener: ConsumerRebalanceListener) -> None: ...
+    async def getmany(self, *partitions, timeout_ms: int = 0, max_records: int | None = None) -> dict: ...
+    async def commit(self, offsets: dict | None = None) -> None: ...
+    async def committed(self, tp: TopicPartition) -> int | None: ...
+    def assignment(self) -> set[TopicPartition]: ...
+    def pause(self, *partitions: TopicPartition) -> None: ...
+    def resume(self, *partitions: TopicPartition) -> None: ...
+    def highwater(self, tp: TopicPartition) -> int | None: ...
 
 
 class IntentWorker:
     """Consumes intents in a consumer group and publishes plans, fills and results."""
 
-    def __init__(self, settings: Settings, service: IntentService, quotes: QuoteCache, stats: Stats | None = None, metrics=None):
+    def __init__(self, settings: Settings, service: IntentService, consumer: GroupConsumer | None, producer: Producer,
+                 dead_letters: DeadLetters, read_journal: JournalReader, *, index: JournalIndex | None = None,
+                 fence: OwnershipFence | None = None, health: Health | None = None, stats: Stats | None = None,
+                 metrics: Metrics | None = None):
         self.settings = settings
         self.service = service
-        self.quotes = quotes
+        self.consumer = consumer
+        self.producer = producer
+        self.dead = dead_letters
+        self.read_journal = read_journal
+        self.index = index or JournalIndex(settings.dedupe_capacity)
+        # A stalled worker may only place orders within this lease of the group's last word.
+        self.fence = fence or OwnershipFence(lease_s=settings.session_timeout_ms / 2000)
+        self.health = health or Health()
         self.stats = stats or Stats()
+        self.metrics = metrics or Metrics()
         self.tracker = OffsetTracker()
-        self.index = JournalIndex(settings.dedupe_capacity)
         self.active: set[str] = set()  # intents being worked on in this process
         self.tasks: dict[TopicPartition, set[asyncio.Task]] = defaultdict(set)
-        self.ready = asyncio.Event()
         self._uncommitted: dict[TopicPartition, int] = {}
         self._paused = False
-        self.metrics = metrics
-        self.consumer = None
         self._positions: dict[TopicPartition, int] = {}  # next offset to consume, for the lag gauge
-        self._venues = {v.name: v for v in service.venues}
-        if metrics is not None:
-            metrics.watch(self._gauges)
+        self._stuck: set[str] = set()  # intents whose orders may exist and that keep failing
 
-    def _gauges(self) -> dict:
-        """Scrape-time gauges: quote ages, in-flight, lag per partition, breakers, readiness."""
-        now = now_ms()
-        ages = {(q.venue, q.symbol): max(0.0, (now - q.ts) / 1000) for q in self.quotes.all()}
-        lag = {}
-        if self.consumer is not None and self.ready.is_set():
-            for tp in self.consumer.assignment():
-                high = self.consumer.highwater(tp)
-                pos = self._positions.get(tp)
-                if high is not None and pos is not None:
-                    lag[(str(tp.partition),)] = max(0, high - pos)
-        breakers = self.service.executor.breakers
-        circuit = {(v.name,): float(v.name in breakers.blocked()) for v in self.service.venues}
-        return {"sor_quote_age_seconds": ages, "sor_in_flight_intents": {(): self.stats.in_flight},
-                "sor_consumer_lag": lag, "sor_circuit_open": circuit, "sor_ready": {(): float(self.ready.is_set())}}
+    def subscribe(self) -> None:
+        """Join the group on the intents topic; call before the consumer starts."""
+        self.consumer.subscribe([self.settings.topics.intents], listener=_Rebalance(self))
+
+    def lag(self) -> dict[int, int]:
+        """Records behind the end of each assigned partition (scrape-time gauge)."""
+        out = {}
+        for tp in self.consumer.assignment() if self.consumer is not None else ():
+            high = self.consumer.highwater(tp)
+            pos = self._positions.get(tp)
+            if high is not None and pos is not None:
+                out[tp.partition] = max(0, high - pos)
+        return out
 
     # --- lifecycle -------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Run until ``stop`` is set, then drain in-flight intents, commit, and return."""
-        s = self.settings
-        http = await self._start_http()
-        consumer = feed = feed_task = None
-        self.producer = None
+        """Consume until ``stop`` is set, then drain in-flight intents, commit, and return."""
+        log.info("worker_started", group=self.settings.group_id, intents=self.settings.topics.intents)
         try:
-            await self._connect(stop)
-            self.producer = await KafkaClients(s).producer()
-            self.dead = DeadLetters(self.producer, s.topics.dlq, self._count_dead)
-            self.service.journal = KafkaJournal(self.producer, s.topics.journal, self.index.record)
-            feed = QuoteFeed(s, self.quotes, self.dead.send, on_update=self._prewarm)
-            consumer = self.consumer = AIOKafkaConsumer(
-                bootstrap_servers=s.bootstrap_servers, client_id=s.client_id, group_id=s.group_id,
-                enable_auto_commit=False, auto_offset_reset="earliest", session_timeout_ms=s.session_timeout_ms,
-                heartbeat_interval_ms=s.heartbeat_interval_ms, **kafka_security(s),
-            )
-            await feed.start()
-            await feed.catch_up()  # every book is loaded before the first intent
-            feed_task = asyncio.create_task(feed.run(), name="quote-feed")
-            consumer.subscribe([s.topics.intents], listener=_Rebalance(self))
-            await consumer.start()
-            self.ready.set()
-            log.info("worker_started", group=s.group_id, intents=s.topics.intents, books=len(self.quotes))
             await self._consume(stop)
-            await self._drain()
         finally:
-            self.ready.clear()
-            if feed_task:
-                feed_task.cancel()
-            closers = [c.stop for c in (consumer, feed, self.producer) if c is not None] + ([http.cleanup] if http else [])
-            for closer in closers:
-                try:
-                    await closer()
-                except Exception as exc:  # a close failure must not hide the original error
-                    log.warning("close_failed", error=repr(exc))
-            log.info("worker_stopped", **{k: v for k, v in self.stats.by_status.items()})
-
-    def _prewarm(self, quote) -> None:
-        """Prepare a new snapshot for routing as it arrives (prefix sums, fee-adjusted rates,
-        ranking entry), so the first intent after a quote update does not pay for it."""
-        venue = self._venues.get(quote.venue)
-        if venue is not None:
-            for side in Side:
-                venue_route(side, venue, quote)
-
-    async def _start_http(self):
-        if self.settings.http_port is None or self.metrics is None:
-            return None
-        from worker.observability import start_http
-
-        try:
-            return await start_http(self.settings.http_port, self.metrics, self.ready.is_set)
-        except OSError as exc:  # a busy port must not stop order flow
-            log.error("http_unavailable", port=self.settings.http_port, error=str(exc))
-            return None
-
-    async def _connect(self, stop: asyncio.Event) -> None:
-        """Create missing topics, retrying while the cluster comes up (compose, rollouts)."""
-        deadline = time.monotonic() + self.settings.connect_timeout_s
-        delay = 0.5
-        while True:
-            try:
-                await ensure_topics(self.settings)
-                return
-            except (KafkaError, OSError) as exc:
-                if time.monotonic() + delay > deadline or stop.is_set():
-                    raise KafkaError(f"cannot reach Kafka at {self.settings.bootstrap_servers}: {exc}") from None
-                log.warning("kafka_unreachable", bootstrap=self.settings.bootstrap_servers, retry_in_s=delay, error=str(exc))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+            await self._drain()
+            log.info("worker_stopped", **dict(self.stats.by_status.items()))
 
     async def _consume(self, stop: asyncio.Event) -> None:
         next_commit = 0.0
@@ -225,24 +137,32 @@ class IntentWorker:
     # --- one record ------------------------------------------------------------------------
 
     def _dispatch(self, tp: TopicPartition, record) -> None:
-        self.tracker.begin(tp, record.offset)
         try:
             intent = decode(OrderIntent, record.value)
         except InputError as exc:
+            self.tracker.begin(tp, record.offset)
             self._spawn(tp, record.offset, self.dead.send(tp.topic, tp.partition, record.offset, record.key, record.value, str(exc)))
             return
         kind, entry = self.index.claim(intent.intent_id, tp.partition, record.offset)
+        if kind == "redelivery" and intent.intent_id in self.active:
+            return  # its recovery task (started on assignment) holds this very offset and finishes it
+        self.tracker.begin(tp, record.offset)
         if kind == "duplicate":
-            if self.metrics is not None:
-                self.metrics.duplicates.inc()
+            self.metrics.duplicates.inc()
             log.info("duplicate_intent", intent_id=intent.intent_id, partition=tp.partition, offset=record.offset)
             self.tracker.finish(tp, record.offset)
         elif kind == "redelivery" and isinstance(entry, JournalEntry):
-            self._spawn(tp, record.offset, self._resume(entry))
+            self._spawn(tp, record.offset, self._resume(entry, self._admission(tp.partition)))
         elif kind == "redelivery":
             self.tracker.finish(tp, record.offset)  # published already, or in flight in this process
         else:
-            self._spawn(tp, record.offset, self._process(intent, now_ms(), Source(tp.partition, record.offset)))
+            admit = self._admission(tp.partition)
+            self._spawn(tp, record.offset, self._process(intent, now_ms(), Source(tp.partition, record.offset), admit))
+
+    def _admission(self, partition: int):
+        """The fence check for an intent that starts now on ``partition``."""
+        token = self.fence.token(partition)
+        return lambda: self.fence.admit(partition, token)
 
     def _spawn(self, tp: TopicPartition, offset: int, work) -> None:
         self.stats.in_flight += 1
@@ -250,6 +170,9 @@ class IntentWorker:
         async def guarded() -> None:
             try:
                 await work
+            except Fenced as exc:  # the partition moved on: its new owner finishes the intent
+                log.warning("fenced", partition=tp.partition, offset=offset, detail=str(exc))
+                return
             except Exception as exc:  # publishing failed: leave the offset uncommitted for redelivery
                 log.error("not_acknowledged", partition=tp.partition, offset=offset, error=repr(exc))
                 return
@@ -261,43 +184,76 @@ class IntentWorker:
         self.tasks[tp].add(task)
         task.add_done_callback(self.tasks[tp].discard)
 
-    async def _resume(self, entry: JournalEntry) -> None:
+    async def _resume(self, entry: JournalEntry, admit) -> None:
         """A message the journal already knows: finish it if needed, and make sure its
         outcome is published (again, byte-identical, if a crash may have lost it)."""
         with structlog.contextvars.bound_contextvars(intent_id=entry.intent_id):
-            outcome = await self.service.recover(entry)
-            await self.publish(outcome)
+            self.active.add(entry.intent_id)
+            try:
+                outcome = await self._until_recovered(entry, admit)
+                await self.publish(outcome)
+            finally:
+                self.active.discard(entry.intent_id)
             log.info("outcome_republished", state=entry.state.value)
 
-    async def _process(self, intent: OrderIntent, received_ms: int, source: Source) -> None:
+    async def _process(self, intent: OrderIntent, received_ms: int, source: Source, admit) -> None:
         with structlog.contextvars.bound_contextvars(intent_id=intent.intent_id):
             self.active.add(intent.intent_id)
             try:
-                outcome = await self.service.handle(intent, received_ms, source)
-            except Exception as exc:  # a bug must still end in a final result, never a silent drop
-                log.exception("intent_failed", error=repr(exc))
-                outcome = await self._after_internal_error(intent, received_ms, exc)
+                try:
+                    outcome = await self.service.handle(intent, received_ms, source, admit)
+                except Fenced:
+                    raise
+                except Exception as exc:
+                    outcome = await self._after_error(intent, received_ms, exc, admit)
             finally:
                 self.active.discard(intent.intent_id)
             await self.publish(outcome)
             if outcome.result is not None:
-                self.stats.by_status[outcome.result.status.value] += 1
-                if self.metrics is not None:
-                    self.metrics.intents.labels(outcome.result.status.value).inc()
-                    self.metrics.intent_latency.observe(outcome.result.latency_ms / 1000)
-                log.info("intent_done", status=outcome.result.status.value, filled=format(outcome.result.filled_qty, "f"),
+                status = outcome.result.status.value
+                self.stats.by_status[status] += 1
+                self.metrics.intents.labels(status).inc()
+                self.metrics.intent_latency.observe(outcome.result.latency_ms / 1000)
+                log.info("intent_done", status=status, filled=format(outcome.result.filled_qty, "f"),
                          latency_ms=outcome.result.latency_ms)
 
-    async def _after_internal_error(self, intent: OrderIntent, received_ms: int, exc: Exception) -> Outcome:
-        """If orders may exist (a planned record), finish from the journal, asking the venues;
-        otherwise, or if that fails too, a rejected result naming the error."""
-        entry = self.index.get(intent.intent_id)
-        if isinstance(entry, JournalEntry) and entry.state is IntentState.PLANNED:
+    async def _after_error(self, intent: OrderIntent, received_ms: int, exc: Exception, admit) -> Outcome:
+        """Once orders may exist (a planned record was written or attempted), the intent is
+        finished truthfully from the journal, however long that takes; never rejected.
+        Before that, nothing happened outside: a rejection naming the error is the truth."""
+        entry = self.service.in_flight(intent.intent_id)
+        if entry is None:
+            log.exception("intent_failed", error=repr(exc))
+            return Outcome(intent, [], rejected_result(intent, f"internal_error: {exc!r}", now_ms() - received_ms))
+        log.error("intent_failed_in_flight", error=repr(exc), state=entry.state.value)
+        return await self._until_recovered(entry, admit)
+
+    async def _until_recovered(self, entry: JournalEntry, admit) -> Outcome:
+        """``service.recover`` with backoff until it succeeds. While an intent is stuck the
+        worker is not ready, an error is logged and ``sor_stuck_intents`` counts it; its
+        offset stays uncommitted, so nothing after it in the partition is committed either."""
+        delay = 0.2
+        while True:
             try:
-                return await self.service.recover(entry)
-            except Exception as again:
-                log.exception("recovery_failed", error=repr(again))
-        return Outcome(intent, [], rejected_result(intent, f"internal_error: {exc!r}", now_ms() - received_ms))
+                outcome = await self.service.recover(entry, admit)
+            except Fenced:
+                raise
+            except Exception as exc:
+                entry = self.service.in_flight(entry.intent_id) or entry
+                if entry.intent_id not in self._stuck:
+                    self._stuck.add(entry.intent_id)
+                    self.health.problem(f"intent:{entry.intent_id}", f"stuck in flight: {exc!r}")
+                log.error("recovery_failed", intent_id=entry.intent_id, error=repr(exc), retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            if entry.intent_id in self._stuck:
+                self._stuck.discard(entry.intent_id)
+                self.health.resolved(f"intent:{entry.intent_id}")
+            return outcome
+
+    def stuck(self) -> int:
+        return len(self._stuck)
 
     async def publish(self, outcome: Outcome) -> None:
         """Plan, then fills, then the result; returns once the broker acknowledged all."""
@@ -325,6 +281,7 @@ class IntentWorker:
         except (CommitFailedError, KafkaError) as exc:
             log.warning("commit_failed", error=repr(exc), offsets={f"{tp.partition}": o for tp, o in offsets.items()})
             return
+        self.fence.confirm()  # the group accepted a commit of this generation just now
         for tp in offsets:
             self._uncommitted.pop(tp, None)
 
@@ -339,34 +296,38 @@ class IntentWorker:
             self._paused = False
             log.info("backpressure_resumed", in_flight=self.stats.in_flight)
 
-    def _count_dead(self, topic: str = "") -> None:
-        if self.metrics is not None:
-            self.metrics.dead_letters.labels(topic).inc()
-
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
-        """Finish and commit what this instance started before the partitions move."""
+        """Stop placing for the revoked partitions at once, let legs already on the wire
+        finish (bounded), cancel the rest, and commit what finished before they move."""
+        self.fence.revoke(tp.partition for tp in revoked)
         pending = [t for tp in revoked for t in self.tasks.get(tp, ())]
         if pending:
-            await asyncio.wait(pending, timeout=self.settings.shutdown_timeout_s)
+            _, late = await asyncio.wait(pending, timeout=self.settings.shutdown_timeout_s)
+            for task in late:
+                task.cancel()  # the new owner recovers them from the journal
+            if late:
+                log.warning("revoked_with_intents_in_flight", cancelled=len(late))
+                await asyncio.wait(late)
         await self._commit(only=set(revoked))
         self.tracker.forget(revoked)
         for tp in revoked:
             self._uncommitted.pop(tp, None)
+            self._positions.pop(tp, None)
         log.info("partitions_revoked", partitions=sorted(tp.partition for tp in revoked))
-
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
         """Rebuild in-flight state from the journal before consuming anything new.
 
         Intents at or after the committed offset may be unfinished (reconciled with the
         venues now, by client order id) or finished without their outcome published (it is
-        republished when their message is redelivered).
+        republished when their message is redelivered). One bad entry never blocks the
+        others: each is recovered on its own, with retries, as an in-flight task.
         """
+        self.fence.assign(tp.partition for tp in assigned)
         if not assigned:
             return
-        journal = self.settings.topics.journal
         started = time.monotonic()
-        entries = await read_partitions(self.settings, journal, sorted(tp.partition for tp in assigned), JournalEntry)
+        entries = await self.read_journal(sorted(tp.partition for tp in assigned))
         committed = {tp.partition: (await self.consumer.committed(tp)) or 0 for tp in assigned}
         unfinished = []
         for entry in entries.values():
@@ -377,26 +338,46 @@ class IntentWorker:
             self.index.put(entry.intent_id, entry.source_partition, entry.source_offset, entry if pending else DONE)
             if pending and entry.state is not IntentState.COMPLETED:
                 unfinished.append(entry)
+        by_partition = {tp.partition: tp for tp in assigned}
         for entry in unfinished:
-            with structlog.contextvars.bound_contextvars(intent_id=entry.intent_id):
-                outcome = await self.service.recover(entry)
-                await self.publish(outcome)
+            tp = by_partition[entry.source_partition]
+            self.active.add(entry.intent_id)  # until its task runs: a redelivery must not start it twice
+            self.tracker.begin(tp, entry.source_offset)  # its offset stays uncommitted until published
+            self._spawn(tp, entry.source_offset, self._resume(entry, self._admission(tp.partition)))
         log.info("journal_recovered", partitions=sorted(tp.partition for tp in assigned), intents=len(entries),
-                 reconciled=len(unfinished), seconds=round(time.monotonic() - started, 3))
+                 reconciling=len(unfinished), seconds=round(time.monotonic() - started, 3))
 
 
 class _Rebalance(ConsumerRebalanceListener):
+    """aiokafka swallows exceptions of listeners: a failure here is logged, turns the worker
+    not ready, and the partitions' recovery is retried with backoff, never left paused."""
+
     def __init__(self, worker: IntentWorker):
         self.worker = worker
 
     async def on_partitions_revoked(self, revoked):
-        await self.worker.on_revoked(set(revoked))
+        try:
+            await self.worker.on_revoked(set(revoked))
+        except Exception as exc:
+            log.exception("revocation_failed", error=repr(exc))
 
     async def on_partitions_assigned(self, assigned):
         # aiokafka may fetch for a new assignment before this callback returns: hold the
         # partitions until the journal is recovered, or a redelivery could race recovery.
-        self.worker.consumer.pause(*assigned)
-        await self.worker.on_assigned(set(assigned))
-        if not self.worker._paused:
-            self.worker.consumer.resume(*assigned)
+        w = self.worker
+        w.consumer.pause(*assigned)
+        delay = 0.5
+        while True:
+            try:
+                await w.on_assigned(set(assigned))
+                break
+            except Exception as exc:
+                w.health.problem("assignment", f"journal recovery failed: {exc!r}")
+                log.error("assignment_recovery_failed", error=repr(exc), retry_in_s=delay,
+                          partitions=sorted(tp.partition for tp in assigned))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+        w.health.resolved("assignment")
+        if not w._paused:
+            w.consumer.resume(*assigned)
         log.info("partitions_assigned", partitions=sorted(tp.partition for tp in assigned))

@@ -25,7 +25,7 @@ from worker.domain.models import (
 )
 from worker.execution.breaker import VENUE_FAULTS
 from worker.domain.clock import now_ms
-from worker.execution.executor import Executor, LegOutcome, build_result, rejected_result
+from worker.execution.executor import Admission, Executor, LegOutcome, build_result, rejected_result
 from worker.execution.journal import IntentState, Journal, JournalEntry, JournalLeg, JournalRound, NullJournal
 from worker.execution.risk import RiskLimits, check_intent, check_plan
 from worker.service.quotes import QuoteCache
@@ -90,9 +90,21 @@ class IntentService:
         self.reserve_own_liquidity = reserve_own_liquidity
         self.journal = journal or NullJournal()
         self.metrics = metrics
+        self._in_flight: dict[str, JournalEntry] = {}
 
-    async def handle(self, intent: OrderIntent, received_ms: int, source: Source = Source()) -> Outcome:
-        """Run one valid intent through every stage; never raises for a business outcome."""
+    def in_flight(self, intent_id: str) -> JournalEntry | None:
+        """The latest journal entry of an intent whose orders may exist (its planned record
+        was written, or its write was attempted), until it completes. After a failure, such
+        an intent is finished with :meth:`recover`, never rejected."""
+        return self._in_flight.get(intent_id)
+
+    async def handle(self, intent: OrderIntent, received_ms: int, source: Source = Source(),
+                     admit: Admission | None = None) -> Outcome:
+        """Run one valid intent through every stage; never raises for a business outcome.
+
+        If it raises after the planned record (a journal outage, a venue bug), orders may
+        exist: :meth:`in_flight` then returns the entry to :meth:`recover` from.
+        """
         entry = JournalEntry(intent_id=intent.intent_id, state=IntentState.PLANNED, intent=intent, received_ms=received_ms,
                              source_partition=source.partition, source_offset=source.offset)
         # 1. pre-trade checks
@@ -110,13 +122,14 @@ class IntentService:
             return Outcome(intent, [plan], None)
 
         # 3. journal, then execute the legs in parallel; re-route what did not fill
-        entry, legs = await self._run_round(entry, intent, plan, [])
-        entry, legs = await self._more_rounds(entry, intent, legs, received_ms + self.execution_deadline_ms)
+        entry, legs = await self._run_round(entry, intent, plan, [], admit)
+        entry, legs = await self._more_rounds(entry, intent, legs, received_ms + self.execution_deadline_ms, admit)
 
         # 4. the outcome, journaled before it is published
         return await self._complete(entry, legs)
 
-    async def _more_rounds(self, entry: JournalEntry, intent: OrderIntent, legs: list[LegOutcome], deadline_ms: int):
+    async def _more_rounds(self, entry: JournalEntry, intent: OrderIntent, legs: list[LegOutcome], deadline_ms: int,
+                           admit: Admission | None):
         """Re-route the remainder with fresh quotes, bounded by rounds, deadline and expiry."""
         deadline = min(intent.expires_at or 2**63, deadline_ms)
         while len(entry.rounds) < self.max_rounds and self.clock() < deadline:
@@ -127,14 +140,17 @@ class IntentService:
             plan = self._route(intent, len(entry.rounds), remaining, failed)
             if not plan.legs:
                 break
-            entry, legs = await self._run_round(entry, intent, plan, legs)
+            entry, legs = await self._run_round(entry, intent, plan, legs, admit)
         return entry, legs
 
-    async def recover(self, entry: JournalEntry) -> Outcome:
+    async def recover(self, entry: JournalEntry, admit: Admission | None = None) -> Outcome:
         """Finish an intent a crashed worker left in flight: first ask the venues about every
         leg it may have placed (by client order id); only then, if the intent has not expired,
         re-route what is left in a new round (new client order ids); then complete it."""
         if entry.state is IntentState.COMPLETED:
+            if self._in_flight.get(entry.intent_id) is entry:  # built, but its record was never acknowledged
+                await self.journal.write(entry)
+                self._in_flight.pop(entry.intent_id, None)
             return Outcome.from_journal(entry)
         legs: list[LegOutcome] = []
         rounds = []
@@ -142,24 +158,30 @@ class IntentService:
             resolved = []
             for jl in rnd.legs:
                 if jl.status is None:
-                    outcome = await self.executor.recover_leg(jl.leg, jl.client_order_id)
+                    outcome = await self.executor.recover_leg(jl.leg, jl.client_order_id, rnd.journaled_ms)
                     jl = jl.resolved(outcome.report, outcome.latency_ms)
                     log.info("leg_recovered", intent_id=entry.intent_id, client_order_id=jl.client_order_id, status=jl.status.value)
                 resolved.append(jl)
                 legs.append(LegOutcome(jl.leg, jl.client_order_id, jl.report(), jl.latency_ms))
             rounds.append(JournalRound(plan=rnd.plan, legs=resolved))
         entry = entry.model_copy(update={"rounds": rounds})
-        entry, legs = await self._more_rounds(entry, entry.intent, legs, self.clock() + self.execution_deadline_ms)
+        self._in_flight[entry.intent_id] = entry
+        entry, legs = await self._more_rounds(entry, entry.intent, legs, self.clock() + self.execution_deadline_ms, admit)
         return await self._complete(entry, legs)
 
-    async def _run_round(self, entry: JournalEntry, intent: OrderIntent, plan: RoutePlan, legs: list[LegOutcome]):
+    async def _run_round(self, entry: JournalEntry, intent: OrderIntent, plan: RoutePlan, legs: list[LegOutcome],
+                         admit: Admission | None):
         coids = self.executor.client_order_ids(intent, plan)
-        rounds = self._resolved_rounds(entry, legs) + [JournalRound(plan=plan, legs=[JournalLeg(leg=leg, client_order_id=c) for leg, c in zip(plan.legs, coids)])]
+        new_round = JournalRound(plan=plan, legs=[JournalLeg(leg=leg, client_order_id=c) for leg, c in zip(plan.legs, coids)],
+                                 journaled_ms=self.clock())
+        rounds = self._resolved_rounds(entry, legs) + [new_round]
         entry = entry.model_copy(update={"state": IntentState.PLANNED, "rounds": rounds})
         if self.reserve_own_liquidity:
             self.quotes.reserve(plan)  # before the first await: concurrent plans see it taken
+        # From the attempt on, the record may exist and so may orders: never a rejection.
+        self._in_flight[entry.intent_id] = entry
         await self.journal.write(entry)  # durable before any order can exist
-        return entry, legs + await self.executor.run_legs(intent, plan)
+        return entry, legs + await self.executor.run_legs(intent, plan, admit)
 
     @staticmethod
     def _resolved_rounds(entry: JournalEntry, legs: list[LegOutcome]) -> list[JournalRound]:
@@ -176,7 +198,9 @@ class IntentService:
         result, fills = build_result(entry.intent, plans, legs, self.clock() - entry.received_ms)
         entry = entry.model_copy(update={"state": IntentState.COMPLETED, "rounds": self._resolved_rounds(entry, legs),
                                          "result": result, "fills": fills})
+        self._in_flight[entry.intent_id] = entry
         await self.journal.write(entry)
+        self._in_flight.pop(entry.intent_id, None)
         return Outcome.from_journal(entry)
 
     async def _reject(self, entry: JournalEntry, reason: str, plan: RoutePlan | None = None) -> Outcome:

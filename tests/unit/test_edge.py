@@ -1,0 +1,257 @@
+"""The Kafka edge with fakes, no broker: commit order, duplicates, revocation, fencing, and
+"never a false rejection once orders may exist"."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+import orjson
+from aiokafka import TopicPartition
+
+from tests.support.fakes import FakeConsumer, FakeProducer, MemoryJournal
+from tests.support.scenarios import make_intent, make_quote
+from worker.config import Settings
+from worker.domain.models import VenueConfig
+from worker.execution.breaker import CircuitBreakers
+from worker.execution.executor import Executor
+from worker.execution.journal import IntentState
+from worker.execution.risk import RiskLimits
+from worker.observability import Health
+from worker.pipeline.codec import encode
+from worker.pipeline.kafka import DeadLetters
+from worker.pipeline.worker import IntentWorker
+from worker.service.intents import IntentService
+from worker.service.quotes import QuoteCache
+from worker.venues.paper import PaperVenue
+
+D = Decimal
+NOW = 1_000_000
+TP = TopicPartition("sor.intents.v1", 0)
+
+
+class FlakyJournal(MemoryJournal):
+    """Fails the ``completed`` write ``failures`` times (a journal outage, an oversize record)."""
+
+    def __init__(self, failures: int = 0):
+        super().__init__()
+        self.failures = failures
+
+    async def write(self, entry) -> None:
+        if entry.state is IntentState.COMPLETED and self.failures > 0:
+            self.failures -= 1
+            raise RuntimeError("MessageSizeTooLargeError: the journal refused the record")
+        await super().write(entry)
+
+
+class CountingVenue(PaperVenue):
+    def __init__(self, venue, quotes):
+        super().__init__(venue, lambda s, n=venue.name: quotes.get(n, s))
+        self.placed: list[str] = []
+
+    async def place(self, order):
+        self.placed.append(order.client_order_id)
+        return await super().place(order)
+
+
+def make_edge(journal=None, settings=None):
+    settings = settings or Settings(commit_interval_ms=10, shutdown_timeout_s=2)
+    quotes = QuoteCache()
+    venues = [VenueConfig(name="a", taker_fee_bps=D(10)), VenueConfig(name="b", taker_fee_bps=D(10))]
+    quotes.update(make_quote("a", asks=[(100, 1), (101, 5)], ts=NOW))
+    quotes.update(make_quote("b", asks=[(100.5, 1), (102, 5)], ts=NOW))
+    journal = journal or MemoryJournal()
+    adapters = {v.name: CountingVenue(v, quotes) for v in venues}
+    clock = lambda: NOW  # noqa: E731
+    executor = Executor(adapters, 1000, clock=clock, breakers=CircuitBreakers(2, 5_000, clock))
+    service = IntentService(venues, quotes, executor, RiskLimits(), 2_000, clock=clock, journal=journal)
+    consumer, producer = FakeConsumer(), FakeProducer()
+
+    async def read_journal(partitions):
+        return {k: e for k, e in journal.latest().items() if e.source_partition in partitions}
+
+    health = Health()
+    health.started = True
+    worker = IntentWorker(settings, service, consumer, producer, DeadLetters(producer, settings.topics.dlq), read_journal,
+                          health=health)
+    worker.subscribe()
+    return worker, consumer, producer, adapters, journal
+
+
+async def until(predicate, timeout_s: float = 5.0) -> None:
+    """Wait for a condition the event loop brings about (not a timing assertion)."""
+    for _ in range(int(timeout_s / 0.01)):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not reached")
+
+
+def results(producer) -> list[dict]:
+    return [orjson.loads(v) for t, v, _ in producer.sent if t == "sor.executions.v1"]
+
+
+def test_offsets_are_committed_only_after_the_outcome_is_acknowledged():
+    async def main():
+        worker, consumer, producer, _, _ = make_edge()
+        await consumer.assign(TP)
+        producer.hold = True  # the broker has not acknowledged anything yet
+        consumer.feed(TP, 0, encode(make_intent("1.5", intent_id="i-0")))
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        await until(lambda: "sor.executions.v1" in producer.topics())
+        await asyncio.sleep(0.05)  # several commit intervals pass
+        assert all(TP not in c for c in consumer.commits)
+        producer.release()
+        await until(lambda: consumer.committed_offsets.get(TP) == 1)
+        stop.set()
+        await task
+        assert producer.topics()[:1] == ["sor.plans.v1"] and producer.topics()[-1] == "sor.executions.v1"
+
+    asyncio.run(main())
+
+
+def test_a_duplicate_intent_id_executes_once_and_both_offsets_commit():
+    async def main():
+        worker, consumer, producer, adapters, _ = make_edge()
+        await consumer.assign(TP)
+        intent = encode(make_intent("0.5", intent_id="dup"))
+        consumer.feed(TP, 0, intent)
+        consumer.feed(TP, 1, intent)
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        await until(lambda: consumer.committed_offsets.get(TP) == 2)
+        stop.set()
+        await task
+        assert len(results(producer)) == 1
+        assert sum(len(a.placed) for a in adapters.values()) == 1
+        assert worker.metrics.duplicates._value.get() == 1
+
+    asyncio.run(main())
+
+
+def test_undecodable_input_goes_to_the_dlq_and_commits():
+    async def main():
+        worker, consumer, producer, _, _ = make_edge()
+        await consumer.assign(TP)
+        consumer.feed(TP, 0, b'{"intent_id": "x", "qty": "oops"}')
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        await until(lambda: consumer.committed_offsets.get(TP) == 1)
+        stop.set()
+        await task
+        assert producer.topics() == ["sor.dlq.v1"]
+
+    asyncio.run(main())
+
+
+def test_a_filled_intent_is_never_published_as_rejected_when_the_journal_fails():
+    """Reproduction (issue 10): the ``completed`` record is refused (oversize, journal outage).
+    Before: ``status=rejected, filled_qty=0`` was published and the offset committed. Now the
+    intent stays in flight, the worker is not ready, and once the journal takes the record
+    the truthful result (filled) is published, then committed."""
+
+    async def main():
+        journal = FlakyJournal(failures=3)
+        worker, consumer, producer, adapters, _ = make_edge(journal)
+        await consumer.assign(TP)
+        consumer.feed(TP, 0, encode(make_intent("1.5", intent_id="big")))
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        await until(lambda: worker.stuck() == 1)
+        assert not worker.health.ready()
+        assert results(producer) == []
+        assert consumer.committed_offsets.get(TP) is None
+        await until(lambda: consumer.committed_offsets.get(TP) == 1, timeout_s=10)
+        stop.set()
+        await task
+        [result] = results(producer)
+        assert result["status"] == "filled" and D(result["filled_qty"]) == D("1.5")
+        assert sum(len(a.placed) for a in adapters.values()) == 2  # each leg placed once, never again
+        assert worker.health.ready() and worker.stuck() == 0
+
+    asyncio.run(main())
+
+
+def test_a_revoked_partition_places_no_order_and_publishes_nothing():
+    """The fence: an intent that started before a revocation is refused at its next placement."""
+
+    async def main():
+        worker, consumer, producer, adapters, journal = make_edge()
+        await consumer.assign(TP)
+        admit = worker._admission(TP.partition)
+        await consumer.revoke(TP)
+        from worker.service.fencing import Fenced
+
+        try:
+            await worker.service.handle(make_intent("1.5", intent_id="late"), NOW, admit=admit)
+        except Fenced:
+            pass
+        else:
+            raise AssertionError("placed after the partition was revoked")
+        assert sum(len(a.placed) for a in adapters.values()) == 0
+        assert results(producer) == []
+        # the planned record exists: the new owner recovers the intent from the journal
+        assert journal.latest()["late"].state is IntentState.PLANNED
+
+    asyncio.run(main())
+
+
+def test_a_stale_lease_holds_placements_until_the_group_confirms():
+    """A worker that stalled past its lease (SIGSTOP, GC pause) places nothing until a commit
+    or an assignment confirms it is still a member."""
+
+    async def main():
+        worker, consumer, producer, adapters, _ = make_edge()
+        await consumer.assign(TP)
+        clock = [0.0]
+        worker.fence.clock = lambda: clock[0]
+        worker.fence.confirm()
+        clock[0] = 100.0  # the process was stopped for 100 s
+        admit = worker._admission(TP.partition)
+        handled = asyncio.create_task(worker.service.handle(make_intent("0.5", intent_id="s"), NOW, admit=admit))
+        await asyncio.sleep(0.3)
+        assert not handled.done() and sum(len(a.placed) for a in adapters.values()) == 0
+        worker.fence.confirm()  # a commit succeeded: still the owner
+        out = await handled
+        assert out.result.status.value == "filled"
+
+    asyncio.run(main())
+
+
+def test_recovery_on_assignment_finishes_unfinished_intents_once():
+    """A planned record left by a crashed owner is reconciled on assignment; the redelivered
+    message of that intent does not start it a second time."""
+
+    async def main():
+        journal = MemoryJournal()
+        first, *_ = make_edge(journal)
+        intent = make_intent("1.5", intent_id="crashed")
+        from worker.service.intents import Source
+
+        # simulate the crash: the planned record is written, the legs never placed
+        class Crash(Exception):
+            pass
+
+        async def crash():
+            raise Crash
+
+        try:
+            await first.service.handle(intent, NOW, Source(0, 0), admit=crash)
+        except Crash:
+            pass
+        worker, consumer, producer, adapters, _ = make_edge(journal)
+        worker.service.executor.grace_ms = 0
+        worker.service.executor.leg_timeout_ms = 0
+        consumer.feed(TP, 0, encode(intent))
+        await consumer.assign(TP)
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        await until(lambda: consumer.committed_offsets.get(TP) == 1, timeout_s=10)
+        stop.set()
+        await task
+        [result] = results(producer)
+        assert result["status"] == "filled"
+        assert sum(len(a.placed) for a in adapters.values()) == 2  # re-routed once, in a new round
+
+    asyncio.run(main())

@@ -1,0 +1,55 @@
+"""Which intents this worker has taken on: the dedupe index behind "executed at most once"."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from worker.execution.journal import JournalEntry
+
+DONE = "done"  # the index's marker for an intent whose outcome is published
+
+
+class JournalIndex:
+    """Every intent id this worker has taken on, and where it came from (bounded, LRU).
+
+    Filled from the journal when partitions are assigned, so "executed at most once" holds
+    across restarts and rebalances. Only intents whose outcome may still need (re)publishing
+    keep their full journal entry; the rest shrink to a marker of a few hundred bytes.
+    """
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self._entries: OrderedDict[str, tuple[int, int, JournalEntry | str | None]] = OrderedDict()
+
+    def claim(self, intent_id: str, partition: int, offset: int) -> tuple[str, JournalEntry | str | None]:
+        """``("new", None)``, ``("redelivery", entry)`` for the message the journal names,
+        or ``("duplicate", entry)`` for another message with a known intent id."""
+        known = self._entries.get(intent_id)
+        if known is None:
+            self.put(intent_id, partition, offset, None)
+            return "new", None
+        if (known[0], known[1]) == (partition, offset):
+            return "redelivery", known[2]
+        return "duplicate", known[2]
+
+    def get(self, intent_id: str) -> JournalEntry | str | None:
+        known = self._entries.get(intent_id)
+        return known[2] if known else None
+
+    def put(self, intent_id: str, partition: int, offset: int, entry: JournalEntry | str | None) -> None:
+        self._entries[intent_id] = (partition, offset, entry)
+        self._entries.move_to_end(intent_id)
+        if len(self._entries) > self.capacity:
+            self._entries.popitem(last=False)
+
+    def record(self, entry: JournalEntry) -> None:
+        self.put(entry.intent_id, entry.source_partition, entry.source_offset, entry)
+
+    def done(self, intent_id: str) -> None:
+        """The outcome is acknowledged: keep only the marker."""
+        known = self._entries.get(intent_id)
+        if known is not None:
+            self._entries[intent_id] = (known[0], known[1], DONE)
+
+    def __len__(self) -> int:
+        return len(self._entries)
