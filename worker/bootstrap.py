@@ -199,7 +199,7 @@ def build(settings: Settings, venues: Sequence[VenueConfig], *, clients: KafkaCl
     allow = {account: frozenset(names) for account, names in s.account_venues.items()}
     index = JournalIndex(s.dedupe_capacity)
     producer = Producer(clients)
-    journal = journal or KafkaJournal(producer, s.topics.journal, index.record)
+    journal = journal or KafkaJournal(producer, s.topics.journal, index.record, max_bytes=s.max_request_bytes)
     service = IntentService(venues, quotes, executor, limits, s.max_quote_age_ms, account_venues=allow,
                             max_rounds=s.max_rounds, execution_deadline_ms=s.execution_deadline_ms,
                             reserve_own_liquidity=s.reserve_own_liquidity, journal=journal, metrics=metrics)

@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     ssl_keyfile: Path | None = None
     log_format: Literal["json", "console"] = "json"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # The largest record this worker produces (the producer's max_request_size; the broker's
+    # message.max.bytes must be at least this). Bigger outcomes are split, never refused.
+    max_request_bytes: int = Field(default=1_048_576, ge=65_536, le=100 * 1_048_576)
     http_port: int | None = Field(default=None, ge=0, le=65535)
     # Loopback by default: /metrics tells a lot about the order flow. Pods and compose set 0.0.0.0.
     http_host: str = "127.0.0.1"

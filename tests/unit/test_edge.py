@@ -68,7 +68,8 @@ def make_edge(journal=None, settings=None):
     consumer, producer = FakeConsumer(), FakeProducer()
 
     async def read_journal(partitions):
-        return {k: e for k, e in journal.latest().items() if e.source_partition in partitions}
+        latest = journal.latest() if isinstance(journal, MemoryJournal) else {}
+        return {k: e for k, e in latest.items() if e.source_partition in partitions}
 
     health = Health()
     health.started = True
@@ -255,3 +256,53 @@ def test_recovery_on_assignment_finishes_unfinished_intents_once():
         assert sum(len(a.placed) for a in adapters.values()) == 2  # re-routed once, in a new round
 
     asyncio.run(main())
+
+
+def test_an_intent_with_2100_trades_keeps_every_record_under_the_size_limit():
+    """Reproduction (issue 10): 3 venues x 700 levels, a market buy that takes every level.
+    Before: the ``completed`` record (trades stored three times) was over 1 MiB, refused by
+    the producer, and the filled intent was published as rejected."""
+    from worker.pipeline.kafka import KafkaJournal
+
+    async def main():
+        settings = Settings(commit_interval_ms=10, shutdown_timeout_s=2)
+        journal_producer = FakeProducer()
+        journal = KafkaJournal(journal_producer, settings.topics.journal, max_bytes=settings.max_request_bytes)
+        worker, consumer, producer, adapters, _ = make_edge(journal, settings)
+        levels = [(100 + i * D("0.01"), D("0.01")) for i in range(700)]
+        for name in ("a", "b"):
+            worker.service.quotes.update(make_quote(name, asks=levels, ts=NOW + 1))
+        worker.service.venues.append(VenueConfig(name="c", taker_fee_bps=D(10)))
+        adapters["c"] = CountingVenue(worker.service.venues[-1], worker.service.quotes)
+        worker.service.executor.adapters["c"] = adapters["c"]
+        worker.service.quotes.update(make_quote("c", asks=levels, ts=NOW + 1))
+        await consumer.assign(TP)
+        consumer.feed(TP, 0, encode(make_intent("21", intent_id="deep")))
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        await until(lambda: consumer.committed_offsets.get(TP) == 1, timeout_s=60)
+        stop.set()
+        await task
+        [result] = results(producer)
+        assert result["status"] == "filled" and result["fill_count"] == 2100
+        fills = [v for t, v, _ in producer.sent if t == "sor.fills.v1"]
+        assert len(fills) == 2100
+        limit = settings.max_request_bytes
+        assert max(len(v) for _, v, _ in journal_producer.sent) < limit
+        assert max(len(v) for _, v, _ in producer.sent) < limit
+        return result
+
+    asyncio.run(main())
+
+
+def test_a_result_too_big_for_one_record_lists_a_prefix_of_its_fills():
+    from worker.pipeline.codec import encode_within
+    from worker.service.intents import Outcome
+
+    worker, *_ = make_edge()
+    out: Outcome = asyncio.run(worker.service.handle(make_intent("1.5", intent_id="x"), NOW))
+    whole = encode(out.result)
+    cut = orjson.loads(encode_within(out.result, len(whole) + 4096 - 10))
+    assert cut["fills_complete"] is False and cut["fill_count"] == len(out.result.fills) > len(cut["fills"])
+    assert cut["fills"] == orjson.loads(whole)["fills"][:len(cut["fills"])]
+    assert encode_within(out.result, 1_048_576) == whole

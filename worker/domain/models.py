@@ -310,6 +310,11 @@ class ExecutionResult(_Model):
     executedQty: Dec
     cummulativeQuoteQty: Dec
     fills: list[Fill] = Field(default_factory=list)
+    #: How many allocations the intent has; ``fills`` lists them all unless
+    #: ``fills_complete`` is false, when the whole list would exceed the record size limit
+    #: (``SOR_MAX_REQUEST_BYTES``). Every allocation is always on the fills topic.
+    fill_count: int = 0
+    fills_complete: bool = True
 
 
 class FillEvent(_Model):

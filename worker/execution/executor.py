@@ -189,7 +189,7 @@ def build_result(
         account_id=intent.account_id, symbol=intent.symbol, side=intent.side, algorithm=plan.algorithm,
         total_qty=intent.qty, filled_qty=filled, vwap=average_price(quote_qty, filled) if filled else None,
         legs=legs, rounds=len(plans), status=status, reason="; ".join(reasons) or None, latency_ms=latency_ms,
-        executedQty=filled, cummulativeQuoteQty=quote_qty, fills=fills,
+        executedQty=filled, cummulativeQuoteQty=quote_qty, fills=fills, fill_count=len(fills),
     )
     return result, events
 

@@ -26,22 +26,13 @@ from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from worker.domain.models import Dec, ExecutionResult, FillEvent, LegStatus, OrderIntent, PlanLeg, RoutePlan
+from worker.domain.models import Dec, ExecutionResult, LegStatus, OrderIntent, PlanLeg, RoutePlan
 from worker.venues.base import OrderReport, VenueTrade
 
 
 class IntentState(str, Enum):
     PLANNED = "planned"
     COMPLETED = "completed"
-
-
-class JournalTrade(BaseModel):
-    model_config = ConfigDict(frozen=True)
-    price: Dec
-    qty: Dec
-    commission: Dec
-    commission_asset: str
-    trade_id: str
 
 
 class JournalLeg(BaseModel):
@@ -53,19 +44,17 @@ class JournalLeg(BaseModel):
     status: LegStatus | None = None  # None: submitted, not resolved
     order_id: str | None = None
     filled_qty: Dec = Decimal(0)
-    trades: list[JournalTrade] = Field(default_factory=list)
+    trades: list[VenueTrade] = Field(default_factory=list)
     error: str | None = None
     latency_ms: int = 0
 
     def report(self) -> OrderReport:
-        trades = tuple(VenueTrade(t.price, t.qty, t.commission, t.commission_asset, t.trade_id) for t in self.trades)
-        return OrderReport(self.client_order_id, self.order_id, self.status or LegStatus.UNKNOWN, self.filled_qty, trades, self.error)
+        return OrderReport(self.client_order_id, self.order_id, self.status or LegStatus.UNKNOWN, self.filled_qty,
+                           tuple(self.trades), self.error)
 
     def resolved(self, report: OrderReport, latency_ms: int) -> "JournalLeg":
-        trades = [JournalTrade(price=t.price, qty=t.qty, commission=t.commission, commission_asset=t.commission_asset, trade_id=t.trade_id)
-                  for t in report.trades]
         return self.model_copy(update=dict(status=report.status, order_id=report.order_id, filled_qty=report.filled_qty,
-                                           trades=trades, error=report.error, latency_ms=latency_ms))
+                                           trades=list(report.trades), error=report.error, latency_ms=latency_ms))
 
 
 class JournalRound(BaseModel):
@@ -92,8 +81,9 @@ class JournalEntry(BaseModel):
     source_partition: int
     source_offset: int
     rounds: list[JournalRound] = Field(default_factory=list)
+    #: The final result, without its ``fills``: every trade is stored once, in its leg, and
+    #: the fills are rebuilt from the legs (deterministically, byte for byte) on recovery.
     result: ExecutionResult | None = None
-    fills: list[FillEvent] = Field(default_factory=list)
 
 
 class Journal(Protocol):

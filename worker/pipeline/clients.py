@@ -40,6 +40,7 @@ class KafkaClients:
         """A started acks=all producer; idempotent unless the broker cannot do it and the
         ``enable_idempotence`` setting allows a fallback ("auto", for Tansu)."""
         mode = self.settings.enable_idempotence
+        options.setdefault("max_request_size", self.settings.max_request_bytes)
         common = dict(acks="all", linger_ms=2, **self._common(role), **options)
         if mode != "false":
             producer = AIOKafkaProducer(enable_idempotence=True, **common)

@@ -90,19 +90,29 @@ async def read_partitions(settings: Settings, topic: str, partitions: list[int],
     return latest
 
 
+class RecordTooLarge(KafkaError):
+    """A record over ``SOR_MAX_REQUEST_BYTES``: refused here with its size, before the broker."""
+
+
 class KafkaJournal:
     """The journal on Kafka: each record goes to the intent's own partition number and is
     acknowledged (acks=all) before ``write`` returns."""
 
-    def __init__(self, producer: Producer, topic: str, on_write: Callable[..., None] = lambda entry: None):
+    def __init__(self, producer: Producer, topic: str, on_write: Callable[..., None] = lambda entry: None,
+                 max_bytes: int | None = None):
         self.producer = producer
         self.topic = topic
         self.on_write = on_write
+        self.max_bytes = max_bytes
 
     async def write(self, entry) -> None:
         from worker.pipeline.codec import encode
 
-        await self.producer.send_and_wait(self.topic, encode(entry), key=entry.intent_id.encode(), partition=entry.source_partition)
+        value = encode(entry)
+        if self.max_bytes is not None and len(value) > self.max_bytes:
+            # Never silently dropped: the intent stays in flight (retried, not ready, alerted).
+            raise RecordTooLarge(f"journal record of {entry.intent_id} is {len(value)} bytes, over SOR_MAX_REQUEST_BYTES={self.max_bytes}")
+        await self.producer.send_and_wait(self.topic, value, key=entry.intent_id.encode(), partition=entry.source_partition)
         self.on_write(entry)
 
 

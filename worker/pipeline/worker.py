@@ -26,7 +26,7 @@ from worker.domain.models import OrderIntent
 from worker.execution.executor import rejected_result
 from worker.execution.journal import IntentState, JournalEntry
 from worker.observability import Health, Metrics
-from worker.pipeline.codec import decode, encode
+from worker.pipeline.codec import decode, encode, encode_within
 from worker.pipeline.kafka import DeadLetters, Producer
 from worker.pipeline.offsets import OffsetTracker
 from worker.pipeline.stats import Stats
@@ -265,7 +265,7 @@ class IntentWorker:
         for fill in outcome.fills:
             sends.append(await self.producer.send(t.fills, encode(fill), key=key))
         if outcome.result is not None:
-            sends.append(await self.producer.send(t.executions, encode(outcome.result), key=key))
+            sends.append(await self.producer.send(t.executions, encode_within(outcome.result, self.settings.max_request_bytes), key=key))
         await asyncio.gather(*sends)
         self.index.done(outcome.intent.intent_id)
 

@@ -16,6 +16,7 @@ import structlog
 from worker.domain.models import (
     ExclusionReason,
     ExecutionResult,
+    ExecutionStatus,
     FillEvent,
     LegStatus,
     OrderIntent,
@@ -50,8 +51,15 @@ class Outcome:
 
     @classmethod
     def from_journal(cls, entry: JournalEntry) -> "Outcome":
-        """The outcome exactly as journaled: republishing it is byte-identical."""
-        return cls(entry.intent, [r.plan for r in entry.rounds], entry.result, list(entry.fills))
+        """The outcome of a completed entry, byte-identical to the first publication: the
+        fills are rebuilt from the journaled legs by the same deterministic function."""
+        plans = [r.plan for r in entry.rounds]
+        result = entry.result
+        if result is None or result.status is ExecutionStatus.REJECTED or not plans:
+            return cls(entry.intent, plans, result, [])
+        legs = [LegOutcome(jl.leg, jl.client_order_id, jl.report(), jl.latency_ms) for r in entry.rounds for jl in r.legs]
+        result, fills = build_result(entry.intent, plans, legs, result.latency_ms)
+        return cls(entry.intent, plans, result, fills)
 
 
 @dataclass(frozen=True)
@@ -197,11 +205,11 @@ class IntentService:
         plans = [r.plan for r in entry.rounds]
         result, fills = build_result(entry.intent, plans, legs, self.clock() - entry.received_ms)
         entry = entry.model_copy(update={"state": IntentState.COMPLETED, "rounds": self._resolved_rounds(entry, legs),
-                                         "result": result, "fills": fills})
+                                         "result": result.model_copy(update={"fills": []})})
         self._in_flight[entry.intent_id] = entry
         await self.journal.write(entry)
         self._in_flight.pop(entry.intent_id, None)
-        return Outcome.from_journal(entry)
+        return Outcome(entry.intent, plans, result, fills)
 
     async def _reject(self, entry: JournalEntry, reason: str, plan: RoutePlan | None = None) -> Outcome:
         log.info("rejected", intent_id=entry.intent_id, reason=reason)
