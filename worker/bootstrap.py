@@ -30,7 +30,7 @@ from worker.execution.risk import RiskLimits
 from worker.observability import Health, Metrics, start_http
 from worker.pipeline.kafka import DeadLetters, KafkaClients, KafkaJournal, Producer, QuoteFeed, ensure_topics, read_partitions
 from worker.pipeline.stats import Stats
-from worker.pipeline.worker import IntentWorker
+from worker.pipeline.worker import IntentWorker, on_heartbeat
 from worker.routing.ranking import venue_route
 from worker.service.dedupe import JournalIndex
 from worker.service.fencing import OwnershipFence
@@ -162,6 +162,9 @@ class WorkerApp:
                 heartbeat_interval_ms=s.heartbeat_interval_ms)
             self.worker.subscribe()
             await self.worker.consumer.start()
+            if not on_heartbeat(self.worker.consumer, self.worker.fence.confirm):
+                log.warning("fence_lease_disabled", detail="aiokafka heartbeat hook not found; stalls are fenced by revocation only")
+                self.worker.fence.lease_s = float("inf")
             stack.push_async_callback(self.worker.consumer.stop)
             self.health.started = True
             self.ready.set()
@@ -208,7 +211,7 @@ def build(settings: Settings, venues: Sequence[VenueConfig], *, clients: KafkaCl
     feed = QuoteFeed(s, quotes, dead.send, on_update=partial(prewarm, {v.name: v for v in venues}), clients=clients)
     read_journal = partial(read_partitions, s, s.topics.journal, model=JournalEntry, clients=clients)
     worker = IntentWorker(s, service, None, producer, dead, read_journal, index=index,
-                          fence=OwnershipFence(lease_s=s.session_timeout_ms / 2000), health=health, stats=stats, metrics=metrics)
+                          fence=OwnershipFence(lease_s=0.6 * s.session_timeout_ms / 1000), health=health, stats=stats, metrics=metrics)
     app = WorkerApp(s, venues, clients, quotes, adapters, producer, feed, service, worker, stats, metrics, health)
     metrics.watch(app.gauges)
     return app

@@ -306,3 +306,24 @@ def test_a_result_too_big_for_one_record_lists_a_prefix_of_its_fills():
     assert cut["fills_complete"] is False and cut["fill_count"] == len(out.result.fills) > len(cut["fills"])
     assert cut["fills"] == orjson.loads(whole)["fills"][:len(cut["fills"])]
     assert encode_within(out.result, 1_048_576) == whole
+
+
+def test_the_heartbeat_hook_exists_in_the_pinned_aiokafka():
+    """The fence's lease is refreshed by every successful heartbeat (a private aiokafka hook)."""
+    from aiokafka.consumer.group_coordinator import GroupCoordinator
+
+    from worker.pipeline.worker import on_heartbeat
+
+    assert hasattr(GroupCoordinator, "_do_heartbeat")
+
+    class Coordinator:
+        async def _do_heartbeat(self):
+            return True
+
+    class Consumer:
+        _coordinator = Coordinator()
+
+    seen = []
+    assert on_heartbeat(Consumer(), lambda: seen.append(1))
+    assert asyncio.run(Consumer._coordinator._do_heartbeat()) and seen == [1]
+    assert not on_heartbeat(object(), lambda: None)

@@ -68,7 +68,7 @@ class IntentWorker:
         self.read_journal = read_journal
         self.index = index or JournalIndex(settings.dedupe_capacity)
         # A stalled worker may only place orders within this lease of the group's last word.
-        self.fence = fence or OwnershipFence(lease_s=settings.session_timeout_ms / 2000)
+        self.fence = fence or OwnershipFence(lease_s=0.6 * settings.session_timeout_ms / 1000)
         self.health = health or Health()
         self.stats = stats or Stats()
         self.metrics = metrics or Metrics()
@@ -346,6 +346,28 @@ class IntentWorker:
             self._spawn(tp, entry.source_offset, self._resume(entry, self._admission(tp.partition)))
         log.info("journal_recovered", partitions=sorted(tp.partition for tp in assigned), intents=len(entries),
                  reconciling=len(unfinished), seconds=round(time.monotonic() - started, 3))
+
+
+def on_heartbeat(consumer, confirmed: Callable[[], None]) -> bool:
+    """Call ``confirmed`` after every successful group heartbeat: the fence's lease.
+
+    aiokafka has no public hook for this; the coordinator's ``_do_heartbeat`` is wrapped
+    (aiokafka is pinned below 0.15, and a unit test checks the attribute). Returns False
+    when the attribute is missing, and the caller then turns the lease off.
+    """
+    coordinator = getattr(consumer, "_coordinator", None)
+    beat = getattr(coordinator, "_do_heartbeat", None)
+    if beat is None:
+        return False
+
+    async def beat_and_confirm():
+        ok = await beat()
+        if ok:
+            confirmed()
+        return ok
+
+    coordinator._do_heartbeat = beat_and_confirm
+    return True
 
 
 class _Rebalance(ConsumerRebalanceListener):
