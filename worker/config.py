@@ -59,9 +59,10 @@ class Settings(BaseSettings):
     leg_timeout_ms: int = Field(default=2_000, ge=1)
     reconcile_timeout_ms: int = Field(default=30_000, ge=0)
     max_rounds: int = Field(default=3, ge=1, le=20)
-    # Subtract this worker's own planned takes from a snapshot until the next one arrives.
-    # Off by default so that every plan is exactly `sor plan` on the cached books.
-    reserve_own_liquidity: bool = False
+    # Subtract this worker's own takes from the books until a snapshot newer than the leg's
+    # acknowledgement arrives; without it, a burst of intents all aims at the same top levels.
+    # Off: every plan is exactly `sor plan` on the cached books (reproducible plans).
+    reserve_own_liquidity: bool = True
     execution_deadline_ms: int = Field(default=10_000, ge=1)
     intent_ttl_ms: int = Field(default=60_000, ge=1)
     commit_interval_ms: int = Field(default=200, ge=10)

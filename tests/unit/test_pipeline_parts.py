@@ -50,9 +50,35 @@ def test_reservations_hide_our_own_takes_until_the_next_snapshot():
     cache.update(make_quote("a", asks=[(100, 1), (101, 2)], ts=1))
     venues = [VenueConfig(name="a")]
     plan = route(make_intent("1.5"), cache.books("BTC/USD"), venues)
-    cache.reserve(plan)
+    held = cache.reserve(plan)
     view = cache.books("BTC/USD")["a"]
     assert view.asks == [(Decimal(101), Decimal("1.5"))]
     assert cache.get("a", "BTC/USD").asks[0] == (Decimal(100), Decimal(1))  # the raw book is untouched
+    cache.settle(held, acknowledged_ms=1)  # the venue answered: a snapshot after that is the truth
     cache.update(make_quote("a", asks=[(100, 1), (101, 2)], ts=2))
     assert cache.books("BTC/USD")["a"].asks[0] == (Decimal(100), Decimal(1))
+
+
+def test_reserved_liquidity_is_released_only_by_a_snapshot_newer_than_the_fill():
+    """Reproduction (issue 10): any new snapshot used to release a reservation, including
+    one published before our fill, which still shows the liquidity we took."""
+    from tests.support.scenarios import make_quote as quote
+
+    cache = QuoteCache()
+    cache.update(quote("a", asks=[(100, 1), (101, 1)], ts=1_000))
+    plan = route(make_intent("1"), cache.books("BTC/USD"), [VenueConfig(name="a")])
+    held = cache.reserve(plan)
+    assert cache.books("BTC/USD")["a"].asks == [(Decimal(101), Decimal(1))]
+    cache.settle(held, acknowledged_ms=2_000)
+    cache.update(quote("a", asks=[(100, 1), (101, 1)], ts=1_500))  # in flight while we filled
+    assert cache.books("BTC/USD")["a"].asks == [(Decimal(101), Decimal(1))]
+    cache.update(quote("a", asks=[(100, 3), (101, 1)], ts=2_001))  # after our fill: the venue's truth
+    assert cache.books("BTC/USD")["a"].asks == [(Decimal(100), Decimal(3)), (Decimal(101), Decimal(1))]
+
+
+def test_an_unplaced_reservation_is_released_at_once():
+    cache = QuoteCache()
+    cache.update(make_quote("a", asks=[(100, 1)], ts=1_000))
+    plan = route(make_intent("1"), cache.books("BTC/USD"), [VenueConfig(name="a")])
+    cache.release(cache.reserve(plan))
+    assert cache.books("BTC/USD")["a"].asks == [(Decimal(100), Decimal(1))]

@@ -184,12 +184,18 @@ class IntentService:
                                  journaled_ms=self.clock())
         rounds = self._resolved_rounds(entry, legs) + [new_round]
         entry = entry.model_copy(update={"state": IntentState.PLANNED, "rounds": rounds})
-        if self.reserve_own_liquidity:
-            self.quotes.reserve(plan)  # before the first await: concurrent plans see it taken
+        # Before the first await: concurrent plans see this liquidity taken.
+        held = self.quotes.reserve(plan) if self.reserve_own_liquidity else []
         # From the attempt on, the record may exist and so may orders: never a rejection.
         self._in_flight[entry.intent_id] = entry
-        await self.journal.write(entry)  # durable before any order can exist
-        return entry, legs + await self.executor.run_legs(intent, plan, admit)
+        try:
+            await self.journal.write(entry)  # durable before any order can exist
+            outcomes = await self.executor.run_legs(intent, plan, admit)
+        except BaseException:
+            self.quotes.release(held)
+            raise
+        self.quotes.settle(held, self.clock())
+        return entry, legs + outcomes
 
     @staticmethod
     def _resolved_rounds(entry: JournalEntry, legs: list[LegOutcome]) -> list[JournalRound]:
