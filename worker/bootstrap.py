@@ -156,6 +156,7 @@ class WorkerApp:
             supervisor = Supervisor(stop, self.health)
             stack.push_async_callback(supervisor.close)
             supervisor.spawn("quote-feed", self.feed.run())
+            supervisor.spawn("late-fill-sweeper", self.worker.sweeper.run())
             # aiokafka builds its clients on the running loop: the consumer is made here.
             self.worker.consumer = self.clients.consumer(
                 group_id=s.group_id, auto_offset_reset="earliest", session_timeout_ms=s.session_timeout_ms,

@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     # Off: every plan is exactly `sor plan` on the cached books (reproducible plans).
     reserve_own_liquidity: bool = True
     execution_deadline_ms: int = Field(default=10_000, ge=1)
+    # Legs still unknown after reconciliation are asked about again this often, for this long.
+    sweep_interval_ms: int = Field(default=5_000, ge=10)
+    sweep_max_age_ms: int = Field(default=7 * 24 * 3_600_000, ge=1)
     intent_ttl_ms: int = Field(default=60_000, ge=1)
     commit_interval_ms: int = Field(default=200, ge=10)
     session_timeout_ms: int = Field(default=6_000, ge=1_000)  # Kafka's minimum: fast failover; Tansu joins in half of it

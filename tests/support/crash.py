@@ -33,9 +33,9 @@ VENUES = [("binance", 10, "0.00001"), ("kraken", 26, "0.00000001"), ("coinbase",
 def venues_toml(port: int, **faults) -> str:
     out = []
     for name, fee, step in VENUES:
-        knobs = "".join(f"{k} = {v}\n" for k, v in faults.get(name, {}).items())
+        knobs = "".join(f"{k} = {v}\n" for k, v in {"latency_ms": 30, **faults.get(name, {})}.items())
         out.append(f'[[venues]]\nname = "{name}"\ntaker_fee_bps = "{fee}"\nstep_size = "{step}"\nadapter = "http"\n'
-                   f'url = "http://127.0.0.1:{port}/{name}"\nlatency_ms = 30\n{knobs}')
+                   f'url = "http://127.0.0.1:{port}/{name}"\n{knobs}')
     return "\n".join(out)
 
 

@@ -327,3 +327,61 @@ def test_the_heartbeat_hook_exists_in_the_pinned_aiokafka():
     assert on_heartbeat(Consumer(), lambda: seen.append(1))
     assert asyncio.run(Consumer._coordinator._do_heartbeat()) and seen == [1]
     assert not on_heartbeat(object(), lambda: None)
+
+
+class LostVenue(CountingVenue):
+    """Fills the order but loses the answer, then stays unreachable until ``up``."""
+
+    def __init__(self, venue, quotes):
+        super().__init__(venue, quotes)
+        self.up = False
+
+    async def place(self, order):
+        from worker.venues.base import VenueError
+
+        await super().place(order)
+        raise VenueError("connection reset", unknown=True)
+
+    async def query(self, coid):
+        from worker.venues.base import VenueError
+
+        if not self.up:
+            raise VenueError("unreachable", unknown=True)
+        return await super().query(coid)
+
+
+def test_a_late_fill_is_published_as_a_correction_with_a_new_version():
+    """Reproduction (issue 10): a leg still unknown after the reconcile timeout used to stay
+    unknown for ever, and a fill that appeared later at the venue was never published."""
+
+    async def main():
+        worker, consumer, producer, adapters, journal = make_edge()
+        lost = LostVenue(worker.service.venues[0], worker.service.quotes)
+        worker.service.executor.adapters["a"] = lost
+        worker.service.executor.reconcile_timeout_s = 0.05
+        worker.service.max_rounds = 1
+        await consumer.assign(TP)
+        consumer.feed(TP, 0, encode(make_intent("1.5", intent_id="late")))
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        await until(lambda: consumer.committed_offsets.get(TP) == 1, timeout_s=10)
+        [first] = results(producer)
+        assert first["version"] == 1 and any(leg["status"] == "unknown" for leg in first["legs"])
+        assert len(worker.sweeper) == 1
+        assert await worker.sweeper.sweep_once() == 0  # still unreachable: nothing changes, still watched
+        lost.up = True
+        assert await worker.sweeper.sweep_once() == 1
+        stop.set()
+        await task
+        first_fill_ids = {orjson.loads(v)["fill_id"] for t, v, _ in producer.sent if t == "sor.fills.v1"}
+        final = results(producer)[-1]
+        assert final["version"] == 2 and final["intent_id"] == "late" and final["event_id"] != first["event_id"]
+        assert final["status"] == "filled" and D(final["filled_qty"]) == D("1.5")
+        assert len(first_fill_ids) == final["fill_count"] == len(final["fills"])  # every allocation published once
+        assert len(worker.sweeper) == 0
+        from worker.service.intents import Outcome
+
+        rebuilt = Outcome.from_journal(journal.latest()["late"])
+        assert orjson.loads(encode(rebuilt.result)) == final
+
+    asyncio.run(main())

@@ -22,8 +22,8 @@ def client_order_id(intent_id: str, round_no: int, leg_no: int) -> str:
     return coid
 
 
-def result_event_id(intent_id: str) -> str:
-    return f"result:{intent_id}"
+def result_event_id(intent_id: str, version: int = 1) -> str:
+    return f"result:{intent_id}" if version == 1 else f"result:{intent_id}:v{version}"
 
 
 def fill_id(intent_id: str, alloc_id: int) -> str:

@@ -315,6 +315,10 @@ class ExecutionResult(_Model):
     #: (``SOR_MAX_REQUEST_BYTES``). Every allocation is always on the fills topic.
     fill_count: int = 0
     fills_complete: bool = True
+    #: 1 for the first result; a correction (a leg whose state was unknown turned out to
+    #: have filled, found by the late-fill sweeper) is published with the same ``intent_id``,
+    #: a higher ``version`` and its own ``event_id``; its new allocations are on the fills topic.
+    version: int = 1
 
 
 class FillEvent(_Model):

@@ -175,12 +175,7 @@ def build_result(
         )
         for o in outcomes
     ]
-    if filled == intent.qty:
-        status = ExecutionStatus.FILLED
-    elif filled > 0:
-        status = ExecutionStatus.PARTIAL
-    else:
-        status = ExecutionStatus.FAILED
+    status = _status(filled, intent.qty)
     reasons = [f"{leg.provider}: {leg.status.value}{' (' + leg.error + ')' if leg.error else ''}" for leg in legs if leg.status is not LegStatus.FILLED]
     if filled < intent.qty:
         reasons.append(f"filled {filled} of {intent.qty} in {len(plans)} round(s)")
@@ -192,6 +187,50 @@ def build_result(
         executedQty=filled, cummulativeQuoteQty=quote_qty, fills=fills, fill_count=len(fills),
     )
     return result, events
+
+
+def amend_result(intent: OrderIntent, plan_id: str, prior: ExecutionResult, found: list[LegOutcome]) -> tuple[ExecutionResult, list[FillEvent]]:
+    """A correction of ``prior``: legs whose state was unknown are now known (``found``).
+
+    Allocations already published keep their ``allocId``; the late trades are appended in
+    the same deterministic order as :func:`build_result` uses. Returns the amended result
+    (next ``version``) and only the new fill events.
+    """
+    trades = sorted(((intent.side.sign * t.price, o.leg.provider, t.trade_id, o.client_order_id, t) for o in found for t in o.report.trades),
+                    key=lambda x: (x[0], x[1], x[2]))
+    fills = list(prior.fills)
+    events: list[FillEvent] = []
+    for _, provider, _, coid, t in trades:
+        alloc_id = len(fills)
+        fill = Fill(price=t.price, qty=t.qty, commission=t.commission, commissionAsset=t.commission_asset, allocId=alloc_id, provider=provider)
+        fills.append(fill)
+        fid = fill_id(intent.intent_id, alloc_id)
+        events.append(FillEvent(event_id=f"fill:{fid}", fill_id=fid, intent_id=intent.intent_id, account_id=intent.account_id,
+                                plan_id=plan_id, symbol=intent.symbol, side=intent.side, client_order_id=coid, fill=fill))
+    by_coid = {o.client_order_id: o for o in found}
+    legs = [leg if leg.client_order_id not in by_coid else LegResult(
+                provider=leg.provider, order_id=by_coid[leg.client_order_id].report.order_id, client_order_id=leg.client_order_id,
+                qty=leg.qty, filled_qty=by_coid[leg.client_order_id].report.filled_qty, price=_vwap(by_coid[leg.client_order_id].report),
+                status=by_coid[leg.client_order_id].report.status, latency_ms=leg.latency_ms,
+                error=f"late: {by_coid[leg.client_order_id].report.error or 'found by the late-fill sweeper'}")
+            for leg in prior.legs]
+    filled = sum((f.qty for f in fills), ZERO)
+    quote_qty = sum((f.price * f.qty for f in fills), ZERO)
+    version = prior.version + 1
+    reasons = [f"{leg.provider}: {leg.status.value}{' (' + leg.error + ')' if leg.error else ''}" for leg in legs if leg.status is not LegStatus.FILLED]
+    if filled < intent.qty:
+        reasons.append(f"filled {filled} of {intent.qty} in {prior.rounds} round(s)")
+    result = prior.model_copy(update=dict(
+        event_id=result_event_id(intent.intent_id, version), version=version, legs=legs, fills=fills, fill_count=len(fills),
+        filled_qty=filled, executedQty=filled, cummulativeQuoteQty=quote_qty, vwap=average_price(quote_qty, filled) if filled else None,
+        status=_status(filled, intent.qty), reason="; ".join(reasons) or None))
+    return result, events
+
+
+def _status(filled: Decimal, qty: Decimal) -> ExecutionStatus:
+    if filled == qty:
+        return ExecutionStatus.FILLED
+    return ExecutionStatus.PARTIAL if filled > 0 else ExecutionStatus.FAILED
 
 
 def rejected_result(intent: OrderIntent, reason: str, latency_ms: int, plan: RoutePlan | None = None) -> ExecutionResult:

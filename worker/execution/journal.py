@@ -70,6 +70,16 @@ class JournalRound(BaseModel):
         return all(leg.status is not None for leg in self.legs)
 
 
+class JournalAmendment(BaseModel):
+    """Legs whose state was unknown when the intent completed, as the late-fill sweeper
+    found them; applied in order, each one is a new ``version`` of the result."""
+
+    model_config = ConfigDict(frozen=True)
+    version: int
+    legs: list[JournalLeg]
+    published: bool = False  # journaled again once the correction is acknowledged
+
+
 class JournalEntry(BaseModel):
     """Everything known about one intent; the value of its journal record."""
 
@@ -84,6 +94,12 @@ class JournalEntry(BaseModel):
     #: The final result, without its ``fills``: every trade is stored once, in its leg, and
     #: the fills are rebuilt from the legs (deterministically, byte for byte) on recovery.
     result: ExecutionResult | None = None
+    amendments: list[JournalAmendment] = Field(default_factory=list)
+
+    def unknown_legs(self) -> list[JournalLeg]:
+        """Legs of a completed intent still of unknown state, after every amendment."""
+        found = {leg.client_order_id for a in self.amendments for leg in a.legs}
+        return [leg for r in self.rounds for leg in r.legs if leg.status is LegStatus.UNKNOWN and leg.client_order_id not in found]
 
 
 class Journal(Protocol):

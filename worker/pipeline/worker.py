@@ -33,6 +33,7 @@ from worker.pipeline.stats import Stats
 from worker.service.dedupe import DONE, JournalIndex
 from worker.service.fencing import Fenced, OwnershipFence
 from worker.service.intents import IntentService, Outcome, Source
+from worker.service.sweeper import LateFillSweeper
 
 log = structlog.get_logger("sor.worker")
 
@@ -59,7 +60,7 @@ class IntentWorker:
     def __init__(self, settings: Settings, service: IntentService, consumer: GroupConsumer | None, producer: Producer,
                  dead_letters: DeadLetters, read_journal: JournalReader, *, index: JournalIndex | None = None,
                  fence: OwnershipFence | None = None, health: Health | None = None, stats: Stats | None = None,
-                 metrics: Metrics | None = None):
+                 metrics: Metrics | None = None, sweeper: LateFillSweeper | None = None):
         self.settings = settings
         self.service = service
         self.consumer = consumer
@@ -79,6 +80,7 @@ class IntentWorker:
         self._paused = False
         self._positions: dict[TopicPartition, int] = {}  # next offset to consume, for the lag gauge
         self._stuck: set[str] = set()  # intents whose orders may exist and that keep failing
+        self.sweeper = sweeper or LateFillSweeper(service, self.publish, settings.sweep_interval_ms / 1000, settings.sweep_max_age_ms)
 
     def subscribe(self) -> None:
         """Join the group on the intents topic; call before the consumer starts."""
@@ -268,6 +270,9 @@ class IntentWorker:
             sends.append(await self.producer.send(t.executions, encode_within(outcome.result, self.settings.max_request_bytes), key=key))
         await asyncio.gather(*sends)
         self.index.done(outcome.intent.intent_id)
+        entry = self.service.completed(outcome.intent.intent_id)
+        if entry is not None:
+            self.sweeper.watch(entry)  # a leg still unknown: keep asking the venue
 
     # --- offsets, backpressure, rebalances ---------------------------------------------------
 
@@ -310,6 +315,7 @@ class IntentWorker:
                 await asyncio.wait(late)
         await self._commit(only=set(revoked))
         self.tracker.forget(revoked)
+        self.sweeper.forget({tp.partition for tp in revoked})
         for tp in revoked:
             self._uncommitted.pop(tp, None)
             self._positions.pop(tp, None)
@@ -338,6 +344,8 @@ class IntentWorker:
             self.index.put(entry.intent_id, entry.source_partition, entry.source_offset, entry if pending else DONE)
             if pending and entry.state is not IntentState.COMPLETED:
                 unfinished.append(entry)
+            else:
+                self.sweeper.watch(entry)
         by_partition = {tp.partition: tp for tp in assigned}
         for entry in unfinished:
             tp = by_partition[entry.source_partition]

@@ -26,11 +26,12 @@ from worker.domain.models import (
 )
 from worker.execution.breaker import VENUE_FAULTS
 from worker.domain.clock import now_ms
-from worker.execution.executor import Admission, Executor, LegOutcome, build_result, rejected_result
-from worker.execution.journal import IntentState, Journal, JournalEntry, JournalLeg, JournalRound, NullJournal
+from worker.execution.executor import Admission, Executor, LegOutcome, amend_result, build_result, rejected_result
+from worker.execution.journal import IntentState, Journal, JournalAmendment, JournalEntry, JournalLeg, JournalRound, NullJournal
 from worker.execution.risk import RiskLimits, check_intent, check_plan
 from worker.service.quotes import QuoteCache
 from worker.domain.money import ZERO
+from worker.venues.base import OrderReport
 from worker.routing.planner import route
 
 log = structlog.get_logger("sor.service")
@@ -59,6 +60,10 @@ class Outcome:
             return cls(entry.intent, plans, result, [])
         legs = [LegOutcome(jl.leg, jl.client_order_id, jl.report(), jl.latency_ms) for r in entry.rounds for jl in r.legs]
         result, fills = build_result(entry.intent, plans, legs, result.latency_ms)
+        for amendment in entry.amendments:
+            found = [LegOutcome(jl.leg, jl.client_order_id, jl.report(), jl.latency_ms) for jl in amendment.legs]
+            result, late = amend_result(entry.intent, plans[0].plan_id, result, found)
+            fills += late
         return cls(entry.intent, plans, result, fills)
 
 
@@ -99,6 +104,12 @@ class IntentService:
         self.journal = journal or NullJournal()
         self.metrics = metrics
         self._in_flight: dict[str, JournalEntry] = {}
+        self._unknown: dict[str, JournalEntry] = {}
+
+    def completed(self, intent_id: str) -> JournalEntry | None:
+        """The completed entry of an intent with legs still unknown (for the late-fill
+        sweeper), once; ``None`` for every other intent."""
+        return self._unknown.pop(intent_id, None)
 
     def in_flight(self, intent_id: str) -> JournalEntry | None:
         """The latest journal entry of an intent whose orders may exist (its planned record
@@ -215,7 +226,35 @@ class IntentService:
         self._in_flight[entry.intent_id] = entry
         await self.journal.write(entry)
         self._in_flight.pop(entry.intent_id, None)
+        if entry.unknown_legs():
+            self._unknown[entry.intent_id] = entry
         return Outcome(entry.intent, plans, result, fills)
+
+    async def sweep(self, entry: JournalEntry) -> tuple[JournalEntry, Outcome | None]:
+        """Ask the venues again about the legs of a completed intent whose state is still
+        unknown. When any is now known, journal an amendment and return the correction to
+        publish: the new fills and the result's next version (``None`` if nothing changed)."""
+        found = []
+        for jl in entry.unknown_legs():
+            try:
+                report = await self.executor.adapters[jl.leg.provider].query(jl.client_order_id)
+            except Exception as exc:  # still unreachable: ask again on the next sweep
+                log.info("sweep_unanswered", intent_id=entry.intent_id, client_order_id=jl.client_order_id, error=repr(exc))
+                continue
+            if report is None:  # long past any request's life: it never reached the venue
+                report = OrderReport(jl.client_order_id, None, LegStatus.NOT_PLACED, ZERO,
+                                     error="the venue has no such order (late-fill sweeper)")
+            found.append(jl.resolved(report, jl.latency_ms))
+        if not found:
+            return entry, None
+        before = Outcome.from_journal(entry)
+        version = before.result.version + 1
+        entry = entry.model_copy(update={"amendments": [*entry.amendments, JournalAmendment(version=version, legs=found)]})
+        await self.journal.write(entry)
+        after = Outcome.from_journal(entry)
+        log.warning("late_fills", intent_id=entry.intent_id, version=version, new_fills=len(after.fills) - len(before.fills),
+                    filled=format(after.result.filled_qty, "f"))
+        return entry, Outcome(entry.intent, [], after.result, after.fills[len(before.fills):])
 
     async def _reject(self, entry: JournalEntry, reason: str, plan: RoutePlan | None = None) -> Outcome:
         log.info("rejected", intent_id=entry.intent_id, reason=reason)

@@ -1,0 +1,92 @@
+"""The late-fill sweeper: downstream settlement never misses a fill.
+
+A leg still of unknown state when its intent completed (the venue stayed unreachable for
+longer than ``SOR_RECONCILE_TIMEOUT_MS``) is asked about again, every sweep interval, until
+the venue answers. A fill that appears later is journaled as an amendment and published as
+a correction: its fill events and the result's next ``version``, same ``intent_id``. The
+journal carries the watch list across crashes: a new owner picks it up on assignment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Awaitable, Callable
+
+import structlog
+
+from worker.domain.clock import Clock, now_ms
+from worker.execution.journal import IntentState, JournalEntry
+from worker.service.intents import IntentService, Outcome
+
+log = structlog.get_logger("sor.sweeper")
+
+
+class LateFillSweeper:
+    """Watches completed intents with unknown legs, per source partition."""
+
+    def __init__(self, service: IntentService, publish: Callable[[Outcome], Awaitable[None]], interval_s: float,
+                 max_age_ms: int, clock: Clock = now_ms, on_abandoned: Callable[[JournalEntry], None] = lambda entry: None):
+        self.service = service
+        self.publish = publish
+        self.interval_s = interval_s
+        self.max_age_ms = max_age_ms
+        self.clock = clock
+        self.on_abandoned = on_abandoned
+        self._watched: dict[str, JournalEntry] = {}
+
+    def watch(self, entry: JournalEntry) -> None:
+        """Take a completed entry on if any of its legs is still unknown (or its last
+        correction was journaled but maybe not published)."""
+        if entry.state is IntentState.COMPLETED and (entry.unknown_legs() or self._unpublished(entry)):
+            self._watched[entry.intent_id] = entry
+
+    def forget(self, partitions: set[int]) -> None:
+        """The partitions moved to another worker: it sweeps them now (from the journal)."""
+        for intent_id in [i for i, e in self._watched.items() if e.source_partition in partitions]:
+            del self._watched[intent_id]
+
+    def __len__(self) -> int:
+        return len(self._watched)
+
+    @staticmethod
+    def _unpublished(entry: JournalEntry) -> bool:
+        return bool(entry.amendments) and not entry.amendments[-1].published
+
+    async def sweep_once(self) -> int:
+        """One pass over the watch list; returns how many corrections were published."""
+        published = 0
+        for intent_id, entry in list(self._watched.items()):
+            if self._unpublished(entry):  # a crash between the journal and the broker
+                out = Outcome.from_journal(entry)
+                await self.publish(Outcome(entry.intent, [], out.result, out.fills))
+                entry = await self._mark_published(entry)
+            entry, correction = await self.service.sweep(entry)
+            if correction is not None:
+                await self.publish(correction)
+                entry = await self._mark_published(entry)
+                published += 1
+            if not entry.unknown_legs():
+                self._watched.pop(intent_id, None)
+            elif entry.received_ms + self.max_age_ms < self.clock():
+                log.error("late_fill_sweep_abandoned", intent_id=intent_id, partition=entry.source_partition,
+                          detail="venue never answered; reconcile by hand", legs=[leg.client_order_id for leg in entry.unknown_legs()])
+                self.on_abandoned(entry)
+                self._watched.pop(intent_id, None)
+            elif intent_id in self._watched:
+                self._watched[intent_id] = entry
+        return published
+
+    async def _mark_published(self, entry: JournalEntry) -> JournalEntry:
+        last = entry.amendments[-1].model_copy(update={"published": True})
+        entry = entry.model_copy(update={"amendments": [*entry.amendments[:-1], last]})
+        await self.service.journal.write(entry)
+        return entry
+
+    async def run(self) -> None:
+        """Sweep forever; a failing sweep is logged and retried on the next interval."""
+        while True:
+            await asyncio.sleep(self.interval_s)
+            try:
+                await self.sweep_once()
+            except Exception as exc:
+                log.error("sweep_failed", error=repr(exc), watched=len(self._watched))
