@@ -167,7 +167,7 @@ def what_if(intent_records: list, quote_records: list, venues: list[VenueConfig]
         while qi < len(timeline) and timeline[qi][0] <= rec.timestamp:
             q = timeline[qi][1]
             current = books.setdefault(q.symbol, {}).get(q.venue)
-            if current is None or current.ts <= q.ts:
+            if q.replaces(current):
                 books[q.symbol][q.venue] = q
             qi += 1
         try:

@@ -174,6 +174,10 @@ class VenueQuote(_Model):
     def key(self) -> str:
         return f"{self.venue}:{self.symbol}"
 
+    def replaces(self, current: "VenueQuote | None") -> bool:
+        """The one rule for a book cache: a snapshot replaces the current one unless older."""
+        return current is None or current.ts <= self.ts
+
     def side_levels(self, side: Side) -> list[PriceLevel]:
         """The levels an order of ``side`` takes from: asks for a buy, bids for a sell."""
         return self.asks if side is Side.BUY else self.bids

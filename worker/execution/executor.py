@@ -13,6 +13,7 @@ import structlog
 from worker.domain.clock import now_ms
 from worker.domain.ids import client_order_id, fill_id, result_event_id
 from worker.execution.breaker import CircuitBreakers
+from worker.observability import Metrics
 from worker.domain.models import (
     ExecutionResult,
     ExecutionStatus,
@@ -51,7 +52,7 @@ class Executor:
     """
 
     def __init__(self, adapters: Mapping[str, VenueAdapter], leg_timeout_ms: int, clock: Callable[[], int] = now_ms,
-                 breakers: CircuitBreakers | None = None, reconcile_timeout_ms: int = 30_000, metrics=None,
+                 breakers: CircuitBreakers | None = None, reconcile_timeout_ms: int = 30_000, metrics: Metrics | None = None,
                  grace_ms: int | None = None):
         self.adapters = adapters
         self.leg_timeout_ms = leg_timeout_ms

@@ -29,6 +29,7 @@ from worker.domain.clock import now_ms
 from worker.execution.executor import Admission, Executor, LegOutcome, amend_result, build_result, rejected_result
 from worker.execution.journal import IntentState, Journal, JournalAmendment, JournalEntry, JournalLeg, JournalRound, NullJournal
 from worker.execution.risk import RiskLimits, check_intent, check_plan
+from worker.observability import Metrics
 from worker.service.quotes import QuoteCache
 from worker.domain.money import ZERO
 from worker.venues.base import OrderReport
@@ -89,7 +90,7 @@ class IntentService:
         execution_deadline_ms: int = 10_000,
         reserve_own_liquidity: bool = False,
         journal: Journal | None = None,
-        metrics=None,
+        metrics: Metrics | None = None,
     ):
         self.venues = list(venues)
         self.quotes = quotes

@@ -42,7 +42,7 @@ class QuoteCache:
     def update(self, quote: VenueQuote) -> bool:
         books = self._by_symbol.setdefault(quote.symbol, {})
         current = books.get(quote.venue)
-        if current is not None and current.ts > quote.ts:
+        if not quote.replaces(current):
             return False
         books[quote.venue] = quote
         key = (quote.venue, quote.symbol)
