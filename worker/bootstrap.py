@@ -15,7 +15,7 @@ import contextlib
 import time
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Awaitable, Sequence
+from typing import Awaitable, Callable, Sequence
 
 import structlog
 from aiokafka.errors import KafkaError
@@ -81,19 +81,44 @@ async def connect(settings: Settings, stop: asyncio.Event | None = None) -> None
 
 
 class Supervisor:
-    """Background tasks of a process: the first one to fail stops the process, and its
-    error is raised on the main loop once the process has drained."""
+    """Background tasks of a process. A task that fails is restarted with backoff while the
+    process is marked not ready (logged once with the cause); one that keeps failing for
+    ``give_up_s`` stops the process, and its error is raised on the main loop once the
+    process has drained (exit non-zero: the orchestrator restarts it)."""
 
-    def __init__(self, stop: asyncio.Event, health: Health):
+    def __init__(self, stop: asyncio.Event, health: Health, give_up_s: float = 60.0):
         self.stop = stop
         self.health = health
+        self.give_up_s = give_up_s
         self.tasks: list[asyncio.Task] = []
         self.failure: BaseException | None = None
 
-    def spawn(self, name: str, work: Awaitable[None]) -> None:
-        task = asyncio.create_task(work, name=name)
+    def spawn(self, name: str, work: Callable[[], Awaitable[None]]) -> None:
+        """Run ``work()`` until it is cancelled; ``work`` is a factory, so it can restart."""
+        task = asyncio.create_task(self._keep_running(name, work), name=name)
         task.add_done_callback(partial(self._ended, name))
         self.tasks.append(task)
+
+    async def _keep_running(self, name: str, work: Callable[[], Awaitable[None]]) -> None:
+        delay, failing_since = 0.5, None
+        while True:
+            started = time.monotonic()
+            try:
+                await work()
+                raise RuntimeError(f"{name} ended unexpectedly")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if time.monotonic() - started > self.give_up_s:
+                    failing_since, delay = None, 0.5  # it ran well for a while: a new episode
+                failing_since = failing_since or started
+                self.health.problem(name, repr(exc))
+                if time.monotonic() - failing_since > self.give_up_s:
+                    raise
+                log.warning("background_task_restarting", task=name, error=repr(exc), retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                self.health.resolved(name)
 
     def _ended(self, name: str, task: asyncio.Task) -> None:
         if task.cancelled():
@@ -155,8 +180,8 @@ class WorkerApp:
             await self.feed.catch_up()  # every book is loaded before the first intent
             supervisor = Supervisor(stop, self.health)
             stack.push_async_callback(supervisor.close)
-            supervisor.spawn("quote-feed", self.feed.run())
-            supervisor.spawn("late-fill-sweeper", self.worker.sweeper.run())
+            supervisor.spawn("quote-feed", self.feed.run)
+            supervisor.spawn("late-fill-sweeper", self.worker.sweeper.run)
             # aiokafka builds its clients on the running loop: the consumer is made here.
             self.worker.consumer = self.clients.consumer(
                 group_id=s.group_id, auto_offset_reset="earliest", session_timeout_ms=s.session_timeout_ms,
@@ -234,7 +259,7 @@ async def serve_paper_venue(settings: Settings, venues: Sequence[VenueConfig], p
         await feed.catch_up()
         supervisor = Supervisor(stop, health)
         stack.push_async_callback(supervisor.close)
-        supervisor.spawn("quote-feed", feed.run())
+        supervisor.spawn("quote-feed", feed.run)
         runner = await serve(PaperVenueServer(list(venues), quotes.get), port, host)
         stack.push_async_callback(runner.cleanup)
         await stop.wait()

@@ -192,8 +192,7 @@ def test_a_revoked_partition_places_no_order_and_publishes_nothing():
             raise AssertionError("placed after the partition was revoked")
         assert sum(len(a.placed) for a in adapters.values()) == 0
         assert results(producer) == []
-        # the planned record exists: the new owner recovers the intent from the journal
-        assert journal.latest()["late"].state is IntentState.PLANNED
+        assert "late" not in journal.latest()  # nor journaled: the new owner takes it from its redelivery
 
     asyncio.run(main())
 
@@ -383,5 +382,29 @@ def test_a_late_fill_is_published_as_a_correction_with_a_new_version():
 
         rebuilt = Outcome.from_journal(journal.latest()["late"])
         assert orjson.loads(encode(rebuilt.result)) == final
+
+    asyncio.run(main())
+
+
+def test_a_failing_background_task_is_restarted_then_stops_the_process():
+    """A dead quote feed used to leave the worker 'ready' while it rejected every intent."""
+    from worker.bootstrap import Supervisor
+
+    async def main():
+        stop, health = asyncio.Event(), Health()
+        health.started = True
+        runs = []
+
+        async def feed():
+            runs.append(1)
+            raise ConnectionError("broker gone")
+
+        sup = Supervisor(stop, health, give_up_s=0.3)
+        sup.spawn("quote-feed", feed)
+        await until(lambda: not health.ready())
+        await asyncio.wait_for(stop.wait(), 10)
+        assert len(runs) >= 2 and isinstance(sup.failure, ConnectionError)
+        assert not health.ready() and "quote-feed" in health.problems()
+        await sup.close()
 
     asyncio.run(main())

@@ -193,6 +193,7 @@ class IntentWorker:
             self.active.add(entry.intent_id)
             try:
                 outcome = await self._until_recovered(entry, admit)
+                await admit()
                 await self.publish(outcome)
             finally:
                 self.active.discard(entry.intent_id)
@@ -210,6 +211,7 @@ class IntentWorker:
                     outcome = await self._after_error(intent, received_ms, exc, admit)
             finally:
                 self.active.discard(intent.intent_id)
+            await admit()  # the partition may have moved while the legs ran: its owner publishes
             await self.publish(outcome)
             if outcome.result is not None:
                 status = outcome.result.status.value

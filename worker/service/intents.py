@@ -146,7 +146,7 @@ class IntentService:
         entry, legs = await self._more_rounds(entry, intent, legs, received_ms + self.execution_deadline_ms, admit)
 
         # 4. the outcome, journaled before it is published
-        return await self._complete(entry, legs)
+        return await self._complete(entry, legs, admit)
 
     async def _more_rounds(self, entry: JournalEntry, intent: OrderIntent, legs: list[LegOutcome], deadline_ms: int,
                            admit: Admission | None):
@@ -187,7 +187,7 @@ class IntentService:
         entry = entry.model_copy(update={"rounds": rounds})
         self._in_flight[entry.intent_id] = entry
         entry, legs = await self._more_rounds(entry, entry.intent, legs, self.clock() + self.execution_deadline_ms, admit)
-        return await self._complete(entry, legs)
+        return await self._complete(entry, legs, admit)
 
     async def _run_round(self, entry: JournalEntry, intent: OrderIntent, plan: RoutePlan, legs: list[LegOutcome],
                          admit: Admission | None):
@@ -201,6 +201,8 @@ class IntentService:
         # From the attempt on, the record may exist and so may orders: never a rejection.
         self._in_flight[entry.intent_id] = entry
         try:
+            if admit is not None:
+                await admit()  # a worker that lost the partition writes nothing more to its journal
             await self.journal.write(entry)  # durable before any order can exist
             outcomes = await self.executor.run_legs(intent, plan, admit)
         except BaseException:
@@ -219,12 +221,14 @@ class IntentService:
                 for jl in rnd.legs]))
         return out
 
-    async def _complete(self, entry: JournalEntry, legs: list[LegOutcome]) -> Outcome:
+    async def _complete(self, entry: JournalEntry, legs: list[LegOutcome], admit: Admission | None = None) -> Outcome:
         plans = [r.plan for r in entry.rounds]
         result, fills = build_result(entry.intent, plans, legs, self.clock() - entry.received_ms)
         entry = entry.model_copy(update={"state": IntentState.COMPLETED, "rounds": self._resolved_rounds(entry, legs),
                                          "result": result.model_copy(update={"fills": []})})
         self._in_flight[entry.intent_id] = entry
+        if admit is not None:
+            await admit()  # only the partition's owner completes the intent: one truth, not two
         await self.journal.write(entry)
         self._in_flight.pop(entry.intent_id, None)
         if entry.unknown_legs():
