@@ -14,16 +14,16 @@ from tests.support.crash import Harness
 
 pytestmark = pytest.mark.integration
 
-SLOW_VENUES = {name: {"latency_ms": 2500} for name in ("binance", "kraken", "coinbase")}
+SLOW_VENUES = {name: {"latency_ms": 6000} for name in ("binance", "kraken", "coinbase")}
 
 
 def test_a_slow_handover_never_buys_twice(bootstrap, tmp_path):
     """Reproduction (issue 10): the old owner has legs on the wire (the venues answer after
-    ~2.5 s) and gives up its partitions after 0.5 s; the new owner recovers from the journal.
+    ~6 s, longer than the handover takes) and gives up its partitions after 0.5 s; the new owner recovers from the journal.
     Before: recovery called every unanswered leg ``not_placed`` at once and re-routed it,
     then the old leg landed: the venue bought twice and the fills disagreed with the ledger."""
     started = time.monotonic()
-    env = {"SOR_SHUTDOWN_TIMEOUT_S": "0.5", "SOR_LEG_TIMEOUT_MS": "4000"}
+    env = {"SOR_SHUTDOWN_TIMEOUT_S": "0.5", "SOR_LEG_TIMEOUT_MS": "8000"}
     h = Harness(bootstrap, tmp_path, faults=SLOW_VENUES, worker_env=env)
     try:
         first = h.start_worker()
