@@ -26,6 +26,7 @@ from worker.domain.models import (
 )
 from worker.domain.money import ZERO
 from worker.domain.money import average_price
+from worker.execution.tca import transaction_costs
 from worker.venues.base import LegOrder, OrderReport, VenueAdapter, VenueError
 
 log = structlog.get_logger("sor.execution")
@@ -168,7 +169,7 @@ def build_result(
         account_id=intent.account_id, symbol=intent.symbol, side=intent.side, algorithm=plan.algorithm,
         total_qty=intent.qty, filled_qty=filled, vwap=average_price(quote_qty, filled) if filled else None,
         legs=legs, rounds=len(plans), status=status, reason="; ".join(reasons) or None, latency_ms=latency_ms,
-        executedQty=filled, cummulativeQuoteQty=quote_qty, fills=fills,
+        executedQty=filled, cummulativeQuoteQty=quote_qty, fills=fills, tca=transaction_costs(intent, plans, fills, latency_ms),
     )
     return result, events
 
