@@ -140,3 +140,28 @@ def test_an_execution_as_planned_realizes_exactly_the_estimate():
 def test_a_rejected_intent_has_no_tca():
     out = asyncio.run(_service().handle(make_intent("2", limit="50"), NOW, Source(0, 2)))
     assert out.result.status.value == "rejected" and out.result.tca is None
+
+
+def test_observe_tca_exports_shortfall_per_venue_and_algorithm():
+    from worker.observability import Metrics
+
+    metrics = Metrics()
+    service = _service()
+    filled = asyncio.run(service.handle(make_intent("2"), NOW, Source(0, 3))).result
+    rejected = asyncio.run(service.handle(make_intent("2", limit="50", intent_id="t-2"), NOW, Source(0, 4))).result
+    metrics.observe_tca(filled)
+    metrics.observe_tca(rejected)
+    text = metrics.render().decode()
+    # a: 1 @ 100 + 0.1 fee -> 100.1 vs mid 99.75 = 35.0877 bps; b: 1 @ 100.5 + 0.201 -> 100.701 = 95.3383 bps.
+    # (Buckets reach below zero, a price improvement, so prometheus_client exports no _sum: check the buckets.)
+    assert 'sor_shortfall_bps_bucket{algorithm="sor",le="25.0",venue="a"} 0.0' in text
+    assert 'sor_shortfall_bps_bucket{algorithm="sor",le="50.0",venue="a"} 1.0' in text
+    assert 'sor_shortfall_bps_bucket{algorithm="sor",le="50.0",venue="b"} 0.0' in text
+    assert 'sor_shortfall_bps_bucket{algorithm="sor",le="100.0",venue="b"} 1.0' in text
+    assert 'sor_shortfall_bps_count{algorithm="sor",venue="b"} 1.0' in text
+    assert 'sor_intent_shortfall_bps_count{algorithm="sor"} 1.0' in text  # the rejected intent added nothing
+    assert 'sor_realized_savings_bps_bucket{algorithm="sor",le="25.0"} 0.0' in text  # 29.8408
+    assert 'sor_realized_savings_bps_bucket{algorithm="sor",le="50.0"} 1.0' in text
+    assert 'sor_slippage_bps_bucket{algorithm="sor",le="-1.0"} 0.0' in text  # 0: executed as planned
+    assert 'sor_slippage_bps_bucket{algorithm="sor",le="0.0"} 1.0' in text
+    assert 'sor_fill_ratio_count{algorithm="sor"} 1.0' in text

@@ -14,7 +14,7 @@ import decimal
 from decimal import Decimal
 from typing import Sequence
 
-from worker.domain.models import Fill, OrderIntent, RoutePlan, Side, Tca, base_asset, quote_asset, trusted
+from worker.domain.models import ExecutionResult, Fill, OrderIntent, RoutePlan, Side, Tca, base_asset, quote_asset, trusted
 from worker.domain.money import BPS, BPS_QUANTUM, ZERO, average_price
 
 #: Sums of price x qty x fee products must not round before the final quantize.
@@ -45,6 +45,33 @@ def fees_in_quote(fills: Sequence[Fill], symbol: str) -> Decimal | None:
     return total
 
 
+def _achieved(side: Side, symbol: str, fills: Sequence[Fill]) -> tuple[Decimal, Decimal | None, Decimal | None, Decimal | None]:
+    """(filled qty, vwap, fees in the quote asset, fee-inclusive net vwap) of ``fills``."""
+    filled = sum((f.qty for f in fills), ZERO)
+    quote_qty = sum((f.price * f.qty for f in fills), ZERO)
+    fees = fees_in_quote(fills, symbol)
+    vwap = average_price(quote_qty, filled) if filled else None
+    net = average_price(quote_qty + side.sign * fees, filled) if filled and fees is not None else None
+    return filled, vwap, fees, net
+
+
+def venue_shortfall_bps(result: ExecutionResult) -> dict[str, Decimal]:
+    """Implementation shortfall of each venue's fills (net of that venue's fees) against the
+    result's arrival mid, in bps, positive = cost; venues whose fees cannot be valued are left out."""
+    if result.tca is None or not result.tca.arrival_mid:
+        return {}
+    by_venue: dict[str, list[Fill]] = {}
+    for f in result.fills:
+        by_venue.setdefault(f.provider, []).append(f)
+    out = {}
+    with decimal.localcontext(_CONTEXT):
+        for venue, fills in by_venue.items():
+            net = _achieved(result.side, result.symbol, fills)[3]
+            if net is not None:
+                out[venue] = cost_bps(result.side, net, result.tca.arrival_mid)
+    return out
+
+
 def transaction_costs(intent: OrderIntent, plans: Sequence[RoutePlan], fills: Sequence[Fill], time_to_fill_ms: int) -> Tca:
     """The TCA of one executed intent.
 
@@ -65,11 +92,7 @@ def _transaction_costs(intent: OrderIntent, plan: RoutePlan, fills: Sequence[Fil
     ask = min(asks) if asks else None
     mid = average_price(bid + ask, Decimal(2)) if bid is not None and ask is not None else None
 
-    filled = sum((f.qty for f in fills), ZERO)
-    quote_qty = sum((f.price * f.qty for f in fills), ZERO)
-    fees = fees_in_quote(fills, intent.symbol)
-    vwap = average_price(quote_qty, filled) if filled else None
-    net = average_price(quote_qty + side.sign * fees, filled) if filled and fees is not None else None
+    filled, vwap, fees, net = _achieved(side, intent.symbol, fills)
 
     def cost(reference: Decimal | None) -> Decimal | None:
         return cost_bps(side, net, reference) if net is not None and reference else None
