@@ -32,7 +32,7 @@ def venue_colors(venues: Sequence[str]) -> dict[str, str]:
     return {v: _VENUE_PALETTE[i % len(_VENUE_PALETTE)] for i, v in enumerate(sorted(venues))}
 
 
-def new_figure(width: float = 9.0, height: float = 4.2) -> Figure:
+def new_figure(width: float = 9.0, height: float = 5.0) -> Figure:
     fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
@@ -84,7 +84,7 @@ def distribution(groups: dict[str, Sequence[Decimal]], title: str, ylabel: str, 
 
 def realized_vs_estimated(points: dict[str, Sequence[tuple[Decimal, Decimal]]]) -> str:
     """Scatter of (estimated, realized) savings per algorithm with the y = x line."""
-    fig = new_figure(9.0, 5.0)
+    fig = new_figure()
     ax = fig.add_subplot()
     every = [v for pts in points.values() for p in pts for v in p]
     if not every:
@@ -108,7 +108,7 @@ def realized_vs_estimated(points: dict[str, Sequence[tuple[Decimal, Decimal]]]) 
 
 def venues_over_time(series: dict[str, list[tuple[int, Decimal, int | None]]]) -> str:
     """Two panels sharing the time axis: fill rate and p50 latency of each venue's legs."""
-    fig = new_figure(9.0, 6.0)
+    fig = new_figure(9.0, 6.4)
     top, bottom = fig.subplots(2, 1, sharex=True)
     if not series:
         _empty(top)
@@ -135,7 +135,7 @@ def venues_over_time(series: dict[str, list[tuple[int, Decimal, int | None]]]) -
 
 def venue_share(shares: dict[str, tuple[Decimal, Decimal]]) -> str:
     """Horizontal bars: each venue's share of the filled quantity."""
-    fig = new_figure(9.0, max(2.4, 0.55 * len(shares) + 1.2))
+    fig = new_figure(9.0, max(6.4, 0.55 * len(shares) + 1.2))  # as tall as the chart beside it
     ax = fig.add_subplot()
     if not shares:
         _empty(ax)

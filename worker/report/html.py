@@ -17,8 +17,8 @@ from worker.report.data import ReportData, plan_anchor
 _CSS = """
 body{font-family:-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1280px;color:#222;padding:0 16px}
 h1{font-size:1.6em;margin-bottom:4px}h2{font-size:1.25em;margin-top:32px;border-bottom:1px solid #ddd;padding-bottom:4px}
-.meta{color:#666;font-size:.9em}.grid{display:flex;flex-wrap:wrap;gap:16px}.grid figure{margin:0}
-figure{margin:8px 0}figure img{max-width:100%;border:1px solid #eee}figcaption{color:#555;font-size:.85em;max-width:900px}
+.meta{color:#666;font-size:.9em}.charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(600px,1fr));gap:12px 20px}
+figure{margin:8px 0}figure img{width:100%;border:1px solid #eee}figcaption{color:#555;font-size:.85em;max-width:900px}
 table{border-collapse:collapse;font-size:.85em;margin:8px 0}th,td{border:1px solid #ddd;padding:3px 8px;text-align:right}
 th{background:#f4f4f4}td.l,th.l{text-align:left}tr:nth-child(even) td{background:#fafafa}
 pre{background:#f7f7f7;border:1px solid #e3e3e3;padding:8px;font-size:.75em;overflow-x:auto;max-height:420px}
@@ -125,7 +125,7 @@ def render(data: ReportData, source: str = "") -> str:
 
     return page("SOR execution quality (TCA)", subtitle, [
         ("summary", "Summary per algorithm", summary_html),
-        ("charts", "Charts", charts_html),
+        ("charts", "Charts", f'<div class="charts">{charts_html}</div>'),
         ("worst", f"Worst {len(worst)} intents by implementation shortfall", worst_html),
         ("plans", "Plans of the worst intents", plans_html),
     ])

@@ -40,7 +40,7 @@ def render_what_if(summary: "WhatIfSummary", source: str = "") -> str:
     )
     subtitle = (f"{summary.intents} intents replayed ({summary.invalid} undecodable, skipped)"
                 f"{' from ' + escape(source) if source else ''}.")
-    return page("SOR what-if: sor vs split vs best", subtitle, [("summary", "Summary per algorithm", table), ("charts", "Charts", body)])
+    return page("SOR what-if: sor vs split vs best", subtitle, [("summary", "Summary per algorithm", table), ("charts", "Charts", f'<div class="charts">{body}</div>')])
 
 
 def what_if_csv_rows(summary: "WhatIfSummary") -> list[tuple[str, str, str, str, str]]:
