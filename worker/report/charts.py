@@ -2,7 +2,7 @@
 
 Why matplotlib and static PNGs: the page must open offline and stay one file. Plotly's
 interactive charts would embed plotly.js (~4.5 MB minified) in every report (or need a CDN), while
-a PNG chart is ~30-60 KB, renders identically in any browser, a mail client or a PDF
+a PNG chart is ~30-70 KB, renders identically in any browser, a mail client or a PDF
 printer, and the CSV beside the page carries the exact numbers for anyone who wants to dig.
 """
 
