@@ -10,13 +10,15 @@ import hashlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, TypeVar
 
 import orjson
 
 from worker.domain.errors import InputError, parse_model
 from worker.domain.models import ExecutionResult, RoutePlan
 from worker.domain.money import BPS_QUANTUM, ZERO
+
+T = TypeVar("T", Decimal, int)
 
 #: How many intents the "worst" table lists.
 WORST_N = 20
@@ -47,8 +49,8 @@ class VenueBin:
         return (self.filled_qty / self.qty).quantize(Decimal("0.0001")) if self.qty else ZERO
 
     @property
-    def latency_p50_ms(self) -> int:
-        return percentile(self.latencies_ms, 50)
+    def latency_p50_ms(self) -> int | None:
+        return quantile(self.latencies_ms, 50)
 
 
 @dataclass
@@ -116,7 +118,7 @@ class ReportData:
                 "estimated_savings_worst_mean_bps": mean(values("estimated_savings_vs_worst_venue_bps")),
                 "realized_savings_worst_mean_bps": mean(values("realized_savings_vs_worst_venue_bps")),
                 "realized_savings_best_mean_bps": mean(values("realized_savings_vs_best_venue_bps")),
-                "time_to_fill_p50_ms": percentile([r.tca.time_to_fill_ms for r in executed if r.tca.time_to_fill_ms is not None], 50),
+                "time_to_fill_p50_ms": quantile([r.tca.time_to_fill_ms for r in executed if r.tca.time_to_fill_ms is not None], 50),
             }
         return out
 
@@ -166,23 +168,16 @@ def mean(values: list[Decimal]) -> Decimal | None:
     return (sum(values, ZERO) / len(values)).quantize(BPS_QUANTUM) if values else None
 
 
-def quantile(values: list[Decimal], q: int) -> Decimal | None:
-    """Nearest-rank quantile, ``q`` in percent."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, -(-q * len(ordered) // 100) - 1))]
-
-
-def median(values: list[Decimal]) -> Decimal | None:
-    return quantile(values, 50)
-
-
-def percentile(values: Iterable[int], q: int) -> int | None:
+def quantile(values: Iterable[T], q: int) -> T | None:
+    """Nearest-rank quantile (a value of the data, never interpolated), ``q`` in percent."""
     ordered = sorted(values)
     if not ordered:
         return None
     return ordered[min(len(ordered) - 1, max(0, -(-q * len(ordered) // 100) - 1))]
+
+
+def median(values: Iterable[T]) -> T | None:
+    return quantile(values, 50)
 
 
 def _as_dict(item: Any, what: str) -> dict:
