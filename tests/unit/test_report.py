@@ -105,6 +105,8 @@ def test_undecodable_records_are_listed_not_fatal():
     assert len(data.records) == 60 and len(data.skipped) == 2
     assert "undecodable records skipped" in render(data)
     assert len(csv_rows(data)) > 0
+    rounds = build(results, {"oms-000021": [{"intent_id": "oms-000021", "round": 1}, {"intent_id": "oms-000021", "round": 0}]})
+    assert [p["round"] for p in rounds.plans["oms-000021"]] == [0, 1]
 
 
 def test_sor_report_from_json_lines(tmp_path, capsys):

@@ -198,7 +198,8 @@ def build(results: Iterable[Any] | Mapping[str, Any], plans: Iterable[Any] | Map
     """Decode results and plans (dicts, JSON bytes or models) into the report's data.
 
     A result is drawn at its record timestamp from ``timestamps`` (intent id -> epoch ms) if
-    given, else at its TCA's ``arrival_ts``. A republished result replaces the earlier copy.
+    given, else at its TCA's ``arrival_ts``. ``plans`` may also map an intent id to a list of
+    its round plans. A republished result replaces the earlier copy.
     Undecodable records are skipped and listed in ``skipped``; they never stop a report.
     """
     if isinstance(results, Mapping):
@@ -215,7 +216,8 @@ def build(results: Iterable[Any] | Mapping[str, Any], plans: Iterable[Any] | Map
             continue
         by_intent[res.intent_id] = res
     plan_rounds: dict[str, dict[int, dict]] = defaultdict(dict)
-    for i, item in enumerate(plans):
+    flat = [p for item in plans for p in (item if isinstance(item, list) else [item])]  # {intent_id: [round plans]} too
+    for i, item in enumerate(flat):
         try:
             plan = _as_dict(item, f"plan {i}")
             intent_id, round_no = plan["intent_id"], int(plan.get("round", 0))
