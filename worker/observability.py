@@ -11,9 +11,14 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from worker.domain.models import ExecutionResult
+from worker.execution.tca import venue_shortfall_bps
+
 log = structlog.get_logger("sor.http")
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+#: Costs and savings in bps: fine around zero (fees and half-spreads are a few bps), coarse in the tails.
+_BPS_BUCKETS = (-100, -50, -25, -10, -5, -2.5, -1, 0, 1, 2.5, 5, 10, 15, 25, 50, 100, 250)
 
 
 class Health:
@@ -54,6 +59,31 @@ class Metrics:
         self.leg_errors = Counter("sor_leg_errors_total", "Legs that did not fill normally, by venue and status.", ["venue", "status"], registry=r)
         self.dead_letters = Counter("sor_dead_letters_total", "Records sent to the DLQ, by source topic.", ["topic"], registry=r)
         self.duplicates = Counter("sor_duplicate_intents_total", "Republished intent ids not executed again.", registry=r)
+        # TCA (see worker/execution/tca.py); bps, positive = cost for shortfall and slippage, = saved for savings.
+        self.shortfall = Histogram("sor_shortfall_bps", "Implementation shortfall of each venue's fills (net of fees) "
+                                   "against the arrival mid, bps, positive = cost.", ["venue", "algorithm"], buckets=_BPS_BUCKETS, registry=r)
+        self.intent_shortfall = Histogram("sor_intent_shortfall_bps", "Implementation shortfall of an intent's fills against the "
+                                          "arrival mid, bps, positive = cost.", ["algorithm"], buckets=_BPS_BUCKETS, registry=r)
+        self.slippage = Histogram("sor_slippage_bps", "Achieved net price against the plan's estimate, bps, positive = cost.",
+                                  ["algorithm"], buckets=_BPS_BUCKETS, registry=r)
+        self.realized_savings = Histogram("sor_realized_savings_bps", "Realized saving against the worst single venue, bps, "
+                                          "positive = saved.", ["algorithm"], buckets=_BPS_BUCKETS, registry=r)
+        self.fill_ratio = Histogram("sor_fill_ratio", "Filled / ordered quantity of executed intents.", ["algorithm"],
+                                    buckets=(0, 0.25, 0.5, 0.75, 0.9, 0.99, 1), registry=r)
+
+    def observe_tca(self, result: ExecutionResult) -> None:
+        """Record the TCA series of one final result (rejected results carry no TCA: nothing is recorded)."""
+        tca = result.tca
+        if tca is None:
+            return
+        algorithm = result.algorithm.value
+        self.fill_ratio.labels(algorithm).observe(float(tca.fill_rate))
+        for venue, bps in venue_shortfall_bps(result).items():
+            self.shortfall.labels(venue, algorithm).observe(float(bps))
+        for histogram, value in ((self.intent_shortfall, tca.shortfall_bps), (self.slippage, tca.slippage_bps),
+                                 (self.realized_savings, tca.realized_savings_vs_worst_venue_bps)):
+            if value is not None:
+                histogram.labels(algorithm).observe(float(value))  # Prometheus samples are floats; the event keeps the Decimal
 
     def watch(self, gauges: Callable[[], dict[str, dict[tuple, float]]]) -> None:
         """Gauges computed at scrape time: ``{name: {label values: value}}``."""

@@ -69,6 +69,12 @@ class _Progress:
         self.stream.write("\n")
 
 
+def _offset_at(found, end: int) -> int:
+    """The offset ``offsets_for_times`` found, or ``end`` when no record is that late: Kafka
+    answers ``None`` then, Tansu an offset with timestamp -1."""
+    return found.offset if found is not None and found.timestamp >= 0 else end
+
+
 async def read_range(settings: Settings, topic: str, rng: Range, progress_label: str | None = None) -> list:
     """Every record of ``topic`` in the range, in (partition, offset) order."""
     consumer = KafkaClients(settings).consumer(role="replay")
@@ -89,10 +95,10 @@ async def read_range(settings: Settings, topic: str, rng: Range, progress_label:
         stop = dict(end)
         if rng.from_time is not None:
             found = await consumer.offsets_for_times({tp: rng.from_time for tp in tps})
-            start = {tp: (found[tp].offset if found[tp] else end[tp]) for tp in tps}
+            start = {tp: _offset_at(found[tp], end[tp]) for tp in tps}
         if rng.to_time is not None:
             found = await consumer.offsets_for_times({tp: rng.to_time for tp in tps})
-            stop = {tp: (found[tp].offset if found[tp] else end[tp]) for tp in tps}
+            stop = {tp: _offset_at(found[tp], end[tp]) for tp in tps}
         if rng.from_offset is not None:
             start = {tp: max(begin[tp], rng.from_offset) for tp in tps}
         if rng.to_offset is not None:

@@ -182,6 +182,12 @@ async def run(args) -> int:
         await asyncio.gather(market_task, collector_task, return_exceptions=True)
         await producer.stop()
         _say(summary(collector, sent, dup, junk, time.monotonic() - started))
+        from pathlib import Path
+
+        from worker.report import write_report
+
+        report = write_report(collector.results, collector.plans, Path(getattr(args, "report_dir", None) or "."))
+        _say(f"[demo] best-execution report: {report.resolve()} (and {report.with_suffix('.csv').name})")
         missing = sent - len(collector.results)
         if missing:
             _say(f"[demo] {missing} intents have no final result")

@@ -6,6 +6,14 @@ import argparse
 import sys
 
 
+def _range_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--partition", type=int, action="append", help="repeatable; default: all")
+    p.add_argument("--from-offset", type=int)
+    p.add_argument("--to-offset", type=int, help="exclusive")
+    p.add_argument("--from-time", help="epoch ms or ISO 8601")
+    p.add_argument("--to-time", help="epoch ms or ISO 8601, exclusive")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sor", description="Smart order router worker.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -40,15 +48,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=["what-if", "republish"], required=True)
     p.add_argument("--bootstrap-servers", dest="bootstrap_servers")
     p.add_argument("--topic", help="source topic (what-if: the intents topic; republish: an outcome topic)")
-    p.add_argument("--partition", type=int, action="append", help="repeatable; default: all")
-    p.add_argument("--from-offset", type=int)
-    p.add_argument("--to-offset", type=int, help="exclusive")
-    p.add_argument("--from-time", help="epoch ms or ISO 8601")
-    p.add_argument("--to-time", help="epoch ms or ISO 8601, exclusive")
+    _range_arguments(p)
     p.add_argument("--venues", help="venues TOML (what-if)")
     p.add_argument("--algorithms", default="sor,split,best", help="what-if: comma-separated")
     p.add_argument("--out", help="what-if: write the plans as JSON lines here")
+    p.add_argument("--report", help="what-if: write the comparison as an HTML page here (and a CSV beside it)")
     p.add_argument("--to-topic", dest="to_topic", help="what-if: publish plans here; republish: the target topic")
+
+    p = sub.add_parser("report", help="best-execution (TCA) report of an executions range or JSON lines: one offline HTML + CSV")
+    p.add_argument("--bootstrap-servers", dest="bootstrap_servers")
+    p.add_argument("--topic", help="executions topic (default: SOR_TOPICS__EXECUTIONS or sor.executions.v1)")
+    _range_arguments(p)
+    p.add_argument("--jsonl", action="append", help="read results (and plans) from this JSON-lines file instead of Kafka; repeatable")
+    p.add_argument("--out", default="sor-report.html", help="the HTML file; the CSV goes beside it (default: sor-report.html)")
 
     p = sub.add_parser("schemas", help="JSON Schemas and the AsyncAPI document of the events")
     p.add_argument("action", choices=["export"])
@@ -60,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--bootstrap-servers", dest="bootstrap_servers", help="use this Kafka instead of an embedded broker")
     p.add_argument("--http-port", dest="http_port", type=int, default=8081, help="/metrics, /healthz, /readyz while it runs")
+    p.add_argument("--report-dir", dest="report_dir", default=".", help="where the best-execution report (HTML + CSV) is written")
     return parser
 
 
@@ -87,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         from worker.cli import replay
 
         return replay.main(args)
+    if args.command == "report":
+        from worker.cli import report
+
+        return report.main(args)
     if args.command == "sim":
         from worker.cli import sim
 

@@ -26,7 +26,15 @@ def main(args) -> int:
             algorithms = [Algorithm(a) for a in args.algorithms.split(",")]
             if args.topic:
                 settings = settings.model_copy(update={"topics": settings.topics.model_copy(update={"intents": args.topic})})
-            asyncio.run(run_what_if(settings, venues, rng, algorithms, Path(args.out) if args.out else None, args.to_topic))
+            report = Path(args.report) if getattr(args, "report", None) else None
+            if report is not None and report.suffix.lower() not in (".html", ".htm"):
+                raise InputError(f"--report: {args.report} should end in .html (the CSV is written beside it)")
+            summary = asyncio.run(run_what_if(settings, venues, rng, algorithms, Path(args.out) if args.out else None, args.to_topic))
+            if report is not None:
+                from worker.report.whatif import write_what_if_report
+
+                html_path, csv_path = write_what_if_report(summary, report, settings.topics.intents)
+                print(f"report: {html_path}\ncsv:    {csv_path}")
         else:
             if not args.topic or not args.to_topic:
                 raise InputError("--topic and --to-topic: both required for republish")

@@ -51,6 +51,16 @@ Identifier = Annotated[str, StringConstraints(strip_whitespace=True, min_length=
 VenueName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
 
 
+def base_asset(symbol: str) -> str:
+    """``BTC`` of ``BTC/USD``; the whole symbol when it names no pair."""
+    return symbol.split("/", 1)[0]
+
+
+def quote_asset(symbol: str) -> str:
+    """``USD`` of ``BTC/USD``: the asset prices, notionals and fees are counted in."""
+    return symbol.split("/", 1)[1] if "/" in symbol else "QUOTE"
+
+
 class Side(str, Enum):
     BUY = "buy"
     SELL = "sell"
@@ -243,6 +253,14 @@ class RoutePlan(_Model):
     excluded: list[Exclusion]
     optimal: bool = True
     quotes_as_of: int | None = None
+    best_single_venue_net: Dec | None = Field(
+        default=None,
+        description="Fee-inclusive average price of planned_qty sent whole to the best single venue, walking its whole "
+        "visible book (the reference of savings_vs_best_single_venue_bps); null when no venue could take it all.")
+    worst_single_venue_net: Dec | None = Field(
+        default=None,
+        description="Fee-inclusive average price of planned_qty sent whole to the worst single venue, walking its whole "
+        "visible book (the reference of savings_vs_single_venue); null when no venue could take it all.")
 
     @property
     def covers_total(self) -> bool:
@@ -291,6 +309,55 @@ class LegResult(_Model):
     error: str | None = None
 
 
+class Tca(_Model):
+    """Transaction cost analysis of one executed intent, against the snapshot its first round routed on.
+
+    Sign conventions: costs (``shortfall_bps``, ``slippage_bps``) are positive when the
+    execution cost money, for buys and sells alike; savings are positive when the execution
+    beat the reference, like the plan's ``savings_vs_single_venue``. Prices are quote-asset
+    per unit; bps are quantized to 4 places.
+    """
+
+    arrival_ts: int | None = Field(
+        description="Epoch ms of the newest quote the first round routed on (the plan's quotes_as_of).")
+    arrival_bid: Dec | None = Field(
+        description="Best (highest) bid across the venues of the first round's ranking; null if none showed a bid.")
+    arrival_ask: Dec | None = Field(
+        description="Best (lowest) ask across the venues of the first round's ranking; null if none showed an ask.")
+    arrival_mid: Dec | None = Field(
+        description="(arrival_bid + arrival_ask) / 2: the benchmark of implementation shortfall.")
+    fill_rate: Dec = Field(description="filled_qty / the intent's qty, 0 to 1, 6 places.")
+    vwap: Dec | None = Field(description="Achieved volume-weighted average fill price, before fees; null if nothing filled.")
+    fees: Dec | None = Field(
+        description="Commissions in the quote asset (a base-asset commission is valued at its fill price); null if a "
+        "commission is in a third asset that cannot be valued from the fills.")
+    net_vwap: Dec | None = Field(
+        description="All-in average price: (quote amount + fees) / filled_qty for buys, (quote amount - fees) / "
+        "filled_qty for sells; null if nothing filled or fees is null.")
+    shortfall_bps: Dec | None = Field(
+        description="Implementation shortfall of net_vwap against arrival_mid, in bps of arrival_mid: "
+        "buy (net_vwap - mid) / mid, sell (mid - net_vwap) / mid. Positive = cost (spread, depth and fees paid).")
+    estimated_net: Dec | None = Field(
+        description="The first round's fee-inclusive estimate (the plan's estimated_net) for its planned_qty.")
+    slippage_bps: Dec | None = Field(
+        description="net_vwap against estimated_net in bps of estimated_net, same sign as shortfall_bps: "
+        "positive = the execution cost more than the plan estimated.")
+    estimated_savings_vs_worst_venue_bps: Dec | None = Field(
+        description="The first plan's savings_vs_single_venue: estimated saving against the worst single venue.")
+    estimated_savings_vs_best_venue_bps: Dec | None = Field(
+        description="The first plan's savings_vs_best_single_venue_bps: estimated saving against the best single venue.")
+    realized_savings_vs_worst_venue_bps: Dec | None = Field(
+        description="Realized saving against sending the planned quantity whole to the worst single venue (the seed's "
+        "savings_vs_single_venue, measured on the fills): buy (worst - net_vwap) / worst, sell (net_vwap - worst) / "
+        "worst, in bps. Positive = routing paid off.")
+    realized_savings_vs_best_venue_bps: Dec | None = Field(
+        description="The same against the best single venue (the plan's best_single_venue_net); usually near zero or "
+        "negative for tiny orders, positive when splitting beat the deepest book.")
+    time_to_fill_ms: int | None = Field(
+        description="From the intent's receipt by the worker to the last leg's report, across all rounds; null if "
+        "nothing filled.")
+
+
 class ExecutionResult(_Model):
     """The one final outcome per intent (seed fields plus Binance's SOR fields verbatim)."""
 
@@ -323,6 +390,7 @@ class ExecutionResult(_Model):
     #: have filled, found by the late-fill sweeper) is published with the same ``intent_id``,
     #: a higher ``version`` and its own ``event_id``; its new allocations are on the fills topic.
     version: int = 1
+    tca: Tca | None = Field(default=None, description="Transaction cost analysis; null for rejected intents.")
 
 
 class FillEvent(_Model):

@@ -10,6 +10,8 @@ ZERO = Decimal(0)
 BPS = Decimal(10_000)
 #: Averages (VWAPs, net prices) are divisions; they are rounded to this many places.
 PRICE_QUANTUM = Decimal("1e-10")
+#: Every figure in basis points (savings, shortfall, slippage) is rounded to 4 places.
+BPS_QUANTUM = Decimal("0.0001")
 
 
 def floor_to_step(qty: Decimal, step: Decimal) -> Decimal:

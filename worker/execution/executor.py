@@ -27,6 +27,7 @@ from worker.domain.models import (
 )
 from worker.domain.money import ZERO
 from worker.domain.money import average_price
+from worker.execution.tca import transaction_costs
 from worker.venues.base import LegOrder, OrderReport, VenueAdapter, VenueError
 
 log = structlog.get_logger("sor.execution")
@@ -186,11 +187,12 @@ def build_result(
         total_qty=intent.qty, filled_qty=filled, vwap=average_price(quote_qty, filled) if filled else None,
         legs=legs, rounds=len(plans), status=status, reason="; ".join(reasons) or None, latency_ms=latency_ms,
         executedQty=filled, cummulativeQuoteQty=quote_qty, fills=fills, fill_count=len(fills),
+        tca=transaction_costs(intent, plans, fills, latency_ms),
     )
     return result, events
 
 
-def amend_result(intent: OrderIntent, plan_id: str, prior: ExecutionResult, found: list[LegOutcome]) -> tuple[ExecutionResult, list[FillEvent]]:
+def amend_result(intent: OrderIntent, plans: list[RoutePlan], prior: ExecutionResult, found: list[LegOutcome]) -> tuple[ExecutionResult, list[FillEvent]]:
     """A correction of ``prior``: legs whose state was unknown are now known (``found``).
 
     Allocations already published keep their ``allocId``; the late trades are appended in
@@ -207,7 +209,7 @@ def amend_result(intent: OrderIntent, plan_id: str, prior: ExecutionResult, foun
         fills.append(fill)
         fid = fill_id(intent.intent_id, alloc_id)
         events.append(FillEvent(event_id=f"fill:{fid}", fill_id=fid, intent_id=intent.intent_id, account_id=intent.account_id,
-                                plan_id=plan_id, symbol=intent.symbol, side=intent.side, client_order_id=coid, fill=fill))
+                                plan_id=plans[0].plan_id, symbol=intent.symbol, side=intent.side, client_order_id=coid, fill=fill))
     by_coid = {o.client_order_id: o for o in found}
     legs = [leg if leg.client_order_id not in by_coid else LegResult(
                 provider=leg.provider, order_id=by_coid[leg.client_order_id].report.order_id, client_order_id=leg.client_order_id,
@@ -224,7 +226,8 @@ def amend_result(intent: OrderIntent, plan_id: str, prior: ExecutionResult, foun
     result = prior.model_copy(update=dict(
         event_id=result_event_id(intent.intent_id, version), version=version, legs=legs, fills=fills, fill_count=len(fills),
         filled_qty=filled, executedQty=filled, cummulativeQuoteQty=quote_qty, vwap=average_price(quote_qty, filled) if filled else None,
-        status=_status(filled, intent.qty), reason="; ".join(reasons) or None))
+        status=_status(filled, intent.qty), reason="; ".join(reasons) or None,
+        tca=transaction_costs(intent, plans, fills, prior.latency_ms)))
     return result, events
 
 

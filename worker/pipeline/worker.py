@@ -218,6 +218,7 @@ class IntentWorker:
                 self.stats.by_status[status] += 1
                 self.metrics.intents.labels(status).inc()
                 self.metrics.intent_latency.observe(outcome.result.latency_ms / 1000)
+                self.metrics.observe_tca(outcome.result)
                 log.info("intent_done", status=status, filled=format(outcome.result.filled_qty, "f"),
                          latency_ms=outcome.result.latency_ms)
 

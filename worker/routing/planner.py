@@ -24,7 +24,7 @@ from worker.domain.models import (
     trusted,
 )
 from worker.routing.allocators import Allocation, allocate_best, allocate_sor, allocate_split
-from worker.domain.money import BPS, ZERO, average_price
+from worker.domain.money import BPS, PRICE_QUANTUM, ZERO, average_price
 from worker.routing.book import SideBook
 from worker.routing.ranking import BPS_QUANTUM, rank, venue_route
 
@@ -164,7 +164,7 @@ def _route(intent, books, venues, now_ms, max_quote_age_ms, round_no, qty, unava
         fees += fee
         planned += leg_qty
 
-    vwap = net = savings_worst = savings_best = None
+    vwap = net = savings_worst = savings_best = best_net = worst_net = None
     if planned > 0:
         vwap = average_price(notional_sum, planned)
         net = average_price(notional_sum + side.sign * fees, planned)
@@ -176,6 +176,7 @@ def _route(intent, books, venues, now_ms, max_quote_age_ms, round_no, qty, unava
             best = min(benchmarks, key=lambda p: side.sign * p)
             savings_worst = _savings_bps(side, worst, net)
             savings_best = _savings_bps(side, best, net)
+            best_net, worst_net = best.quantize(PRICE_QUANTUM).normalize(), worst.quantize(PRICE_QUANTUM).normalize()
 
     as_of = max((books[b.name].ts for b in eligible), default=None)
     plan_id = plan_id_for(intent.intent_id, round_no)
@@ -198,6 +199,8 @@ def _route(intent, books, venues, now_ms, max_quote_age_ms, round_no, qty, unava
         estimated_net=net,
         savings_vs_single_venue=savings_worst,
         savings_vs_best_single_venue_bps=savings_best,
+        best_single_venue_net=best_net,
+        worst_single_venue_net=worst_net,
         routes=routes,
         excluded=excluded,
         optimal=allocation.optimal,

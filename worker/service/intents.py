@@ -63,7 +63,7 @@ class Outcome:
         result, fills = build_result(entry.intent, plans, legs, result.latency_ms)
         for amendment in entry.amendments:
             found = [LegOutcome(jl.leg, jl.client_order_id, jl.report(), jl.latency_ms) for jl in amendment.legs]
-            result, late = amend_result(entry.intent, plans[0].plan_id, result, found)
+            result, late = amend_result(entry.intent, plans, result, found)
             fills += late
         return cls(entry.intent, plans, result, fills)
 

@@ -14,12 +14,9 @@ import random
 from decimal import Decimal
 from typing import Callable
 
-from worker.domain.models import LegStatus, Side, VenueConfig, VenueQuote
+from worker.domain.models import LegStatus, Side, VenueConfig, VenueQuote, quote_asset
 from worker.domain.money import BPS, ZERO, floor_to_step
 from worker.venues.base import DUPLICATE_ORDER, LegOrder, OrderReport, VenueTrade
-
-def quote_asset(symbol: str) -> str:
-    return symbol.split("/", 1)[1] if "/" in symbol else "QUOTE"
 
 
 class PaperBook:
