@@ -82,3 +82,14 @@ def test_an_unplaced_reservation_is_released_at_once():
     plan = route(make_intent("1"), cache.books("BTC/USD"), [VenueConfig(name="a")])
     cache.release(cache.reserve(plan))
     assert cache.books("BTC/USD")["a"].asks == [(Decimal(100), Decimal(1))]
+
+
+def test_a_plan_built_by_the_router_encodes_like_its_decoded_copy():
+    """Reproduction (kill loop): plans republished from the journal differed from the first
+    copy in field order, because the router's unvalidated models kept the caller's order."""
+    from worker.domain.models import RoutePlan
+    from worker.pipeline.codec import encode
+
+    books = {"a": make_quote("a", asks=[(100, 1), (101, 5)], bids=[(99, 1)], ts=1), "b": make_quote("b", asks=[(100.5, 2)], ts=1)}
+    plan = route(make_intent("1.5"), books, [VenueConfig(name="a"), VenueConfig(name="b")])
+    assert encode(RoutePlan.model_validate_json(encode(plan))) == encode(plan)
