@@ -244,3 +244,20 @@ def test_openapi_is_generated_from_the_models(api):
         assert path in paths, path
     assert {"SplitPlan", "ExecutionReport", "SmartOrderRequest", "VenueRoute"} <= set(doc["components"]["schemas"])
     assert api.get("/metrics").text.count("sor_api_requests_total") > 0
+
+
+def test_compose_and_kustomize_run_the_api_next_to_the_worker():
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[2]
+    compose = yaml.safe_load((root / "docker-compose.yml").read_text())["services"]["api"]
+    assert compose["command"][0] == "api" and "8090:8090" in compose["ports"] and "/readyz" in " ".join(compose["healthcheck"]["test"])
+    docs = list(yaml.safe_load_all((root / "deploy/base/sor-api.yaml").read_text()))
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"][0] == "api" and container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert {e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"]} == {"sor-kafka-sasl", "sor-api-keys"}
+    assert next(d for d in docs if d["kind"] == "Service")["spec"]["selector"] == {"app.kubernetes.io/component": "api"}
+    assert "sor-api.yaml" in yaml.safe_load((root / "deploy/base/kustomization.yaml").read_text())["resources"]
