@@ -199,6 +199,9 @@ def serve_api(settings: Settings, venues: Sequence[VenueConfig], port: int | Non
                 await asyncio.gather(feed_task, return_exceptions=True)
 
             stack.push_async_callback(stop_feed)
+            # Stopping runs in reverse: the server first (requests in flight still get their
+            # results), then the Kafka side; the server's first callback is then a no-op.
+            stack.push_async_callback(stop_server)
             log.info("api_started", url=url, books=len(quotes), results=len(book))
             yield ApiServer(url=url, port=actual, app=app, quotes=quotes, gateway=gateway)
 

@@ -134,10 +134,11 @@ class GuardMiddleware:
     """Pure ASGI: per-key rate limit, then a hard cap on the request body (buffered, so the
     app sees a body that is known to fit)."""
 
-    def __init__(self, app, max_body_bytes: int, buckets: TokenBuckets):
+    def __init__(self, app, max_body_bytes: int, buckets: TokenBuckets, known_keys: frozenset[str] = frozenset()):
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.buckets = buckets
+        self.known_keys = known_keys
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope["path"] in UNLIMITED:
@@ -146,7 +147,8 @@ class GuardMiddleware:
         path = scope["path"]
         headers = dict(scope["headers"])
         caller = headers.get(b"x-mbx-apikey", b"").decode(errors="replace")
-        who = f"key:{caller}" if caller else f"addr:{(scope.get('client') or ('?', 0))[0]}"
+        # Only a configured key gets its own bucket: made-up keys share their address's.
+        who = f"key:{caller}" if caller in self.known_keys else f"addr:{(scope.get('client') or ('?', 0))[0]}"
         if not self.buckets.allow(who):
             limit = f"{self.buckets.rate:g}/s"
             await _reply(send, 429, error_body(path, 429, f"Too many requests; current limit is {limit} per API key.", -1003),
