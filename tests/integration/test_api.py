@@ -244,6 +244,11 @@ def test_no_result_within_the_timeout_answers_202_then_the_poll_gets_it(bootstra
         # A retry with the same key returns the result, it does not place again.
         again = post_order(api.url, "/v1/smart-order/split", {"symbol": "BTC/USD", "side": "buy", "qty": "1.5", "idempotency_key": "later"})
         assert again.status_code == 200 and again.json() == answer.json()
+        # After a restart the API re-reads recent results: the retry still does not place again.
+        assert api.stop() == 0
+        api = ApiProcess(bootstrap, venues_file, topics).started()
+        after = post_order(api.url, "/v1/smart-order/split", {"symbol": "BTC/USD", "side": "buy", "qty": "1.5", "idempotency_key": "later"})
+        assert after.status_code == 200 and after.json() == answer.json()
         assert len(intents_for(bootstrap, topics, r.json()["intent_id"])) == 1
     finally:
         api.kill()

@@ -3,6 +3,7 @@ venues, no Kafka): shapes, auth, idempotency, Binance errors, limits."""
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 from urllib.parse import urlencode
 
@@ -261,3 +262,62 @@ def test_compose_and_kustomize_run_the_api_next_to_the_worker():
     assert {e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"]} == {"sor-kafka-sasl", "sor-api-keys"}
     assert next(d for d in docs if d["kind"] == "Service")["spec"]["selector"] == {"app.kubernetes.io/component": "api"}
     assert "sor-api.yaml" in yaml.safe_load((root / "deploy/base/kustomization.yaml").read_text())["resources"]
+
+
+def test_signature_covers_query_then_body_without_the_signature_parameter():
+    from worker.api.security import AuthError, authenticate, strip_signature
+    from worker.config import ApiKey
+
+    assert strip_signature("a=1&signature=ff&b=2") == ("a=1&b=2", "ff")
+    keys = {KEY: ApiKey(secret=SECRET, account_id="acct-1")}
+    now = now_ms()
+    query, body = f"symbol=BTCUSDT&timestamp={now}", "side=BUY&quantity=1"
+    sig = sign(SECRET, query + body)
+    params = {"timestamp": str(now)}
+    assert authenticate(keys, KEY, query, f"{body}&signature={sig}", params, now).account_id == "acct-1"
+    assert authenticate(keys, KEY, f"{query}&signature={sig.upper()}", body, params, now).api_key == KEY
+    for tamper in (f"{query}&signature={sig}&quantity=2", f"{query}1&signature={sig}"):
+        with pytest.raises(AuthError) as bad:
+            authenticate(keys, KEY, tamper, body, params, now)
+        assert bad.value.code == -1022 and bad.value.status == 401
+    with pytest.raises(AuthError) as ahead:
+        authenticate(keys, KEY, f"{query}&signature={sig}", body, {"timestamp": str(now + 5_000)}, now)
+    assert ahead.value.code == -1021
+    with pytest.raises(AuthError) as window:
+        authenticate(keys, KEY, f"{query}&signature={sig}", body, {"timestamp": str(now), "recvWindow": "60001"}, now)
+    assert window.value.code == -1131
+
+
+def test_token_bucket_refills_at_its_rate():
+    from worker.api.security import TokenBuckets
+
+    t = [0.0]
+    buckets = TokenBuckets(rate=2, burst=2, clock=lambda: t[0])
+    assert [buckets.allow("k") for _ in range(3)] == [True, True, False]
+    t[0] += 0.5
+    assert buckets.allow("k") and not buckets.allow("k")
+    assert buckets.allow("other")
+
+
+def test_result_book_shares_one_reply_and_forgets_unpublished_intents():
+    from worker.domain.models import ExecutionResult, ExecutionStatus, OrderIntent
+
+    async def scenario():
+        book = ResultBook(10)
+        intent = OrderIntent(intent_id="i-1", account_id="a", symbol="BTC/USD", side="buy", type="market", qty="1")
+        book.expect(intent)
+        assert book.pending("i-1") is intent and await book.wait("i-1", 0.01) is None
+        waiters = [asyncio.create_task(book.wait("i-1", 5)) for _ in range(2)]
+        await asyncio.sleep(0)
+        result = ExecutionResult(event_id="e", plan_id=None, intent_id="i-1", account_id="a", symbol="BTC/USD", side="buy",
+                                 algorithm="sor", total_qty="1", filled_qty="0", vwap=None, status=ExecutionStatus.REJECTED,
+                                 latency_ms=1, executedQty="0", cummulativeQuoteQty="0")
+        book.add(Settled(result, 1, 0))
+        replies = await asyncio.gather(*waiters)
+        assert [r.result.intent_id for r in replies] == ["i-1", "i-1"]
+        assert book.pending("i-1") is None and book.get("i-1").result is result
+        book.expect(intent.model_copy(update={"intent_id": "i-2"}))
+        book.forget("i-2")
+        assert book.pending("i-2") is None and await book.wait("i-2", 0.01) is None
+
+    asyncio.run(scenario())
