@@ -122,7 +122,7 @@ def main() -> int:
         publish_quotes(bootstrap, topics, BOOKS)
         worker = WorkerProcess(bootstrap, venues, topics)
         port = free_port()
-        env = {**os.environ, **topics.env, "SOR_MAX_QUOTE_AGE_MS": "600000", "SOR_LOG_LEVEL": "info",
+        env = {**os.environ, **topics.env, "SOR_MAX_QUOTE_AGE_MS": "600000",
                "SOR_LOG_LEVEL": "warning", "SOR_API_KEYS": json.dumps({KEY: {"secret": SECRET, "account_id": "bench"}}),
                "SOR_API_RATE_LIMIT_PER_S": "1000000", "SOR_API_RATE_LIMIT_BURST": "1000000"}
         api_log = open(Path(tmp) / "api.log", "w+")

@@ -16,7 +16,6 @@ import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Annotated, Any, Callable, Sequence
-from urllib.parse import parse_qsl
 
 import structlog
 from fastapi import FastAPI, Header, Path, Query, Request
