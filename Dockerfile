@@ -11,6 +11,6 @@ COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 USER 10001:10001
 ENV PYTHONUNBUFFERED=1 SOR_LOG_FORMAT=json
-EXPOSE 8081
+EXPOSE 8081 8090
 ENTRYPOINT ["sor"]
 CMD ["worker"]

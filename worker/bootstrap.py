@@ -264,3 +264,102 @@ async def serve_paper_venue(settings: Settings, venues: Sequence[VenueConfig], p
         stack.push_async_callback(runner.cleanup)
         await stop.wait()
         supervisor.raise_failure()
+
+
+# --- `sor api` ------------------------------------------------------------------------------
+
+
+@dataclass
+class ApiServer:
+    """A running `sor api`: its URL and the objects behind it (for the demo and tests)."""
+
+    url: str
+    port: int
+    app: object
+    quotes: QuoteCache
+    gateway: object
+
+
+def build_api(settings: Settings, venues: Sequence[VenueConfig], quotes: QuoteCache, gateway, ready):
+    """The FastAPI app over a quote cache and an intent gateway (real or fake)."""
+    from worker.api.app import ApiDeps, create_app
+    from worker.api.metrics import ApiMetrics
+
+    metrics = ApiMetrics()
+    metrics.watch(quotes, ready)
+    return create_app(ApiDeps(settings=settings, venues=list(venues), quotes=quotes, gateway=gateway, ready=ready, metrics=metrics))
+
+
+def serve_api(settings: Settings, venues: Sequence[VenueConfig], port: int | None = None, host: str | None = None):
+    """``sor api`` as an async context manager: the HTTP server listens at once (``/healthz``
+    answers, ``/readyz`` says 503), then the quote feed and the result tail catch up, then it
+    yields an :class:`ApiServer`; leaving the block stops everything in reverse order.
+
+    ``port`` 0 picks a free port (``ApiServer.port`` tells which).
+    """
+    import asyncio
+    import contextlib
+
+    import structlog
+    import uvicorn
+
+    from worker.pipeline.gateway import KafkaIntentGateway
+    from worker.service.results import ResultBook
+
+    class _Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self):  # the CLI owns the signals
+            yield
+
+    @contextlib.asynccontextmanager
+    async def serving():
+        log = structlog.get_logger("sor.api")
+        bind_host = host or settings.api_host
+        bind_port = settings.api_port if port is None else port
+        quotes = QuoteCache()
+        book = ResultBook(settings.api_result_capacity)
+        clients = KafkaClients(settings)
+        gateway = KafkaIntentGateway(settings, clients, book)
+        health = Health()
+
+        def ready() -> bool:
+            return health.ready() and gateway.healthy()
+
+        app = build_api(settings, venues, quotes, gateway, ready)
+        async with contextlib.AsyncExitStack() as stack:
+            server = _Server(uvicorn.Config(app, host=bind_host, port=bind_port, log_config=None, access_log=False,
+                                            lifespan="off", timeout_graceful_shutdown=int(settings.shutdown_timeout_s)))
+            server_task = asyncio.create_task(server.serve(), name="api-http")
+
+            async def stop_server() -> None:
+                server.should_exit = True
+                await asyncio.gather(server_task, return_exceptions=True)
+
+            stack.push_async_callback(stop_server)
+            while not server.started:
+                if server_task.done():
+                    server_task.result()
+                    raise OSError(f"sor api: could not listen on {bind_host}:{bind_port}")
+                await asyncio.sleep(0.01)
+            actual = server.servers[0].sockets[0].getsockname()[1]
+            url = f"http://{bind_host}:{actual}"
+            log.info("api_listening", url=url)
+
+            await connect(settings)
+            feed = QuoteFeed(settings, quotes, None, clients=clients)
+            await feed.start()
+            stack.push_async_callback(feed.stop)
+            await feed.catch_up()
+            await gateway.start()
+            stack.push_async_callback(gateway.stop)
+            supervisor = Supervisor(asyncio.Event(), health)
+            stack.push_async_callback(supervisor.close)
+            supervisor.spawn("quote-feed", feed.run)
+            health.started = True
+            # Stopping runs in reverse: the server first (requests in flight still get their
+            # results), then the Kafka side; the server's first callback is then a no-op.
+            stack.push_async_callback(stop_server)
+            log.info("api_started", url=url, books=len(quotes), results=len(book))
+            yield ApiServer(url=url, port=actual, app=app, quotes=quotes, gateway=gateway)
+
+    return serving()

@@ -42,6 +42,15 @@ class VenueCredentials(BaseModel):
     api_secret: SecretStr
 
 
+class ApiKey(BaseModel):
+    """One key of `sor api`: the HMAC secret clients sign with, and the account it trades for."""
+
+    model_config = ConfigDict(frozen=True)
+
+    secret: SecretStr
+    account_id: str = Field(min_length=1, max_length=128)
+
+
 class Settings(BaseSettings):
     """Everything the worker needs to run; see the README's configuration table."""
 
@@ -99,6 +108,20 @@ class Settings(BaseSettings):
     http_port: int | None = Field(default=None, ge=0, le=65535)
     # Loopback by default: /metrics tells a lot about the order flow. Pods and compose set 0.0.0.0.
     http_host: str = "127.0.0.1"
+    # --- `sor api` (the HTTP front; see docs/README-api.md) ---
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8090, ge=0, le=65535)
+    # SOR_API_KEYS='{"<key>": {"secret": "<hmac secret>", "account_id": "acct-1"}}'
+    api_keys: dict[str, ApiKey] = Field(default_factory=dict)
+    # Venue-style symbols (Binance's BTCUSDT) -> ours; also resolves /v1/route/BTCUSDT.
+    api_symbols: dict[str, str] = Field(default_factory=lambda: {"BTCUSDT": "BTC/USD", "ETHUSDT": "ETH/USD", "SOLUSDT": "SOL/USD"})
+    api_default_quote: str = "USD"  # /v1/route/BTC means BTC/<this>
+    api_result_timeout_ms: int = Field(default=10_000, ge=0)  # then 202 + poll (Binance: -1007)
+    api_result_lookback_ms: int = Field(default=86_400_000, ge=0)  # results re-read at start: the idempotency window
+    api_result_capacity: int = Field(default=100_000, ge=1)
+    api_max_body_bytes: int = Field(default=16_384, ge=256)
+    api_rate_limit_per_s: float = Field(default=50.0, gt=0)  # per API key (per client address when unsigned)
+    api_rate_limit_burst: int = Field(default=100, ge=1)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,

@@ -24,6 +24,24 @@ EVENTS: list[tuple[str, str, type[BaseModel], str, str, str, str]] = [
 ]
 
 
+def _http_shapes() -> list[tuple[str, dict]]:
+    """The JSON shapes of `sor api` (the seed's route, split and execution results)."""
+    from pydantic import TypeAdapter
+
+    from worker.api.models import ExecutionReport, Pending, RouteResult, SmartOrderRequest, SplitPlan
+
+    route = TypeAdapter(list[RouteResult]).json_schema(mode="serialization")
+    route["title"] = "RouteResult"
+    route["description"] = "GET /v1/route/{symbol}[/{quote}]: every venue with a usable quote, best first."
+    return [
+        ("RouteResult", route),
+        ("SplitPlan", SplitPlan.model_json_schema(mode="serialization")),
+        ("SmartOrderRequest", SmartOrderRequest.model_json_schema(mode="validation")),
+        ("ExecutionReport", ExecutionReport.model_json_schema(mode="serialization")),
+        ("PendingOrder", Pending.model_json_schema(mode="serialization")),
+    ]
+
+
 def file_name(message: str) -> str:
     snake = "".join(f"_{c.lower()}" if c.isupper() else c for c in message).lstrip("_")
     return f"{snake}.schema.json"
@@ -33,6 +51,10 @@ def json_schemas() -> dict[str, dict]:
     out = {}
     for _, name, model, mode, *_ in EVENTS:
         schema = model.model_json_schema(mode=mode)
+        schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+        schema["$id"] = file_name(name)
+        out[file_name(name)] = schema
+    for name, schema in _http_shapes():
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
         schema["$id"] = file_name(name)
         out[file_name(name)] = schema

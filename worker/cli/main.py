@@ -31,6 +31,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--http-port", dest="http_port", type=int, help="metrics/health port (SOR_HTTP_PORT)")
     p.add_argument("--log-format", dest="log_format", choices=["json", "console"], help="(SOR_LOG_FORMAT)")
 
+    p = sub.add_parser("api", help="the HTTP API: route, split, smart orders and Binance's SOR endpoints; until SIGTERM")
+    p.add_argument("--bootstrap-servers", dest="bootstrap_servers", help="HOST:PORT[,...] (SOR_BOOTSTRAP_SERVERS)")
+    p.add_argument("--venues", dest="venues_file", help="venues TOML file (SOR_VENUES_FILE)")
+    p.add_argument("--host", dest="api_host", help="listen address (SOR_API_HOST, default 127.0.0.1)")
+    p.add_argument("--port", dest="api_port", type=int, help="listen port (SOR_API_PORT, default 8090)")
+    p.add_argument("--log-format", dest="log_format", choices=["json", "console"], help="(SOR_LOG_FORMAT)")
+
     p = sub.add_parser("paper-venue", help="paper venues as a Binance-style HTTP process (books from the quotes topic)")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--venues", dest="venues_file", required=True, help="venues TOML file")
@@ -92,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         opts = vars(args).copy()
         opts.pop("command")
         return run.worker(opts)
+    if args.command == "api":
+        from worker.cli import api
+
+        return api.main({k: v for k, v in vars(args).items() if k != "command"})
     if args.command == "paper-venue":
         from worker.cli import run
 

@@ -1,0 +1,71 @@
+"""Idempotent order placement through the intent gateway.
+
+An idempotency key (``Idempotency-Key``, ``idempotency_key`` or Binance's
+``newClientOrderId``) is turned into the intent id by a hash of (account, key), so a retry,
+through this replica or another, after a restart or not, names the same intent: the API
+answers with the first attempt's result, and the worker, which executes an intent id at most
+once, would ignore a second copy anyway.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+
+from worker.domain.models import ExecutionResult, OrderIntent
+from worker.service.results import IntentGateway, Settled
+
+
+class IdempotencyConflict(Exception):
+    """The key was used before for a different order."""
+
+
+def intent_id_for(namespace: str, account_id: str, key: str | None) -> str:
+    """``<namespace>-<32 hex>``: deterministic for a key, random without one."""
+    if key is None:
+        return f"{namespace}-{uuid.uuid4().hex}"
+    digest = hashlib.blake2b(f"{account_id}\x00{key}".encode(), digest_size=16).hexdigest()
+    return f"{namespace}-{digest}"
+
+
+def _same_order(intent: OrderIntent, other: OrderIntent | ExecutionResult) -> bool:
+    qty = other.qty if isinstance(other, OrderIntent) else other.total_qty
+    return (intent.account_id, intent.symbol, intent.side, intent.qty) == (other.account_id, other.symbol, other.side, qty)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """What happened to a placement: the result if it arrived in time; ``replayed`` when an
+    earlier request with the same key had already placed it."""
+
+    intent_id: str
+    settled: Settled | None
+    replayed: bool
+
+
+class OrderDesk:
+    def __init__(self, gateway: IntentGateway):
+        self.gateway = gateway
+
+    async def place(self, intent: OrderIntent, timeout_s: float, wait: bool = True) -> Placement:
+        """Publish ``intent`` unless its id is known, then wait up to ``timeout_s`` for the result."""
+        book = self.gateway.book
+        known = book.get(intent.intent_id)
+        if known is not None:
+            if not _same_order(intent, known.result):
+                raise IdempotencyConflict(intent.intent_id)
+            return Placement(intent.intent_id, known, True)
+        earlier = book.pending(intent.intent_id)
+        if earlier is not None:
+            if not _same_order(intent, earlier):
+                raise IdempotencyConflict(intent.intent_id)
+        else:
+            book.expect(intent)
+            try:
+                await self.gateway.publish(intent)
+            except BaseException:
+                book.forget(intent.intent_id)
+                raise
+        settled = await book.wait(intent.intent_id, timeout_s) if wait else None
+        return Placement(intent.intent_id, settled, earlier is not None)

@@ -1,0 +1,123 @@
+"""Request/reply over Kafka for `sor api`: an intent goes to the intents topic keyed by its
+id; the reply is the worker's ``ExecutionResult`` on the executions topic, correlated by
+``intent_id``.
+
+Every API replica reads every partition of the executions topic (no consumer group), from
+``api_result_lookback_ms`` ago, so a retry after a restart, or one that reaches another
+replica, finds the result of the first attempt instead of executing again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import structlog
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
+
+from worker.config import Settings
+from worker.domain.clock import Clock, now_ms
+from worker.domain.errors import InputError
+from worker.domain.models import ExecutionResult, OrderIntent
+from worker.pipeline.codec import decode, encode
+from worker.pipeline.kafka import KafkaClients, drop_reached
+from worker.service.results import ResultBook, Settled
+
+log = structlog.get_logger("sor.api.gateway")
+
+#: ``position = offset * MAX_PARTITIONS + partition``: unique and stable per result record.
+MAX_PARTITIONS = 16_384
+
+
+class KafkaIntentGateway:
+    """Publishes intents (acks=all) and tails the executions topic into a :class:`ResultBook`."""
+
+    FETCH_MAX_WAIT_MS = 20
+
+    def __init__(self, settings: Settings, clients: KafkaClients, book: ResultBook, clock: Clock = now_ms):
+        self.settings = settings
+        self.clients = clients
+        self.book = book
+        self.clock = clock
+        self.producer = None
+        self.consumer = None
+        self._task: asyncio.Task | None = None
+
+    async def start(self, timeout_s: float = 120.0) -> None:
+        """Connect, read the results of the lookback window, then follow the topic."""
+        self.producer = await self.clients.producer(role="api")
+        # A short fetch wait: a caller is waiting on every record of this topic.
+        self.consumer = self.clients.consumer(role="api-results", fetch_max_wait_ms=self.FETCH_MAX_WAIT_MS)
+        await self.consumer.start()
+        topic = self.settings.topics.executions
+        partitions = self.consumer.partitions_for_topic(topic)
+        for _ in range(50):
+            if partitions:
+                break
+            await asyncio.sleep(0.1)
+            await self.consumer.topics()
+            partitions = self.consumer.partitions_for_topic(topic)
+        if not partitions:
+            raise KafkaError(f"topic {topic} has no partitions")
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        self.consumer.assign(tps)
+        await self._seek_lookback(tps)
+        targets = {tp: off for tp, off in (await self.consumer.end_offsets(tps)).items() if off > 0}
+        deadline = time.monotonic() + timeout_s
+        while targets and time.monotonic() < deadline:
+            await self._poll(500)
+            await drop_reached(self.consumer, targets)
+        if targets:
+            raise TimeoutError(f"executions topic not read within {timeout_s}s: {targets}")
+        log.info("results_caught_up", results=len(self.book))
+        self._task = asyncio.create_task(self._follow(), name="api-results")
+
+    async def _seek_lookback(self, tps: list[TopicPartition]) -> None:
+        since = max(0, self.clock() - self.settings.api_result_lookback_ms)
+        try:
+            found = await self.consumer.offsets_for_times({tp: since for tp in tps})
+        except (KafkaError, ValueError) as exc:  # a broker without time index: read it all
+            log.warning("offsets_for_times_unavailable", error=repr(exc))
+            await self.consumer.seek_to_beginning(*tps)
+            return
+        for tp in tps:
+            hit = found.get(tp)
+            if hit is None:
+                await self.consumer.seek_to_end(tp)
+            else:
+                self.consumer.seek(tp, hit.offset)
+
+    async def _poll(self, timeout_ms: int) -> None:
+        batch = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=5000)
+        now = self.clock()
+        for tp, records in batch.items():
+            for rec in records:
+                try:
+                    result = decode(ExecutionResult, rec.value)
+                except InputError as exc:  # the worker's own output: log it, never stop reading
+                    log.error("result_unreadable", partition=tp.partition, offset=rec.offset, error=str(exc)[:500])
+                    continue
+                self.book.add(Settled(result, now, rec.offset * MAX_PARTITIONS + tp.partition))
+
+    async def _follow(self) -> None:
+        while True:
+            await self._poll(200)
+
+    async def publish(self, intent: OrderIntent) -> None:
+        """The intent, keyed by its id (its partition, hence its worker, is fixed by the id)."""
+        await self.producer.send_and_wait(self.settings.topics.intents, encode(intent), key=intent.intent_id.encode())
+
+    def healthy(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        for client in (self.consumer, self.producer):
+            if client is not None:
+                try:
+                    await client.stop()
+                except Exception as exc:  # closing must not hide the original error
+                    log.warning("close_failed", error=repr(exc))

@@ -1,0 +1,116 @@
+"""Final results by intent id, and the callers waiting for them: the reply side of the
+request/reply that `sor api` runs over the intents and executions topics.
+
+No Kafka here: the gateway (``worker.pipeline.gateway``) feeds the book from the executions
+topic, and tests feed it by hand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Iterator, Protocol
+
+from worker.domain.models import ExecutionResult, OrderIntent
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """A final result as this process saw it.
+
+    ``received_ms`` is when it was first read (Binance's ``transactTime``); ``position`` is a
+    stable number from the result's place in the log, the same in every replica and after a
+    restart (allocation ids are derived from it).
+    """
+
+    result: ExecutionResult
+    received_ms: int
+    position: int
+
+
+class ResultBook:
+    """Bounded (LRU) map of final results, plus the intents this process is waiting on.
+
+    One shared future per awaited intent: concurrent requests for the same intent id wait on
+    the same reply, and a timed-out waiter leaves the future for the next poll.
+    """
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self._results: OrderedDict[str, Settled] = OrderedDict()
+        self._pending: OrderedDict[str, tuple[OrderIntent, asyncio.Future[Settled]]] = OrderedDict()
+
+    def add(self, settled: Settled) -> None:
+        """Record a result (the first one read for an intent id wins: the worker publishes one)."""
+        intent_id = settled.result.intent_id
+        if intent_id in self._results:
+            return
+        self._results[intent_id] = settled
+        if len(self._results) > self.capacity:
+            self._results.popitem(last=False)
+        waiting = self._pending.pop(intent_id, None)
+        if waiting is not None and not waiting[1].done():
+            waiting[1].set_result(settled)
+
+    def get(self, intent_id: str) -> Settled | None:
+        return self._results.get(intent_id)
+
+    def pending(self, intent_id: str) -> OrderIntent | None:
+        """The intent this process published and still awaits, if any."""
+        waiting = self._pending.get(intent_id)
+        return waiting[0] if waiting is not None else None
+
+    def expect(self, intent: OrderIntent) -> None:
+        """Register interest before publishing, so a fast reply cannot be missed."""
+        if intent.intent_id in self._pending or intent.intent_id in self._results:
+            return
+        self._pending[intent.intent_id] = (intent, asyncio.get_running_loop().create_future())
+        if len(self._pending) > self.capacity:
+            _, (_, future) = self._pending.popitem(last=False)
+            future.cancel()
+
+    def forget(self, intent_id: str) -> None:
+        """Drop an expectation whose intent never reached the broker."""
+        waiting = self._pending.pop(intent_id, None)
+        if waiting is not None:
+            waiting[1].cancel()
+
+    async def wait(self, intent_id: str, timeout_s: float) -> Settled | None:
+        """The result, or ``None`` if it did not arrive within ``timeout_s``."""
+        settled = self._results.get(intent_id)
+        if settled is not None:
+            return settled
+        waiting = self._pending.get(intent_id)
+        if waiting is None:
+            return None
+        future = waiting[1]
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout_s)
+        except TimeoutError:
+            return None
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if future.cancelled() and not (task is not None and task.cancelling()):
+                return None  # forgotten or evicted, not our own cancellation
+            raise
+
+    def __iter__(self) -> Iterator[Settled]:
+        return iter(list(self._results.values()))
+
+    def __len__(self) -> int:
+        return len(self._results)
+
+
+class IntentGateway(Protocol):
+    """Where `sor api` sends intents and reads replies: Kafka in production, a fake in tests."""
+
+    book: ResultBook
+
+    async def publish(self, intent: OrderIntent) -> None:
+        """Hand the intent to the worker; returns once the broker acknowledged it."""
+        ...
+
+    def healthy(self) -> bool:
+        """True while replies are being read."""
+        ...
