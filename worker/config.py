@@ -105,6 +105,9 @@ class Settings(BaseSettings):
     # The largest record this worker produces (the producer's max_request_size; the broker's
     # message.max.bytes must be at least this). Bigger outcomes are split, never refused.
     max_request_bytes: int = Field(default=1_048_576, ge=65_536, le=100 * 1_048_576)
+    # How long a fetch may wait for data (aiokafka's default is 500 ms, and a broker that
+    # answers only when the wait runs out, as Tansu does, adds that to every intent).
+    fetch_max_wait_ms: int = Field(default=10, ge=0, le=10_000)
     http_port: int | None = Field(default=None, ge=0, le=65535)
     # Loopback by default: /metrics tells a lot about the order flow. Pods and compose set 0.0.0.0.
     http_host: str = "127.0.0.1"

@@ -31,6 +31,7 @@ class KafkaClients:
     def consumer(self, *topics: str, role: str = "", group_id: str | None = None, **options) -> AIOKafkaConsumer:
         """A consumer (not started); without ``group_id`` it reads assigned partitions only."""
         options.setdefault("enable_auto_commit", False)
+        options.setdefault("fetch_max_wait_ms", self.settings.fetch_max_wait_ms)
         return AIOKafkaConsumer(*topics, group_id=group_id, **self._common(role), **options)
 
     def admin(self) -> AIOKafkaAdminClient:

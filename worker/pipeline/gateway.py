@@ -33,8 +33,6 @@ MAX_PARTITIONS = 16_384
 class KafkaIntentGateway:
     """Publishes intents (acks=all) and tails the executions topic into a :class:`ResultBook`."""
 
-    FETCH_MAX_WAIT_MS = 20
-
     def __init__(self, settings: Settings, clients: KafkaClients, book: ResultBook, clock: Clock = now_ms):
         self.settings = settings
         self.clients = clients
@@ -48,7 +46,7 @@ class KafkaIntentGateway:
         """Connect, read the results of the lookback window, then follow the topic."""
         self.producer = await self.clients.producer(role="api")
         # A short fetch wait: a caller is waiting on every record of this topic.
-        self.consumer = self.clients.consumer(role="api-results", fetch_max_wait_ms=self.FETCH_MAX_WAIT_MS)
+        self.consumer = self.clients.consumer(role="api-results")
         await self.consumer.start()
         topic = self.settings.topics.executions
         partitions = self.consumer.partitions_for_topic(topic)
