@@ -11,7 +11,7 @@ SOR = str(Path(sys.executable).with_name("sor"))
 
 
 def test_sor_demo_runs_and_prints_the_summary(tmp_path):
-    proc = subprocess.run([SOR, "demo", "--intents", "60", "--rate", "40", "--http-port", "0", "--report-dir", str(tmp_path)],
+    proc = subprocess.run([SOR, "demo", "--intents", "60", "--rate", "40", "--http-port", "0", "--api-port", "0", "--report-dir", str(tmp_path)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     out = proc.stdout
@@ -21,3 +21,4 @@ def test_sor_demo_runs_and_prints_the_summary(tmp_path):
         assert label in out, label
     assert "have no final result" not in out
     assert "best-execution report: " in out
+    assert "[demo] HTTP API on http://" in out

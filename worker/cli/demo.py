@@ -7,6 +7,7 @@ venues -> outcome topics, read back by the summary.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import statistics
 import sys
 import time
@@ -15,6 +16,8 @@ from collections import Counter, defaultdict
 import orjson
 
 OUT = sys.stdout
+#: The demo's API key for the Binance-style order endpoints (local demo only).
+DEMO_API_KEY, DEMO_API_SECRET = "demo-key", "demo-secret"
 
 
 def _say(text: str) -> None:
@@ -114,6 +117,7 @@ async def run(args) -> int:
     from worker.pipeline.kafka import ensure_topics
     from worker.sim.market import MarketSimulator
     from worker.sim.oms import OmsSimulator
+    from worker.bootstrap import serve_api
     from worker.sim.venues import DEMO_VENUES
 
     sor_logging.configure("console", "warning")
@@ -124,10 +128,12 @@ async def run(args) -> int:
         bootstrap = broker.bootstrap
         _say(f"[demo] embedded broker (Tansu) on {bootstrap}")
     started = time.monotonic()
+    exits = None
     try:
         settings = Settings(bootstrap_servers=bootstrap, group_id="sor-demo", client_id="sor-demo", log_format="console",
                             log_level="warning", http_port=getattr(args, "http_port", None),
-                            reserve_own_liquidity=True)
+                            api_keys={DEMO_API_KEY: {"secret": DEMO_API_SECRET, "account_id": "acct-demo"}})
+        exits = contextlib.AsyncExitStack()
         app = build(settings, DEMO_VENUES)
         await ensure_topics(settings)
         producer = await app.clients.producer(role="demo-sim")
@@ -144,6 +150,15 @@ async def run(args) -> int:
             worker_task.result()  # surfaces the start-up error
         _say("[demo] worker ready: quote cache caught up, consumer group joined"
              + (f"; metrics on http://127.0.0.1:{args.http_port}/metrics" if args.http_port else ""))
+
+        api_port = getattr(args, "api_port", None)
+        if api_port is not None:
+            try:
+                api = await exits.enter_async_context(serve_api(settings, DEMO_VENUES, port=api_port))
+                _say(f"[demo] HTTP API on {api.url} (OpenAPI {api.url}/docs; try: curl {api.url}/v1/route/BTC/USD; "
+                     f"Binance-style orders signed with key {DEMO_API_KEY!r}, secret {DEMO_API_SECRET!r})")
+            except OSError as exc:
+                _say(f"[demo] HTTP API not started: {exc}")
 
         collector = Collector(app.clients, settings.topics)
         collector_task = asyncio.create_task(collector.run())
@@ -175,6 +190,7 @@ async def run(args) -> int:
                 progress()
                 last_print = time.monotonic()
         progress()
+        await exits.aclose()
         stop.set()
         await worker_task
         for task in (market_task, collector_task):
@@ -194,6 +210,8 @@ async def run(args) -> int:
             return 1
         return 0
     finally:
+        if exits is not None:
+            await exits.aclose()
         if broker:
             broker.stop()
 

@@ -80,6 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap-servers", dest="bootstrap_servers", help="use this Kafka instead of an embedded broker")
     p.add_argument("--http-port", dest="http_port", type=int, default=8081, help="/metrics, /healthz, /readyz while it runs")
     p.add_argument("--report-dir", dest="report_dir", default=".", help="where the best-execution report (HTML + CSV) is written")
+    p.add_argument("--api-port", dest="api_port", type=int, default=8090, help="the HTTP API (`sor api`) while it runs; 0 picks a free port")
     return parser
 
 
