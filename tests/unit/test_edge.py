@@ -408,3 +408,33 @@ def test_a_failing_background_task_is_restarted_then_stops_the_process():
         await sup.close()
 
     asyncio.run(main())
+
+
+def test_an_intent_fenced_before_its_journal_record_runs_when_redelivered():
+    """A rebalance that gives the same partition back: the fenced intent had no journal
+    record yet, so its redelivery must start it again (not be taken for a duplicate)."""
+
+    async def main():
+        worker, consumer, producer, adapters, _ = make_edge()
+        await consumer.assign(TP)
+        admit = worker._admission(TP.partition)
+        intent = make_intent("0.5", intent_id="again")
+        worker.index.claim("again", TP.partition, 0)
+        await consumer.revoke(TP)
+        from worker.service.fencing import Fenced
+        from worker.service.intents import Source
+
+        try:
+            await worker._process(intent, NOW, Source(0, 0), admit)
+        except Fenced:
+            pass
+        await consumer.assign(TP)
+        consumer.feed(TP, 0, encode(intent))
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        await until(lambda: consumer.committed_offsets.get(TP) == 1)
+        stop.set()
+        await task
+        assert [r["intent_id"] for r in results(producer)] == ["again"]
+
+    asyncio.run(main())

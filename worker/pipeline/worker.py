@@ -205,7 +205,8 @@ class IntentWorker:
             try:
                 try:
                     outcome = await self.service.handle(intent, received_ms, source, admit)
-                except Fenced:
+                except (Fenced, asyncio.CancelledError):
+                    self.index.release(intent.intent_id)
                     raise
                 except Exception as exc:
                     outcome = await self._after_error(intent, received_ms, exc, admit)

@@ -51,5 +51,12 @@ class JournalIndex:
         if known is not None:
             self._entries[intent_id] = (known[0], known[1], DONE)
 
+    def release(self, intent_id: str) -> None:
+        """Forget a claim whose intent stopped before its first journal record (fenced or
+        cancelled on a revocation): its redelivery, here or at the new owner, starts it anew."""
+        known = self._entries.get(intent_id)
+        if known is not None and known[2] is None:
+            del self._entries[intent_id]
+
     def __len__(self) -> int:
         return len(self._entries)
