@@ -7,6 +7,7 @@ included), which is what makes replays and crash recovery reproducible.
 from __future__ import annotations
 
 import decimal
+from bisect import bisect_right
 from decimal import Decimal
 from typing import Mapping, Sequence
 
@@ -23,14 +24,10 @@ from worker.domain.models import (
     VenueRoute,
     trusted,
 )
-from worker.routing.allocators import Allocation, allocate_best, allocate_sor, allocate_split
 from worker.domain.money import BPS, ZERO, average_price
-from worker.routing.book import SideBook
-from worker.routing.ranking import BPS_QUANTUM, rank, venue_route
-
-#: Enough digits that sums of price x qty x fee products never round.
-_CONTEXT = decimal.Context(prec=60, rounding=decimal.ROUND_HALF_EVEN)
-
+from worker.routing.allocators import DEFAULT_NODE_LIMIT, Allocation, allocate_best, allocate_sor, allocate_split
+from worker.routing.book import MAX_ROUTING_DIGITS, ROUTING_CONTEXT, SideBook, prepare_side, routing_context
+from worker.routing.ranking import BPS_QUANTUM, prepared_route, rank
 
 def plan_id_for(intent_id: str, round_no: int = 0) -> str:
     """Deterministic: a re-plan of the same intent and round has the same id."""
@@ -46,7 +43,9 @@ def _eligible_books(
     unavailable: Mapping[str, ExclusionReason],
 ) -> tuple[list[SideBook], list[VenueRoute], list[Exclusion], list[SideBook]]:
     allowed = set(intent.venues) if intent.venues is not None else None
-    side, limit = intent.side, intent.limit_price
+    side, limit, symbol = intent.side, intent.limit_price, intent.symbol
+    limit_key = None if limit is None else (limit if side is Side.BUY else limit.copy_negate())
+    check_age = now_ms is not None and max_quote_age_ms is not None
     eligible: list[SideBook] = []
     quoted: list[SideBook] = []  # every venue with a usable quote: the single-venue benchmarks
     routes: list[VenueRoute] = []
@@ -54,32 +53,37 @@ def _eligible_books(
     for venue in venues:
         name = venue.name
         if allowed is not None and name not in allowed:
-            excluded.append(Exclusion(venue=name, reason=ExclusionReason.NOT_ALLOWED, detail="not in the intent's venues"))
+            excluded.append(trusted(Exclusion, venue=name, reason=ExclusionReason.NOT_ALLOWED, detail="not in the intent's venues"))
             continue
         if name in unavailable:
-            excluded.append(Exclusion(venue=name, reason=unavailable[name]))
+            excluded.append(trusted(Exclusion, venue=name, reason=unavailable[name]))
             continue
         quote = books.get(name)
-        if quote is None or quote.symbol != intent.symbol:
-            excluded.append(Exclusion(venue=name, reason=ExclusionReason.NO_QUOTE, detail=f"no book for {intent.symbol}"))
+        if quote is None or quote.symbol != symbol:
+            excluded.append(trusted(Exclusion, venue=name, reason=ExclusionReason.NO_QUOTE, detail=f"no book for {symbol}"))
             continue
-        if now_ms is not None and max_quote_age_ms is not None and now_ms - quote.ts > max_quote_age_ms:
-            excluded.append(
-                Exclusion(venue=name, reason=ExclusionReason.STALE, detail=f"quote is {now_ms - quote.ts} ms old (max {max_quote_age_ms})")
-            )
+        if check_age and now_ms - quote.ts > max_quote_age_ms:  # type: ignore[operator]
+            excluded.append(trusted(Exclusion, venue=name, reason=ExclusionReason.STALE,
+                                    detail=f"quote is {now_ms - quote.ts} ms old (max {max_quote_age_ms})"))  # type: ignore[operator]
             continue
-        entry = venue_route(side, venue, quote)
+        prep = prepare_side(quote, side, venue.taker_fee_bps)
+        entry = prepared_route(prep, venue)
         if entry is None:
-            excluded.append(Exclusion(venue=name, reason=ExclusionReason.NO_LIQUIDITY_WITHIN_LIMIT, detail=f"no {'asks' if side is Side.BUY else 'bids'}"))
+            excluded.append(trusted(Exclusion, venue=name, reason=ExclusionReason.NO_LIQUIDITY_WITHIN_LIMIT,
+                                    detail=f"no {'asks' if side is Side.BUY else 'bids'}"))
             continue
         routes.append(entry)
-        book = SideBook.build(venue, quote, side, limit)
+        book = SideBook.of(venue, prep, len(prep.prices) if limit_key is None else bisect_right(prep.keys, limit_key))
+        if not book.routable:
+            excluded.append(trusted(Exclusion, venue=name, reason=ExclusionReason.NO_LIQUIDITY_WITHIN_LIMIT,
+                                    detail=f"book or rules need more than {MAX_ROUTING_DIGITS} digits"))
+            continue
         quoted.append(book)
         if book.max_qty == 0:
-            excluded.append(Exclusion(venue=name, reason=ExclusionReason.NO_LIQUIDITY_WITHIN_LIMIT, detail=f"no level within limit {limit}"))
+            excluded.append(trusted(Exclusion, venue=name, reason=ExclusionReason.NO_LIQUIDITY_WITHIN_LIMIT, detail=f"no level within limit {limit}"))
         elif book.min_qty > book.max_qty:
             excluded.append(
-                Exclusion(
+                trusted(Exclusion,
                     venue=name,
                     reason=ExclusionReason.BELOW_MINIMUM,
                     detail=f"depth {book.max_qty} within limit is below min_qty {venue.min_qty} / min_notional {venue.min_notional}",
@@ -90,17 +94,20 @@ def _eligible_books(
     return eligible, routes, excluded, quoted
 
 
-def _savings_bps(side: Side, reference: Decimal, net: Decimal) -> Decimal:
+def _savings_bps(side: Side, reference: Decimal, net: Decimal) -> Decimal | None:
+    if reference == 0:  # a sell whose fee takes everything: no ratio to report
+        return None
     return (side.sign * (reference - net) / reference * BPS).quantize(BPS_QUANTUM)
 
 
-def allocate(algorithm: Algorithm, ranked: Sequence[SideBook], routes: Sequence[VenueRoute], side: Side, qty: Decimal) -> Allocation:
+def allocate(algorithm: Algorithm, ranked: Sequence[SideBook], routes: Sequence[VenueRoute], side: Side, qty: Decimal,
+             node_limit: int = DEFAULT_NODE_LIMIT) -> Allocation:
     """Dispatch to the allocator the intent asked for."""
     if algorithm is Algorithm.BEST:
         return allocate_best(ranked, qty)
     if algorithm is Algorithm.SPLIT:
         return allocate_split(ranked, routes, side, qty)
-    return allocate_sor(ranked, qty)
+    return allocate_sor(ranked, qty, node_limit)
 
 
 def route(
@@ -114,6 +121,7 @@ def route(
     qty: Decimal | None = None,
     unavailable: Mapping[str, ExclusionReason] | None = None,
     algorithm: Algorithm | None = None,
+    node_limit: int = DEFAULT_NODE_LIMIT,
 ) -> RoutePlan:
     """Build the split plan of ``intent`` over the venues' books.
 
@@ -121,20 +129,40 @@ def route(
     ``max_quote_age_ms`` at ``now_ms`` are excluded as stale (both ``None``: no check). ``qty``
     overrides the intent's quantity for a re-route of a remainder; ``unavailable`` names venues
     the caller has ruled out (an open circuit breaker, a venue that already failed this intent).
+    ``node_limit`` bounds the ``sor`` branch and bound; past it the plan carries the best
+    allocation found and says ``optimal: false``.
+
+    The result does not depend on the caller's decimal context: every computation runs in
+    :data:`~worker.routing.book.ROUTING_CONTEXT` (60 digits), widened only for a plan whose
+    exact sums need more, so extreme but valid numbers never raise.
     """
-    with decimal.localcontext(_CONTEXT):
-        chosen = intent.algorithm if algorithm is None else Algorithm(algorithm)
-        return _route(intent, books, venues, now_ms, max_quote_age_ms, round_no, qty, unavailable or {}, chosen)
+    chosen = intent.algorithm if algorithm is None else Algorithm(algorithm)
+    with decimal.localcontext(ROUTING_CONTEXT):
+        side = intent.side
+        total = intent.qty if qty is None else qty
+        eligible, routes, excluded, quoted = _eligible_books(intent, books, venues, now_ms, max_quote_age_ms, unavailable or {})
+        ctx = routing_context(_digits_needed(total, quoted))
+        if ctx is ROUTING_CONTEXT:
+            return _plan(intent, total, eligible, routes, excluded, quoted, round_no, chosen, node_limit)
+    with decimal.localcontext(ctx):
+        return _plan(intent, total, eligible, routes, excluded, quoted, round_no, chosen, node_limit)
 
 
-def _route(intent, books, venues, now_ms, max_quote_age_ms, round_no, qty, unavailable, algorithm) -> RoutePlan:
+def _digits_needed(total: Decimal, quoted: Sequence[SideBook]) -> int:
+    """Significant digits that hold this plan's sums exactly (see ``PreparedSide.digits``)."""
+    if not quoted:
+        return 0
+    book_digits = max(b.prep.digits + b.step_digits for b in quoted)
+    return book_digits + max(0, total.adjusted() + 1) + 10
+
+
+def _plan(intent: OrderIntent, total: Decimal, eligible: list[SideBook], routes: list[VenueRoute], excluded: list[Exclusion],
+          quoted: list[SideBook], round_no: int, algorithm: Algorithm, node_limit: int) -> RoutePlan:
     side = intent.side
-    total = intent.qty if qty is None else qty
-    eligible, routes, excluded, quoted = _eligible_books(intent, books, venues, now_ms, max_quote_age_ms, unavailable)
     routes = rank(side, routes)
     order = {r.provider: i for i, r in enumerate(routes)}
     eligible.sort(key=lambda b: order[b.name])
-    allocation = allocate(algorithm, eligible, routes, side, total)
+    allocation = allocate(algorithm, eligible, routes, side, total, node_limit)
 
     by_name = {r.provider: r for r in routes}
     legs: list[PlanLeg] = []
@@ -177,7 +205,7 @@ def _route(intent, books, venues, now_ms, max_quote_age_ms, round_no, qty, unava
             savings_worst = _savings_bps(side, worst, net)
             savings_best = _savings_bps(side, best, net)
 
-    as_of = max((books[b.name].ts for b in eligible), default=None)
+    as_of = max((b.prep.quote.ts for b in eligible), default=None)
     plan_id = plan_id_for(intent.intent_id, round_no)
     return trusted(RoutePlan,
         event_id=plan_id,

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import decimal
 from decimal import Decimal
 
 from worker.domain.models import Side, VenueConfig, VenueQuote, VenueRoute, trusted
 from worker.domain.money import BPS
-from worker.routing.book import prepare_side
+from worker.routing.book import PreparedSide, prepare_side, routing_context
 
 BPS_QUANTUM = Decimal("0.0001")
 
@@ -23,11 +24,19 @@ def venue_route(side: Side, venue: VenueConfig, quote: VenueQuote) -> VenueRoute
     It depends only on the quote and the venue's fees, so it is memoised with the quote's
     prepared side: the worker routes many intents per quote.
     """
-    prep = prepare_side(quote, side, venue.taker_fee_bps)
+    return prepared_route(prepare_side(quote, side, venue.taker_fee_bps), venue)
+
+
+def prepared_route(prep: PreparedSide, venue: VenueConfig) -> VenueRoute | None:
+    """:func:`venue_route` of an already prepared side (the quote and side are the prep's)."""
     key = ("route", venue.name, venue.maker_fee_bps)
-    if key not in prep.derived:
-        prep.derived[key] = _venue_route(side, venue, quote)
-    return prep.derived[key]
+    try:
+        return prep.derived[key]
+    except KeyError:
+        pass
+    with decimal.localcontext(routing_context(prep.digits)):
+        route = prep.derived[key] = _venue_route(prep.side, venue, prep.quote)
+    return route
 
 
 def _venue_route(side: Side, venue: VenueConfig, quote: VenueQuote) -> VenueRoute | None:
