@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections import OrderedDict
+from itertools import chain
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Sequence
 
 from worker.domain.models import Side, VenueRoute
 from worker.domain.money import ZERO, floor_to_step
-from worker.routing.book import Lots, SideBook, floor_units, from_units
+from worker.routing.book import _VENUE_BITS, Lots, SideBook, floor_units, from_units
 
 #: Branch-and-bound nodes before settling for the best plan found (reported as optimal=False).
 DEFAULT_NODE_LIMIT = 2_000
@@ -77,11 +79,13 @@ class _Lattice:
     """The grid every fill lies on: the gcd of the steps (in lots) of venues still allowed to
     trade, memoised per set of venues, since every node asks for it."""
 
-    __slots__ = ("units", "_memo")
+    __slots__ = ("units", "qty", "_memo", "_full")
 
-    def __init__(self, books: Sequence[Lots]):
+    def __init__(self, books: Sequence[Lots], qty: int, memo: dict[tuple[bool, ...], int] | None = None):
         self.units = [b.step for b in books]
-        self._memo: dict[tuple[bool, ...], int] = {}
+        self.qty = qty
+        self._memo = {} if memo is None else memo
+        self._full = -1
 
     def grid(self, allowed: Sequence[bool]) -> int:
         """The gcd of the allowed venues' steps; 0 when none is allowed."""
@@ -95,66 +99,90 @@ class _Lattice:
             self._memo[key] = g
         return g
 
-    def target(self, hi: Sequence[int], qty: int) -> int:
+    def target(self, hi: Sequence[int]) -> int:
         """The most a node can fill: the quantity floored to its lattice (a valid bound, since
         every sum of venue quantities lies on it, and far tighter when a fine-step venue is out)."""
+        if 0 not in hi:  # every venue open: the root's lattice
+            if self._full < 0:
+                g = self.grid([True] * len(hi))
+                self._full = self.qty // g * g
+            return self._full
         g = self.grid([h > 0 for h in hi])
-        return 0 if g == 0 else qty // g * g
+        return 0 if g == 0 else self.qty // g * g
 
 
-@dataclass(slots=True)
 class _Relaxed:
-    """A node's relaxed solution; ``stop`` is the merged index where the walk stopped."""
+    """A node's relaxed solution; ``stop`` is the merged index where the walk stopped.
 
-    fill: int
-    cost: int
-    x: list[int]
-    stop: int
+    ``key`` orders nodes lexicographically: fill as much as the books allow, then at the
+    lowest signed cost."""
 
-    @property
-    def key(self) -> tuple[int, int]:
-        # Lexicographic: fill as much as the books allow, then at the lowest signed cost.
-        return (-self.fill, self.cost)
+    __slots__ = ("fill", "cost", "x", "stop", "key")
+
+    def __init__(self, fill: int, cost: int, x: list[int], stop: int):
+        self.fill, self.cost, self.x, self.stop = fill, cost, x, stop
+        self.key = (-fill, cost)
 
 
-class _MergedLevels:
-    """Every usable level of every venue in fee-adjusted price order, merged lazily once.
+class Market:
+    """One set of books in the integer units of an allocation, memoised per set of books:
+    the worker routes many intents between two snapshots of a symbol.
 
-    All branch-and-bound nodes share this order (bounds only clip venues); most walks stop
-    after a handful of levels, so most of the merge is never done. Entries are
-    ``(rate, venue, level)``: ties go to the better-ranked venue, then the better level.
+    ``quoted`` are every venue with a usable quote (the single-venue benchmarks), ``books``
+    the eligible ones in ranking order. Quantities are in lots of ``10**-q_digits`` and costs
+    in units of ``10**-(q_digits + p_digits + 4 + f_digits)``, exact for every book here.
     """
 
-    __slots__ = ("_books", "_heap", "seen")
+    __slots__ = ("quoted", "books", "q_digits", "p_digits", "f_digits", "quoted_lots", "lots", "grids", "_merged")
 
-    def __init__(self, books: Sequence[Lots]):
-        self._books = books
-        self._heap = [(b.rates[0], i, 0) for i, b in enumerate(books) if b.usable > 0]
-        heapq.heapify(self._heap)
-        self.seen: list[tuple[int, int, int]] = []
+    def __init__(self, quoted: Sequence[SideBook], books: Sequence[SideBook]):
+        self.quoted, self.books = quoted, books  # held: their ids key the memo
+        every = [*quoted, *books]
+        self.q_digits = q = max(max(b.prep.qty_digits, b.step_digits) for b in every)
+        self.p_digits = p = max(b.prep.price_digits for b in every)
+        self.f_digits = f = max(b.prep.fee_digits for b in every)
+        self.quoted_lots = [b.lots(q, p, f) for b in quoted]
+        self.lots = [b.lots(q, p, f) for b in books]
+        self.grids: dict[tuple[bool, ...], int] = {}  # lattice per set of open venues
+        self._merged: list[tuple[int, int, int]] | None = None
 
-    def get(self, k: int) -> tuple[int, int, int] | None:
-        if k < 0:
-            return None
-        seen = self.seen
-        if k < len(seen):
-            return seen[k]
-        heap, books = self._heap, self._books
-        while k >= len(seen):
-            if not heap:
-                return None
-            item = heap[0]
-            seen.append(item)
-            i, j = item[1], item[2] + 1
-            book = books[i]
-            if j < book.usable:
-                heapq.heapreplace(heap, (book.rates[j], i, j))
-            else:
-                heapq.heappop(heap)
-        return seen[k]
+    @property
+    def merged(self) -> list[tuple[int, int, int]]:
+        """Every usable level of every eligible venue in fee-adjusted price order: entries
+        ``(rate, venue, level)``, ties to the better-ranked venue, then the better level.
+        All branch-and-bound nodes share this order (bounds only clip venues)."""
+        if self._merged is None:
+            self._merged = _merge(self.lots)
+        return self._merged
 
 
-def _rebalance(books: Sequence[Lots], levels: _MergedLevels, x: list[int], lo: Sequence[int], hi: Sequence[int],
+_MARKETS: OrderedDict[tuple[tuple[int, ...], tuple[int, ...]], Market] = OrderedDict()
+_MARKETS_SIZE = 64
+
+
+def market(quoted: Sequence[SideBook], books: Sequence[SideBook]) -> Market:
+    """The memoised :class:`Market` of ``books`` (eligible, ranked) among ``quoted``."""
+    key = (tuple(map(id, quoted)), tuple(map(id, books)))
+    hit = _MARKETS.get(key)
+    if hit is None:
+        hit = _MARKETS[key] = Market(quoted, books)
+        if len(_MARKETS) > _MARKETS_SIZE:
+            _MARKETS.popitem(last=False)
+    return hit
+
+
+def _merge(books: Sequence[Lots]) -> list[tuple[int, int, int]]:
+    """The levels of ``books`` merged by (rate, venue, level): packed into ints, sorted in C."""
+    level_bits = max(b.usable for b in books).bit_length()
+    if len(books) >= 1 << _VENUE_BITS:  # more venues than the packing holds: sort tuples
+        return sorted((r, i, j) for i, b in enumerate(books) for j, r in enumerate(b.rates[: b.usable]))
+    packed = sorted(chain.from_iterable(b.tagged(i, level_bits) for i, b in enumerate(books)))
+    shift, mask = _VENUE_BITS + level_bits, (1 << level_bits) - 1
+    venue_mask = (1 << _VENUE_BITS) - 1
+    return [(k >> shift, (k >> level_bits) & venue_mask, k & mask) for k in packed]
+
+
+def _rebalance(books: Sequence[Lots], seen: list[tuple[int, int, int]], x: list[int], lo: Sequence[int], hi: Sequence[int],
                cost: int, fill: int, target: int, k: int, pinned: int = -1) -> _Relaxed | None:
     """Bring a node's relaxed solution to ``target`` from the merged index ``k`` of its parent.
 
@@ -165,12 +193,9 @@ def _rebalance(books: Sequence[Lots], levels: _MergedLevels, x: list[int], lo: S
     """
     if fill < target:
         rem = target - fill
-        seen = levels.seen
-        while rem > 0:
-            item = seen[k] if k < len(seen) else levels.get(k)
-            if item is None:
-                break
-            rate, i, j = item
+        end = len(seen)
+        while rem > 0 and k < end:
+            rate, i, j = seen[k]
             cap = books[i].cum[j + 1]
             h = hi[i]
             if cap > h:
@@ -188,7 +213,6 @@ def _rebalance(books: Sequence[Lots], levels: _MergedLevels, x: list[int], lo: S
             k += 1
         return _Relaxed(target - rem, cost, x, k)
     excess = fill - target
-    seen = levels.seen
     k = min(k, len(seen) - 1)
     while excess > 0 and k >= 0:
         rate, v, j = seen[k]
@@ -215,13 +239,15 @@ def _rebalance(books: Sequence[Lots], levels: _MergedLevels, x: list[int], lo: S
 def _violation(books: Sequence[Lots], x: list[int]) -> int | None:
     """First venue whose relaxed quantity it would refuse (minimum first, then step)."""
     step_violation = None
-    for i, q in enumerate(x):
-        if q > 0:
+    i = 0
+    for q in x:
+        if q:
             book = books[i]
             if q < book.min_qty:
                 return i
             if step_violation is None and q % book.step:
                 step_violation = i
+        i += 1
     return step_violation
 
 
@@ -272,7 +298,7 @@ def _branches(books: Sequence[Lots], lattice: _Lattice, node: _Relaxed, lo: list
         yield _with(lo, {i: max(lo[i], up)}), hi, i, (i,)
 
 
-def _child(books: Sequence[Lots], levels: _MergedLevels, lattice: _Lattice, parent: _Relaxed, lo: list[int],
+def _child(books: Sequence[Lots], levels: list[tuple[int, int, int]], lattice: _Lattice, parent: _Relaxed, lo: list[int],
            hi: list[int], pinned: int, changed: tuple[int, ...], qty: int) -> _Relaxed | None:
     """A child's relaxation, derived from its parent's instead of walked from the top."""
     x = list(parent.x)
@@ -288,7 +314,7 @@ def _child(books: Sequence[Lots], levels: _MergedLevels, lattice: _Lattice, pare
             cost += b.signed_cost(q) - b.signed_cost(x[i])
             fill += q - x[i]
             x[i] = q
-    return _rebalance(books, levels, x, lo, hi, cost, fill, lattice.target(hi, qty), parent.stop, pinned)
+    return _rebalance(books, levels, x, lo, hi, cost, fill, lattice.target(hi), parent.stop, pinned)
 
 
 def _repair(books: Sequence[Lots], x: list[int], lo: list[int], hi: list[int], target: int) -> list[int]:
@@ -325,7 +351,8 @@ def _clipped(book: Lots, qty: int) -> int:
     return qty if qty >= book.min_qty else 0
 
 
-def allocate_sor(books: Sequence[SideBook], qty: Decimal, node_limit: int = DEFAULT_NODE_LIMIT) -> Allocation:
+def allocate_sor(books: Sequence[SideBook], qty: Decimal, node_limit: int = DEFAULT_NODE_LIMIT,
+                 quoted: Sequence[SideBook] | None = None) -> Allocation:
     """The exact depth-aware optimum across all books under every venue's lot rules.
 
     Branch and bound. A node's bound is the greedy relaxation (all levels of all venues
@@ -334,37 +361,41 @@ def allocate_sor(books: Sequence[SideBook], qty: Decimal, node_limit: int = DEFA
     its minimum), on idle fine-step venues, or on its step (floor, or one step more). A
     depth-first dive finds a good plan fast; best-first search then proves it optimal or
     improves it. Realistic books finish at the root. Past ``node_limit`` the best plan found
-    is returned with ``optimal=False``.
+    is returned with ``optimal=False``. ``quoted`` (default: ``books``) only shares the
+    memoised integer view with the planner's benchmarks.
     """
     if not books:
         return Allocation({})
-    q_digits = max(max(b.prep.qty_digits, b.step_digits) for b in books)
-    p_digits = max(b.prep.price_digits for b in books)
-    f_digits = max(b.prep.fee_digits for b in books)
-    lots = [b.lots(q_digits, p_digits, f_digits) for b in books]
-    x, optimal, nodes = solve_lots(lots, floor_units(qty, q_digits), node_limit)
-    return Allocation({b.name: from_units(q, q_digits) for b, q in zip(books, x) if q > 0}, optimal=optimal, nodes=nodes)
+    mk = market(books if quoted is None else quoted, books)
+    x, optimal, nodes = solve_lots(mk.lots, floor_units(qty, mk.q_digits), node_limit, mk.merged, mk.grids)
+    q = mk.q_digits
+    return Allocation({b.name: from_units(v, q) for b, v in zip(books, x) if v > 0}, optimal=optimal, nodes=nodes)
 
 
-def solve_lots(books: Sequence[Lots], qty: int, node_limit: int = DEFAULT_NODE_LIMIT) -> tuple[list[int], bool, int]:
+def solve_lots(books: Sequence[Lots], qty: int, node_limit: int = DEFAULT_NODE_LIMIT,
+               merged: list[tuple[int, int, int]] | None = None,
+               grids: dict[tuple[bool, ...], int] | None = None) -> tuple[list[int], bool, int]:
     """The branch and bound of :func:`allocate_sor` in lots: (lots per book, proven optimal,
-    nodes expanded)."""
+    nodes expanded). ``merged`` and ``grids`` are the memoised merge and lattices of ``books``."""
     n = len(books)
-    levels = _MergedLevels(books)
-    lattice = _Lattice(books)
+    levels = _merge(books) if merged is None else merged
+    lattice = _Lattice(books, qty, grids)
     root_lo, root_hi = [0] * n, [b.max_qty for b in books]
-    root = _rebalance(books, levels, [0] * n, root_lo, root_hi, 0, 0, lattice.target(root_hi, qty), 0)
+    root = _rebalance(books, levels, [0] * n, root_lo, root_hi, 0, 0, lattice.target(root_hi), 0)
     if _violation(books, root.x) is None:
         return root.x, True, 0
 
     # A quick feasible plan (round every venue down to its rules) makes pruning bite early.
     best_x = [_clipped(b, q) for b, q in zip(books, root.x)]
-    best_key = (-sum(best_x), sum(b.signed_cost(q) for b, q in zip(books, best_x)))
+    best_key = (-sum(best_x), sum(b.signed_cost(q) for b, q in zip(books, best_x) if q > 0))
     nodes = 0
 
     def offer(candidate: list[int]) -> None:
         nonlocal best_key, best_x
-        key = (-sum(candidate), sum(b.signed_cost(q) for b, q in zip(books, candidate) if q > 0))
+        fill = sum(candidate)
+        if -fill > best_key[0]:
+            return  # fills less than the incumbent: its cost does not matter
+        key = (-fill, sum(b.signed_cost(q) for b, q in zip(books, candidate) if q > 0))
         if key < best_key:
             best_key, best_x = key, candidate
 
@@ -372,7 +403,7 @@ def solve_lots(books: Sequence[Lots], qty: int, node_limit: int = DEFAULT_NODE_L
         """Open children that might beat the incumbent, best bound first."""
         nonlocal best_key, best_x
         if -best_key[0] < node.fill:  # the incumbent does not fill what this node could yet
-            offer(_repair(books, node.x, lo, hi, lattice.target(hi, qty)))
+            offer(_repair(books, node.x, lo, hi, lattice.target(hi)))
         kids = []
         for c_lo, c_hi, pinned, changed in _branches(books, lattice, node, lo, hi):
             child = _child(books, levels, lattice, node, c_lo, c_hi, pinned, changed, qty)

@@ -92,7 +92,7 @@ class PreparedSide:
     derived: dict = field(default_factory=dict)  # per-venue values of this quote, memoised
 
 
-_MEMO: OrderedDict[tuple[int, Side, Decimal], PreparedSide] = OrderedDict()
+_MEMO: OrderedDict[tuple[int, bool, Decimal], PreparedSide] = OrderedDict()
 _MEMO_SIZE = 8192
 
 
@@ -101,7 +101,7 @@ def prepare_side(quote: VenueQuote, side: Side, taker_fee_bps: Decimal) -> Prepa
 
     The result does not depend on the caller's decimal context.
     """
-    key = (id(quote), side, taker_fee_bps)
+    key = (id(quote), side is Side.BUY, taker_fee_bps)  # a bool hashes in C; an Enum in Python
     hit = _MEMO.get(key)
     if hit is not None and hit.quote is quote:
         return hit
@@ -170,6 +170,10 @@ def _digits_needed(levels) -> int:
     return 2 * (hi - lo) + len(str(len(levels))) + 10
 
 
+#: Bits for a venue's position in a merged order: up to 256 venues per plan.
+_VENUE_BITS = 8
+
+
 @dataclass(slots=True, eq=False)
 class Lots:
     """One book in the integer units of one allocation: quantities in lots of ``10**-Q``,
@@ -187,6 +191,20 @@ class Lots:
     min_qty: int  # smallest acceptable order; > max_qty: unusable
     max_qty: int  # depth within limit, floored to the step
     usable: int
+    _tagged: dict = field(default_factory=dict)
+
+    def tagged(self, venue: int, level_bits: int) -> list[int]:
+        """Every usable level as one sortable ``int``: ``rate``, then ``venue`` (the book's
+        position in the ranking), then the level, packed as
+        ``rate << (venue_bits + level_bits) | venue << level_bits | level``, so that merging
+        books is a sort of plain integers. Memoised per position."""
+        key = (venue, level_bits)
+        out = self._tagged.get(key)
+        if out is None:
+            shift = _VENUE_BITS + level_bits
+            base = venue << level_bits
+            out = self._tagged[key] = [(r << shift) | base | j for j, r in enumerate(self.rates[: self.usable])]
+        return out
 
     def signed_cost(self, qty: int) -> int:
         """Fee-inclusive signed cost of ``qty`` lots walked from the top."""

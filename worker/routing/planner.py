@@ -7,8 +7,9 @@ included), which is what makes replays and crash recovery reproducible.
 from __future__ import annotations
 
 import decimal
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from decimal import Decimal
+from operator import itemgetter
 from typing import Mapping, Sequence
 
 from worker.domain.models import (
@@ -25,9 +26,17 @@ from worker.domain.models import (
     trusted,
 )
 from worker.domain.money import BPS, ZERO, average_price
-from worker.routing.allocators import DEFAULT_NODE_LIMIT, Allocation, allocate_best, allocate_sor, allocate_split
-from worker.routing.book import MAX_ROUTING_DIGITS, ROUTING_CONTEXT, SideBook, prepare_side, routing_context
-from worker.routing.ranking import BPS_QUANTUM, prepared_route, rank
+from worker.routing.allocators import DEFAULT_NODE_LIMIT, Allocation, allocate_best, allocate_sor, allocate_split, market
+from worker.routing.book import (
+    MAX_ROUTING_DIGITS,
+    ROUTING_CONTEXT,
+    PreparedSide,
+    SideBook,
+    floor_units,
+    prepare_side,
+    routing_context,
+)
+from worker.routing.ranking import BPS_QUANTUM, prepared_route
 
 def plan_id_for(intent_id: str, round_no: int = 0) -> str:
     """Deterministic: a re-plan of the same intent and round has the same id."""
@@ -41,14 +50,14 @@ def _eligible_books(
     now_ms: int | None,
     max_quote_age_ms: int | None,
     unavailable: Mapping[str, ExclusionReason],
-) -> tuple[list[SideBook], list[VenueRoute], list[Exclusion], list[SideBook]]:
+) -> tuple[list[SideBook], list[tuple[tuple, VenueRoute]], list[Exclusion], list[SideBook]]:
     allowed = set(intent.venues) if intent.venues is not None else None
     side, limit, symbol = intent.side, intent.limit_price, intent.symbol
     limit_key = None if limit is None else (limit if side is Side.BUY else limit.copy_negate())
     check_age = now_ms is not None and max_quote_age_ms is not None
     eligible: list[SideBook] = []
     quoted: list[SideBook] = []  # every venue with a usable quote: the single-venue benchmarks
-    routes: list[VenueRoute] = []
+    routes: list[tuple[tuple, VenueRoute]] = []  # (ranking key, entry)
     excluded: list[Exclusion] = []
     for venue in venues:
         name = venue.name
@@ -67,13 +76,16 @@ def _eligible_books(
                                     detail=f"quote is {now_ms - quote.ts} ms old (max {max_quote_age_ms})"))  # type: ignore[operator]
             continue
         prep = prepare_side(quote, side, venue.taker_fee_bps)
-        entry = prepared_route(prep, venue)
+        memo = prep.derived.get(id(venue))
+        if memo is None or memo[0] is not venue:
+            memo = _venue_memo(prep, venue)
+        entry = memo[1]
         if entry is None:
             excluded.append(trusted(Exclusion, venue=name, reason=ExclusionReason.NO_LIQUIDITY_WITHIN_LIMIT,
                                     detail=f"no {'asks' if side is Side.BUY else 'bids'}"))
             continue
-        routes.append(entry)
-        book = SideBook.of(venue, prep, len(prep.prices) if limit_key is None else bisect_right(prep.keys, limit_key))
+        routes.append((memo[2], entry))
+        book = memo[3] if limit_key is None else SideBook.of(venue, prep, bisect_right(prep.keys, limit_key))
         if not book.routable:
             excluded.append(trusted(Exclusion, venue=name, reason=ExclusionReason.NO_LIQUIDITY_WITHIN_LIMIT,
                                     detail=f"book or rules need more than {MAX_ROUTING_DIGITS} digits"))
@@ -92,6 +104,22 @@ def _eligible_books(
         else:
             eligible.append(book)
     return eligible, routes, excluded, quoted
+
+
+def _venue_memo(prep: PreparedSide, venue: VenueConfig) -> tuple:
+    """(venue, ranking entry, ranking key, book without a limit) of ``venue`` on a prepared
+    side, memoised with it: what every plan asks of a venue's quote, in one lookup."""
+    entry = prepared_route(prep, venue)
+    key = None if entry is None else (entry.score if prep.side is Side.BUY else entry.score.copy_negate(), entry.provider)
+    memo = (venue, entry, key, SideBook.of(venue, prep, len(prep.prices)))
+    if len(prep.derived) > _DERIVED_CAP:  # venue configs rebuilt per call (one-shot callers)
+        prep.derived.clear()
+    prep.derived[id(venue)] = memo
+    return memo
+
+
+#: Entries per prepared side before its memo is reset (venues x limits seen with one quote).
+_DERIVED_CAP = 4_096
 
 
 def _savings_bps(side: Side, reference: Decimal, net: Decimal) -> Decimal | None:
@@ -140,12 +168,12 @@ def route(
     with decimal.localcontext(ROUTING_CONTEXT):
         side = intent.side
         total = intent.qty if qty is None else qty
-        eligible, routes, excluded, quoted = _eligible_books(intent, books, venues, now_ms, max_quote_age_ms, unavailable or {})
+        eligible, ranked, excluded, quoted = _eligible_books(intent, books, venues, now_ms, max_quote_age_ms, unavailable or {})
         ctx = routing_context(_digits_needed(total, quoted))
         if ctx is ROUTING_CONTEXT:
-            return _plan(intent, total, eligible, routes, excluded, quoted, round_no, chosen, node_limit)
+            return _plan(intent, total, eligible, ranked, excluded, quoted, round_no, chosen, node_limit)
     with decimal.localcontext(ctx):
-        return _plan(intent, total, eligible, routes, excluded, quoted, round_no, chosen, node_limit)
+        return _plan(intent, total, eligible, ranked, excluded, quoted, round_no, chosen, node_limit)
 
 
 def _digits_needed(total: Decimal, quoted: Sequence[SideBook]) -> int:
@@ -156,13 +184,20 @@ def _digits_needed(total: Decimal, quoted: Sequence[SideBook]) -> int:
     return book_digits + max(0, total.adjusted() + 1) + 10
 
 
-def _plan(intent: OrderIntent, total: Decimal, eligible: list[SideBook], routes: list[VenueRoute], excluded: list[Exclusion],
-          quoted: list[SideBook], round_no: int, algorithm: Algorithm, node_limit: int) -> RoutePlan:
+def _plan(intent: OrderIntent, total: Decimal, eligible: list[SideBook], ranked: list[tuple[tuple, VenueRoute]],
+          excluded: list[Exclusion], quoted: list[SideBook], round_no: int, algorithm: Algorithm, node_limit: int) -> RoutePlan:
     side = intent.side
-    routes = rank(side, routes)
-    order = {r.provider: i for i, r in enumerate(routes)}
-    eligible.sort(key=lambda b: order[b.name])
-    allocation = allocate(algorithm, eligible, routes, side, total, node_limit)
+    sign = side.sign
+    ranked.sort(key=itemgetter(0))  # best first: lowest score for buys, highest for sells; ties by name
+    routes = [entry for _, entry in ranked]
+    if len(eligible) > 1:
+        order = {r.provider: i for i, r in enumerate(routes)}
+        eligible.sort(key=lambda b: order[b.name])
+    mk = market(quoted, eligible) if quoted else None
+    if algorithm is Algorithm.SOR:
+        allocation = allocate_sor(eligible, total, node_limit, quoted)
+    else:
+        allocation = allocate(algorithm, eligible, routes, side, total, node_limit)
 
     by_name = {r.provider: r for r in routes}
     legs: list[PlanLeg] = []
@@ -172,8 +207,11 @@ def _plan(intent: OrderIntent, total: Decimal, eligible: list[SideBook], routes:
         if leg_qty <= 0:
             continue
         leg_qty = leg_qty.quantize(book.venue.step_size)  # venue precision; exact, it is on the step
-        notional = book.notional(leg_qty)
-        fee = notional * book.fee_rate
+        prep = book.prep
+        touched = bisect_left(prep.cum_qty, leg_qty)  # levels touched; the last holds the leg's last unit
+        last = touched - 1
+        notional = prep.cum_notional[last] + (leg_qty - prep.cum_qty[last]) * prep.prices[last]
+        fee = notional * prep.fee_rate
         r = by_name[book.name]
         legs.append(
             trusted(PlanLeg,
@@ -184,8 +222,8 @@ def _plan(intent: OrderIntent, total: Decimal, eligible: list[SideBook], routes:
                 estimated_notional=notional,
                 bid_price=r.bid_price,
                 ask_price=r.ask_price,
-                worst_price=book.worst_price(leg_qty),
-                levels=book.levels_touched(leg_qty),
+                worst_price=prep.prices[last],
+                levels=touched,
             )
         )
         notional_sum += notional
@@ -195,15 +233,23 @@ def _plan(intent: OrderIntent, total: Decimal, eligible: list[SideBook], routes:
     vwap = net = savings_worst = savings_best = None
     if planned > 0:
         vwap = average_price(notional_sum, planned)
-        net = average_price(notional_sum + side.sign * fees, planned)
+        net = average_price(notional_sum + sign * fees, planned)
         # Single-venue benchmarks: the same quantity sent whole to one venue, walking its
-        # whole visible book (the seed compares against the worst venue).
-        benchmarks = [v for v in (b.net_vwap(planned) for b in quoted) if v is not None]
-        if benchmarks:
-            worst = max(benchmarks, key=lambda p: side.sign * p)
-            best = min(benchmarks, key=lambda p: side.sign * p)
-            savings_worst = _savings_bps(side, worst, net)
-            savings_best = _savings_bps(side, best, net)
+        # whole visible book (the seed compares against the worst venue). The same quantity
+        # everywhere: the signed costs rank the venues, and only two averages are divided out.
+        worst_book = best_book = None
+        lots = floor_units(planned, mk.q_digits)  # exact: every leg is on a step of this grid
+        worst_cost = best_cost = 0
+        for b, view in zip(quoted, mk.quoted_lots):
+            if lots <= view.cum[-1]:
+                cost = view.signed_cost(lots)
+                if worst_book is None or cost > worst_cost:
+                    worst_book, worst_cost = b, cost
+                if best_book is None or cost < best_cost:
+                    best_book, best_cost = b, cost
+        if worst_book is not None:
+            savings_worst = _savings_bps(side, worst_book.net_vwap(planned), net)
+            savings_best = _savings_bps(side, best_book.net_vwap(planned), net)
 
     as_of = max((b.prep.quote.ts for b in eligible), default=None)
     plan_id = plan_id_for(intent.intent_id, round_no)
