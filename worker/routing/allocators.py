@@ -22,7 +22,7 @@ from typing import Sequence
 
 from worker.domain.models import Side, VenueRoute
 from worker.domain.money import ZERO, floor_to_step
-from worker.routing.book import _VENUE_BITS, Lots, SideBook, floor_units, from_units
+from worker.routing.book import Lots, SideBook, floor_units, from_units
 
 #: Branch-and-bound nodes before settling for the best plan found (reported as optimal=False).
 DEFAULT_NODE_LIMIT = 2_000
@@ -172,14 +172,9 @@ def market(quoted: Sequence[SideBook], books: Sequence[SideBook]) -> Market:
 
 
 def _merge(books: Sequence[Lots]) -> list[tuple[int, int, int]]:
-    """The levels of ``books`` merged by (rate, venue, level): packed into ints, sorted in C."""
-    level_bits = max(b.usable for b in books).bit_length()
-    if len(books) >= 1 << _VENUE_BITS:  # more venues than the packing holds: sort tuples
-        return sorted((r, i, j) for i, b in enumerate(books) for j, r in enumerate(b.rates[: b.usable]))
-    packed = sorted(chain.from_iterable(b.tagged(i, level_bits) for i, b in enumerate(books)))
-    shift, mask = _VENUE_BITS + level_bits, (1 << level_bits) - 1
-    venue_mask = (1 << _VENUE_BITS) - 1
-    return [(k >> shift, (k >> level_bits) & venue_mask, k & mask) for k in packed]
+    """The usable levels of ``books`` merged by (rate, venue, level): each book's run is
+    already sorted, so the sort in C merges runs."""
+    return sorted(chain.from_iterable(b.tagged(i) for i, b in enumerate(books)))
 
 
 def _rebalance(books: Sequence[Lots], seen: list[tuple[int, int, int]], x: list[int], lo: Sequence[int], hi: Sequence[int],

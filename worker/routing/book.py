@@ -115,14 +115,14 @@ def prepare_side(quote: VenueQuote, side: Side, taker_fee_bps: Decimal) -> Prepa
 def _prefix_sums(levels, ctx: decimal.Context):
     prices, cum_q, cum_n = [], [ZERO], [ZERO]
     q_total = n_total = price_sum = ZERO
-    add, mul = ctx.add, ctx.multiply
-    for price, qty in levels:
-        prices.append(price)
-        price_sum = add(price_sum, price)  # its exponent is the finest price's: the tick digits
-        q_total = add(q_total, qty)
-        n_total = add(n_total, mul(price, qty))
-        cum_q.append(q_total)
-        cum_n.append(n_total)
+    with decimal.localcontext(ctx):
+        for price, qty in levels:
+            prices.append(price)
+            price_sum += price  # its exponent is the finest price's: the tick digits
+            q_total += qty
+            n_total += price * qty
+            cum_q.append(q_total)
+            cum_n.append(n_total)
     return prices, cum_q, cum_n, price_sum
 
 
@@ -150,8 +150,9 @@ def _prepare(quote: VenueQuote, side: Side, taker_fee_bps: Decimal) -> PreparedS
     if digits > MAX_ROUTING_DIGITS:
         int_prices, int_cum_q = (), (0,)  # not routable: see SideBook.build
     else:
-        int_prices = tuple(to_units(p, price_digits) for p in prices)
-        int_cum_q = tuple(to_units(q, qty_digits) for q in cum_q)
+        scaleb = _EXACT.scaleb
+        int_prices = tuple([int(scaleb(p, price_digits)) for p in prices])
+        int_cum_q = tuple([int(scaleb(q, qty_digits)) for q in cum_q])
     return PreparedSide(
         quote, side, tuple(keys), tuple(prices), tuple(cum_q), tuple(cum_n), fee_rate, factor,
         qty_digits, price_digits, fee_digits, digits, int_prices, int_cum_q, to_units(taker_fee_bps, fee_digits),
@@ -168,10 +169,6 @@ def _digits_needed(levels) -> int:
             lo = min(lo, t.exponent)  # type: ignore[type-var]
     # Products add exponents; sums of len(levels) terms add a few digits.
     return 2 * (hi - lo) + len(str(len(levels))) + 10
-
-
-#: Bits for a venue's position in a merged order: up to 256 venues per plan.
-_VENUE_BITS = 8
 
 
 @dataclass(slots=True, eq=False)
@@ -193,17 +190,12 @@ class Lots:
     usable: int
     _tagged: dict = field(default_factory=dict)
 
-    def tagged(self, venue: int, level_bits: int) -> list[int]:
-        """Every usable level as one sortable ``int``: ``rate``, then ``venue`` (the book's
-        position in the ranking), then the level, packed as
-        ``rate << (venue_bits + level_bits) | venue << level_bits | level``, so that merging
-        books is a sort of plain integers. Memoised per position."""
-        key = (venue, level_bits)
-        out = self._tagged.get(key)
+    def tagged(self, venue: int) -> list[tuple[int, int, int]]:
+        """``(rate, venue, level)`` of every usable level, ``venue`` being the book's position in
+        the ranking: what merging books sorts. Memoised per position."""
+        out = self._tagged.get(venue)
         if out is None:
-            shift = _VENUE_BITS + level_bits
-            base = venue << level_bits
-            out = self._tagged[key] = [(r << shift) | base | j for j, r in enumerate(self.rates[: self.usable])]
+            out = self._tagged[venue] = [(r, venue, j) for j, r in enumerate(self.rates[: self.usable])]
         return out
 
     def signed_cost(self, qty: int) -> int:
@@ -308,12 +300,15 @@ class SideBook:
         one = 10 ** (4 + f)
         fee = prep.fee_units * 10 ** (f - prep.fee_digits)
         factor = (one + fee) if prep.side is Side.BUY else -(one - fee)
-        cum = tuple(c * q_scale for c in prep.int_cum_qty)
-        rates = tuple(factor * t * p_scale for t in prep.int_prices)
+        cum = prep.int_cum_qty if q_scale == 1 else tuple([c * q_scale for c in prep.int_cum_qty])
+        factor *= p_scale
+        rates = tuple([factor * t for t in prep.int_prices])
         costs = [0]
         total = 0
-        for j, r in enumerate(rates):
-            total += (cum[j + 1] - cum[j]) * r
+        previous = 0
+        for c, r in zip(cum[1:], rates):
+            total += (c - previous) * r
+            previous = c
             costs.append(total)
         return Lots(cum, rates, tuple(costs), to_units(self.venue.step_size, q), to_units(self.min_qty, q),
                     to_units(self.max_qty, q), self.usable)
