@@ -19,6 +19,7 @@ from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from decimal import Decimal
+from enum import Enum
 from functools import lru_cache
 
 from worker.domain.models import Side, VenueConfig, VenueQuote
@@ -210,6 +211,15 @@ class Lots:
         return bisect_right(self.cum, qty) - 1 if qty < self.cum[-1] else len(self.rates)
 
 
+class BookState(Enum):
+    """Whether a venue's book can take part in a plan, and if not, why."""
+
+    USABLE = "usable"
+    EMPTY = "empty"  # nothing on the step within the limit
+    BELOW_MINIMUM = "below_minimum"  # the depth within the limit is below min_qty / min_notional
+    UNROUTABLE = "unroutable"  # numbers beyond MAX_ROUTING_DIGITS
+
+
 @dataclass(slots=True, eq=False)
 class SideBook:
     """The side of one venue's book an order takes from, with the venue's rules and the limit.
@@ -225,6 +235,7 @@ class SideBook:
     min_qty: Decimal  # smallest step-aligned qty meeting min_qty and min_notional; > max_qty: unusable
     step_digits: int
     routable: bool
+    state: BookState = BookState.USABLE
     _lots: dict = field(default_factory=dict)
 
     @classmethod
@@ -247,7 +258,7 @@ class SideBook:
         digits = prep.digits + step_digits + max(0, venue.min_qty.adjusted(), venue.min_notional.adjusted()) + 2
         routable = digits <= MAX_ROUTING_DIGITS and venue.step_size.adjusted() < MAX_ROUTING_DIGITS
         if not routable:
-            return cls(venue, prep, usable, ZERO, venue.step_size, step_digits, False)
+            return cls(venue, prep, usable, ZERO, venue.step_size, step_digits, False, BookState.UNROUTABLE)
         # Lots at this book's own scale, to compute the minimum exactly in integers.
         q = max(prep.qty_digits, step_digits)
         scale = 10 ** (q - prep.qty_digits)
@@ -257,7 +268,8 @@ class SideBook:
         min_lots = _smallest_order(venue, prep, cum, q, step, usable, max_lots)
         with decimal.localcontext(routing_context(digits)):
             max_qty = floor_to_step(prep.cum_qty[usable], venue.step_size)  # as reported: the step's digits
-        return cls(venue, prep, usable, max_qty, from_units(min_lots, q), step_digits, True)
+        state = BookState.EMPTY if max_lots == 0 else BookState.BELOW_MINIMUM if min_lots > max_lots else BookState.USABLE
+        return cls(venue, prep, usable, max_qty, from_units(min_lots, q), step_digits, True, state)
 
     @property
     def name(self) -> str:

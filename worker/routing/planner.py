@@ -7,6 +7,7 @@ included), which is what makes replays and crash recovery reproducible.
 from __future__ import annotations
 
 import decimal
+from collections import OrderedDict
 from bisect import bisect_left, bisect_right
 from decimal import Decimal
 from operator import itemgetter
@@ -30,7 +31,7 @@ from worker.routing.allocators import DEFAULT_NODE_LIMIT, Allocation, allocate_b
 from worker.routing.book import (
     MAX_ROUTING_DIGITS,
     ROUTING_CONTEXT,
-    PreparedSide,
+    BookState,
     SideBook,
     floor_units,
     prepare_side,
@@ -55,6 +56,7 @@ def _eligible_books(
     side, limit, symbol = intent.side, intent.limit_price, intent.symbol
     limit_key = None if limit is None else (limit if side is Side.BUY else limit.copy_negate())
     check_age = now_ms is not None and max_quote_age_ms is not None
+    is_buy = side is Side.BUY
     eligible: list[SideBook] = []
     quoted: list[SideBook] = []  # every venue with a usable quote: the single-venue benchmarks
     routes: list[tuple[tuple, VenueRoute]] = []  # (ranking key, entry)
@@ -75,25 +77,28 @@ def _eligible_books(
             excluded.append(trusted(Exclusion, venue=name, reason=ExclusionReason.STALE,
                                     detail=f"quote is {now_ms - quote.ts} ms old (max {max_quote_age_ms})"))  # type: ignore[operator]
             continue
-        prep = prepare_side(quote, side, venue.taker_fee_bps)
-        memo = prep.derived.get(id(venue))
-        if memo is None or memo[0] is not venue:
-            memo = _venue_memo(prep, venue)
-        entry = memo[1]
+        memo = _VENUES.get((id(quote), id(venue), is_buy))
+        if memo is None or memo[0] is not quote or memo[1] is not venue:
+            memo = _venue_memo(quote, venue, side)
+        entry = memo[3]
         if entry is None:
             excluded.append(trusted(Exclusion, venue=name, reason=ExclusionReason.NO_LIQUIDITY_WITHIN_LIMIT,
-                                    detail=f"no {'asks' if side is Side.BUY else 'bids'}"))
+                                    detail=f"no {'asks' if is_buy else 'bids'}"))
             continue
-        routes.append((memo[2], entry))
-        book = memo[3] if limit_key is None else SideBook.of(venue, prep, bisect_right(prep.keys, limit_key))
-        if not book.routable:
+        routes.append((memo[4], entry))
+        book = memo[5] if limit_key is None else SideBook.of(venue, memo[2], bisect_right(memo[2].keys, limit_key))
+        state = book.state
+        if state is BookState.USABLE:
+            quoted.append(book)
+            eligible.append(book)
+        elif state is BookState.UNROUTABLE:
             excluded.append(trusted(Exclusion, venue=name, reason=ExclusionReason.NO_LIQUIDITY_WITHIN_LIMIT,
                                     detail=f"book or rules need more than {MAX_ROUTING_DIGITS} digits"))
-            continue
-        quoted.append(book)
-        if book.max_qty == 0:
+        elif state is BookState.EMPTY:
+            quoted.append(book)
             excluded.append(trusted(Exclusion, venue=name, reason=ExclusionReason.NO_LIQUIDITY_WITHIN_LIMIT, detail=f"no level within limit {limit}"))
-        elif book.min_qty > book.max_qty:
+        else:
+            quoted.append(book)
             excluded.append(
                 trusted(Exclusion,
                     venue=name,
@@ -101,25 +106,25 @@ def _eligible_books(
                     detail=f"depth {book.max_qty} within limit is below min_qty {venue.min_qty} / min_notional {venue.min_notional}",
                 )
             )
-        else:
-            eligible.append(book)
     return eligible, routes, excluded, quoted
 
 
-def _venue_memo(prep: PreparedSide, venue: VenueConfig) -> tuple:
-    """(venue, ranking entry, ranking key, book without a limit) of ``venue`` on a prepared
-    side, memoised with it: what every plan asks of a venue's quote, in one lookup."""
+def _venue_memo(quote: VenueQuote, venue: VenueConfig, side: Side) -> tuple:
+    """(quote, venue, prepared side, ranking entry, ranking key, book without a limit) of
+    ``venue`` on one side of ``quote``: what every plan asks of a venue's quote, in one lookup."""
+    prep = prepare_side(quote, side, venue.taker_fee_bps)
     entry = prepared_route(prep, venue)
-    key = None if entry is None else (entry.score if prep.side is Side.BUY else entry.score.copy_negate(), entry.provider)
-    memo = (venue, entry, key, SideBook.of(venue, prep, len(prep.prices)))
-    if len(prep.derived) > _DERIVED_CAP:  # venue configs rebuilt per call (one-shot callers)
-        prep.derived.clear()
-    prep.derived[id(venue)] = memo
+    key = None if entry is None else (entry.score if side is Side.BUY else entry.score.copy_negate(), entry.provider)
+    memo = (quote, venue, prep, entry, key, SideBook.of(venue, prep, len(prep.prices)))
+    _VENUES[(id(quote), id(venue), side is Side.BUY)] = memo  # holds quote and venue: their ids stay theirs
+    if len(_VENUES) > _VENUES_SIZE:
+        _VENUES.popitem(last=False)
     return memo
 
 
-#: Entries per prepared side before its memo is reset (venues x limits seen with one quote).
-_DERIVED_CAP = 4_096
+#: (quote, venue, side) entries kept: the latest snapshot of every venue and symbol, many times over.
+_VENUES: OrderedDict[tuple[int, int, bool], tuple] = OrderedDict()
+_VENUES_SIZE = 8192
 
 
 def _savings_bps(side: Side, reference: Decimal, net: Decimal) -> Decimal | None:
