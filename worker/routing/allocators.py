@@ -16,6 +16,7 @@ import heapq
 import math
 from collections import OrderedDict
 from itertools import chain
+from operator import itemgetter
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Sequence
@@ -260,10 +261,13 @@ def _fine_idle(books: Sequence[Lots], lattice: _Lattice, x: list[int], lo: list[
     on them first (skip them all, or trade one) ends the step-by-step shuffling of such a
     remainder between coarse venues.
     """
+    idle = [j for j, q in enumerate(x) if q == 0 and lo[j] == 0 and hi[j] > 0]
+    if not idle:
+        return idle
     trading = lattice.grid([q > 0 and h > 0 for q, h in zip(x, hi)])
     if trading == 0:
         return []
-    return [j for j, b in enumerate(books) if x[j] == 0 and lo[j] == 0 and hi[j] > 0 and b.step % trading != 0]
+    return [j for j in idle if books[j].step % trading != 0]
 
 
 def _with(bounds: list[int], changes: dict[int, int]) -> list[int]:
@@ -415,7 +419,7 @@ def solve_lots(books: Sequence[Lots], qty: int, node_limit: int = DEFAULT_NODE_L
                 best_key, best_x = child.key, child.x
                 continue
             kids.append((child.key, c_lo, c_hi, child))
-        kids.sort(key=lambda k: k[0])
+        kids.sort(key=itemgetter(0))
         return kids
 
     counter = 0
