@@ -23,8 +23,7 @@ from tests.support.oracles import _legacy_MEMO, legacy_route, milp_optimum  # no
 from tests.support.scenarios import make_intent, oracle_venues, random_market  # noqa: E402
 from worker.domain.models import Algorithm  # noqa: E402
 from worker.routing.allocators import DEFAULT_NODE_LIMIT  # noqa: E402
-from worker.routing.book import _MEMO  # noqa: E402
-from worker.routing.planner import route  # noqa: E402
+from worker.routing.planner import forget_prepared_books, route  # noqa: E402
 
 
 def signed_cost(plan) -> Decimal:
@@ -49,7 +48,7 @@ def throughput(n_plans: int, seed: int) -> dict[str, tuple[float, float, float]]
         for k in range(n_plans):
             intent, venues, quotes = cases[k % len(cases)]
             if cold:
-                _MEMO.clear()  # every book prepared again, as for the first intent after a quote update
+                forget_prepared_books()  # every book prepared again, as for the first intent after a quote update
                 _legacy_MEMO.clear()
             t0 = time.perf_counter()
             router(intent, quotes, venues, algorithm=algorithm)

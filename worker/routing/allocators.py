@@ -15,7 +15,6 @@ from __future__ import annotations
 import heapq
 import math
 from collections import OrderedDict
-from itertools import chain
 from operator import itemgetter
 from dataclasses import dataclass
 from decimal import Decimal
@@ -145,16 +144,48 @@ class Market:
         self.quoted_lots = [b.lots(q, p, f) for b in quoted]
         self.lots = [b.lots(q, p, f) for b in books]
         self.grids: dict[tuple[bool, ...], int] = {}  # lattice per set of open venues
-        self._merged: list[tuple[int, int, int]] | None = None
+        self._merged: _MergedLevels | None = None
 
     @property
-    def merged(self) -> list[tuple[int, int, int]]:
-        """Every usable level of every eligible venue in fee-adjusted price order: entries
-        ``(rate, venue, level)``, ties to the better-ranked venue, then the better level.
-        All branch-and-bound nodes share this order (bounds only clip venues)."""
+    def merged(self) -> "_MergedLevels":
+        """Every usable level of every eligible venue in fee-adjusted price order, merged
+        lazily and shared by every plan on this market."""
         if self._merged is None:
-            self._merged = _merge(self.lots)
+            self._merged = _MergedLevels(self.lots)
         return self._merged
+
+
+class _MergedLevels:
+    """Every usable level of every venue in fee-adjusted price order, merged lazily.
+
+    Entries are ``(rate, venue, level)``: ties go to the better-ranked venue, then the better
+    level. All branch-and-bound nodes share this order (bounds only clip venues); most walks
+    stop after a handful of levels, so most of the merge is never done.
+    """
+
+    __slots__ = ("_books", "_heap", "seen")
+
+    def __init__(self, books: Sequence[Lots]):
+        self._books = books
+        self._heap = [(b.rates[0], i, 0) for i, b in enumerate(books) if b.usable > 0]
+        heapq.heapify(self._heap)
+        self.seen: list[tuple[int, int, int]] = []
+
+    def get(self, k: int) -> tuple[int, int, int] | None:
+        """The ``k``-th entry, merging up to it; ``None`` past the last level."""
+        seen, heap, books = self.seen, self._heap, self._books
+        while k >= len(seen):
+            if not heap:
+                return None
+            item = heap[0]
+            seen.append(item)
+            i, j = item[1], item[2] + 1
+            book = books[i]
+            if j < book.usable:
+                heapq.heapreplace(heap, (book.rates[j], i, j))
+            else:
+                heapq.heappop(heap)
+        return seen[k]
 
 
 _MARKETS: OrderedDict[tuple[tuple[int, ...], tuple[int, ...]], Market] = OrderedDict()
@@ -172,13 +203,7 @@ def market(quoted: Sequence[SideBook], books: Sequence[SideBook]) -> Market:
     return hit
 
 
-def _merge(books: Sequence[Lots]) -> list[tuple[int, int, int]]:
-    """The usable levels of ``books`` merged by (rate, venue, level): each book's run is
-    already sorted, so the sort in C merges runs."""
-    return sorted(chain.from_iterable(b.tagged(i) for i, b in enumerate(books)))
-
-
-def _rebalance(books: Sequence[Lots], seen: list[tuple[int, int, int]], x: list[int], lo: Sequence[int], hi: Sequence[int],
+def _rebalance(books: Sequence[Lots], levels: _MergedLevels, x: list[int], lo: Sequence[int], hi: Sequence[int],
                cost: int, fill: int, target: int, k: int, pinned: int = -1) -> _Relaxed | None:
     """Bring a node's relaxed solution to ``target`` from the merged index ``k`` of its parent.
 
@@ -189,9 +214,15 @@ def _rebalance(books: Sequence[Lots], seen: list[tuple[int, int, int]], x: list[
     """
     if fill < target:
         rem = target - fill
-        end = len(seen)
-        while rem > 0 and k < end:
-            rate, i, j = seen[k]
+        seen = levels.seen
+        while rem > 0:
+            if k < len(seen):
+                rate, i, j = seen[k]
+            else:
+                item = levels.get(k)
+                if item is None:
+                    break
+                rate, i, j = item
             cap = books[i].cum[j + 1]
             h = hi[i]
             if cap > h:
@@ -209,6 +240,7 @@ def _rebalance(books: Sequence[Lots], seen: list[tuple[int, int, int]], x: list[
             k += 1
         return _Relaxed(target - rem, cost, x, k)
     excess = fill - target
+    seen = levels.seen
     k = min(k, len(seen) - 1)
     while excess > 0 and k >= 0:
         rate, v, j = seen[k]
@@ -304,7 +336,7 @@ def _branches(books: Sequence[Lots], lattice: _Lattice, node: _Relaxed, lo: list
         yield _with(lo, {i: max(lo[i], up)}), hi, i, (i,)
 
 
-def _child(books: Sequence[Lots], levels: list[tuple[int, int, int]], lattice: _Lattice, parent: _Relaxed, lo: list[int],
+def _child(books: Sequence[Lots], levels: _MergedLevels, lattice: _Lattice, parent: _Relaxed, lo: list[int],
            hi: list[int], pinned: int, changed: tuple[int, ...], qty: int) -> _Relaxed | None:
     """A child's relaxation, derived from its parent's instead of walked from the top."""
     x = list(parent.x)
@@ -379,12 +411,12 @@ def allocate_sor(books: Sequence[SideBook], qty: Decimal, node_limit: int = DEFA
 
 
 def solve_lots(books: Sequence[Lots], qty: int, node_limit: int = DEFAULT_NODE_LIMIT,
-               merged: list[tuple[int, int, int]] | None = None,
+               merged: _MergedLevels | None = None,
                grids: dict[tuple[bool, ...], int] | None = None) -> tuple[list[int], bool, int]:
     """The branch and bound of :func:`allocate_sor` in lots: (lots per book, proven optimal,
     nodes expanded). ``merged`` and ``grids`` are the memoised merge and lattices of ``books``."""
     n = len(books)
-    levels = _merge(books) if merged is None else merged
+    levels = _MergedLevels(books) if merged is None else merged
     lattice = _Lattice(books, qty, grids)
     root_lo, root_hi = [0] * n, [b.max_qty for b in books]
     root = _rebalance(books, levels, [0] * n, root_lo, root_hi, 0, 0, lattice.target(root_hi), 0)

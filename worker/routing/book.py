@@ -189,15 +189,6 @@ class Lots:
     min_qty: int  # smallest acceptable order; > max_qty: unusable
     max_qty: int  # depth within limit, floored to the step
     usable: int
-    _tagged: dict = field(default_factory=dict)
-
-    def tagged(self, venue: int) -> list[tuple[int, int, int]]:
-        """``(rate, venue, level)`` of every usable level, ``venue`` being the book's position in
-        the ranking: what merging books sorts. Memoised per position."""
-        out = self._tagged.get(venue)
-        if out is None:
-            out = self._tagged[venue] = [(r, venue, j) for j, r in enumerate(self.rates[: self.usable])]
-        return out
 
     def signed_cost(self, qty: int) -> int:
         """Fee-inclusive signed cost of ``qty`` lots walked from the top."""

@@ -7,7 +7,6 @@ included), which is what makes replays and crash recovery reproducible.
 from __future__ import annotations
 
 import decimal
-from collections import OrderedDict
 from bisect import bisect_left, bisect_right
 from decimal import Decimal
 from operator import itemgetter
@@ -27,17 +26,18 @@ from worker.domain.models import (
     trusted,
 )
 from worker.domain.money import BPS, ZERO, average_price
-from worker.routing.allocators import DEFAULT_NODE_LIMIT, Allocation, allocate_best, allocate_sor, allocate_split, market
+from worker.routing.allocators import _MARKETS, DEFAULT_NODE_LIMIT, Allocation, allocate_best, allocate_sor, allocate_split, market
 from worker.routing.book import (
     MAX_ROUTING_DIGITS,
     ROUTING_CONTEXT,
+    _MEMO,
     BookState,
     SideBook,
     floor_units,
     prepare_side,
     routing_context,
 )
-from worker.routing.ranking import BPS_QUANTUM, prepared_route
+from worker.routing.ranking import _VENUES, BPS_QUANTUM, venue_entry
 
 def plan_id_for(intent_id: str, round_no: int = 0) -> str:
     """Deterministic: a re-plan of the same intent and round has the same id."""
@@ -79,7 +79,7 @@ def _eligible_books(
             continue
         memo = _VENUES.get((id(quote), id(venue), is_buy))
         if memo is None or memo[0] is not quote or memo[1] is not venue:
-            memo = _venue_memo(quote, venue, side)
+            memo = venue_entry(quote, venue, side)
         entry = memo[3]
         if entry is None:
             excluded.append(trusted(Exclusion, venue=name, reason=ExclusionReason.NO_LIQUIDITY_WITHIN_LIMIT,
@@ -109,22 +109,12 @@ def _eligible_books(
     return eligible, routes, excluded, quoted
 
 
-def _venue_memo(quote: VenueQuote, venue: VenueConfig, side: Side) -> tuple:
-    """(quote, venue, prepared side, ranking entry, ranking key, book without a limit) of
-    ``venue`` on one side of ``quote``: what every plan asks of a venue's quote, in one lookup."""
-    prep = prepare_side(quote, side, venue.taker_fee_bps)
-    entry = prepared_route(prep, venue)
-    key = None if entry is None else (entry.score if side is Side.BUY else entry.score.copy_negate(), entry.provider)
-    memo = (quote, venue, prep, entry, key, SideBook.of(venue, prep, len(prep.prices)))
-    _VENUES[(id(quote), id(venue), side is Side.BUY)] = memo  # holds quote and venue: their ids stay theirs
-    if len(_VENUES) > _VENUES_SIZE:
-        _VENUES.popitem(last=False)
-    return memo
-
-
-#: (quote, venue, side) entries kept: the latest snapshot of every venue and symbol, many times over.
-_VENUES: OrderedDict[tuple[int, int, bool], tuple] = OrderedDict()
-_VENUES_SIZE = 8192
+def forget_prepared_books() -> None:
+    """Drop every memoised prepared book, venue entry and integer market: the next plans
+    prepare their books again, as the first intent after a snapshot does (benchmarks)."""
+    _VENUES.clear()
+    _MEMO.clear()
+    _MARKETS.clear()
 
 
 def _savings_bps(side: Side, reference: Decimal, net: Decimal) -> Decimal | None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import decimal
+from collections import OrderedDict
 from decimal import Decimal
 
 from worker.domain.models import Side, VenueConfig, VenueQuote, VenueRoute, trusted
 from worker.domain.money import BPS
-from worker.routing.book import PreparedSide, prepare_side, routing_context
+from worker.routing.book import PreparedSide, SideBook, prepare_side, routing_context
 
 BPS_QUANTUM = Decimal("0.0001")
 
@@ -22,9 +23,32 @@ def venue_route(side: Side, venue: VenueConfig, quote: VenueQuote) -> VenueRoute
     """The ranking entry of one venue, or ``None`` when its book has nothing on our side.
 
     It depends only on the quote and the venue's fees, so it is memoised with the quote's
-    prepared side: the worker routes many intents per quote.
+    prepared side: the worker routes many intents per quote. Calling it as a snapshot
+    arrives prepares everything a plan needs of that venue's book (see :func:`venue_entry`).
     """
-    return prepared_route(prepare_side(quote, side, venue.taker_fee_bps), venue)
+    memo = _VENUES.get((id(quote), id(venue), side is Side.BUY))
+    if memo is None or memo[0] is not quote or memo[1] is not venue:
+        memo = venue_entry(quote, venue, side)
+    return memo[3]
+
+
+def venue_entry(quote: VenueQuote, venue: VenueConfig, side: Side) -> tuple:
+    """(quote, venue, prepared side, ranking entry, ranking key, book without a limit) of
+    ``venue`` on one side of ``quote``: what every plan asks of a venue's quote, in one lookup,
+    memoised (the planner reads ``_VENUES`` directly)."""
+    prep = prepare_side(quote, side, venue.taker_fee_bps)
+    entry = prepared_route(prep, venue)
+    key = None if entry is None else (entry.score if side is Side.BUY else entry.score.copy_negate(), entry.provider)
+    memo = (quote, venue, prep, entry, key, SideBook.of(venue, prep, len(prep.prices)))
+    _VENUES[(id(quote), id(venue), side is Side.BUY)] = memo  # holds quote and venue: their ids stay theirs
+    if len(_VENUES) > _VENUES_SIZE:
+        _VENUES.popitem(last=False)
+    return memo
+
+
+#: (quote, venue, side) entries kept: the latest snapshot of every venue and symbol, many times over.
+_VENUES: OrderedDict[tuple[int, int, bool], tuple] = OrderedDict()
+_VENUES_SIZE = 8192
 
 
 def prepared_route(prep: PreparedSide, venue: VenueConfig) -> VenueRoute | None:
