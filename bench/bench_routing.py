@@ -40,9 +40,8 @@ def throughput(n_plans: int, seed: int) -> dict[str, tuple[float, float, float]]
         cases.append((make_intent(Decimal(str(round(rng.uniform(0.5, 20), 4))), side=side), venues, quotes))
     out = {}
     runs = [(a.value, a, False, route) for a in Algorithm] + [("sor, cold books", Algorithm.SOR, True, route)]
-    # The all-Decimal router this one replaced (kept as a test oracle), for a ratio in one run.
-    runs += [("sor, Decimal router (before)", Algorithm.SOR, False, legacy_route),
-             ("sor, Decimal router (before), cold books", Algorithm.SOR, True, legacy_route)]
+    # The all-Decimal router this one replaced (kept as a test oracle), for ratios in one run.
+    runs += [(f"{label}, Decimal router (before)", a, cold, legacy_route) for label, a, cold, _ in runs]
     for label, algorithm, cold, router in runs:
         samples = []
         for k in range(n_plans):
