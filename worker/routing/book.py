@@ -227,7 +227,11 @@ class SideBook:
     step_digits: int
     routable: bool
     state: BookState = BookState.USABLE
+    name: str = ""  # the venue's
     _lots: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.name = self.venue.name
 
     @classmethod
     def build(cls, venue: VenueConfig, quote: VenueQuote, side: Side, limit: Decimal | None) -> "SideBook":
@@ -262,9 +266,6 @@ class SideBook:
         state = BookState.EMPTY if max_lots == 0 else BookState.BELOW_MINIMUM if min_lots > max_lots else BookState.USABLE
         return cls(venue, prep, usable, max_qty, from_units(min_lots, q), step_digits, True, state)
 
-    @property
-    def name(self) -> str:
-        return self.venue.name
 
     @property
     def side(self) -> Side:

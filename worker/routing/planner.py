@@ -236,8 +236,10 @@ def _plan(intent: OrderIntent, total: Decimal, eligible: list[SideBook], ranked:
         lots = floor_units(planned, mk.q_digits)  # exact: every leg is on a step of this grid
         worst_cost = best_cost = 0
         for b, view in zip(quoted, mk.quoted_lots):
-            if lots <= view.cum[-1]:
-                cost = view.signed_cost(lots)
+            cum = view.cum
+            if 0 < lots <= cum[-1]:
+                j = bisect_left(cum, lots) - 1  # Lots.signed_cost, inlined: ten books per plan
+                cost = view.costs[j] + (lots - cum[j]) * view.rates[j]
                 if worst_book is None or cost > worst_cost:
                     worst_book, worst_cost = b, cost
                 if best_book is None or cost < best_cost:
