@@ -117,11 +117,12 @@ class _Relaxed:
     ``key`` orders nodes lexicographically: fill as much as the books allow, then at the
     lowest signed cost."""
 
-    __slots__ = ("fill", "cost", "x", "stop", "key")
+    __slots__ = ("fill", "cost", "x", "stop", "key", "violation")
 
     def __init__(self, fill: int, cost: int, x: list[int], stop: int):
         self.fill, self.cost, self.x, self.stop = fill, cost, x, stop
         self.key = (-fill, cost)
+        self.violation: int | None = None  # the venue to branch on, once checked
 
 
 class Market:
@@ -313,7 +314,9 @@ def _branches(books: Sequence[Lots], lattice: _Lattice, node: _Relaxed, lo: list
     """(lo, hi, pinned venue or -1, venues whose bounds changed) of each child; together the
     children cover every integer plan of the node."""
     x = node.x
-    i = _violation(books, x)
+    i = node.violation
+    if i is None:
+        i = node.violation = _violation(books, x)
     book = books[i]
     if x[i] < book.min_qty:  # semi-continuous: 0 or >= min_qty
         yield lo, _with(hi, {i: 0}), -1, (i,)
@@ -339,18 +342,18 @@ def _branches(books: Sequence[Lots], lattice: _Lattice, node: _Relaxed, lo: list
 def _child(books: Sequence[Lots], levels: _MergedLevels, lattice: _Lattice, parent: _Relaxed, lo: list[int],
            hi: list[int], pinned: int, changed: tuple[int, ...], qty: int) -> _Relaxed | None:
     """A child's relaxation, derived from its parent's instead of walked from the top."""
-    x = list(parent.x)
+    x = parent.x[:]
     cost, fill = parent.cost, parent.fill
     for i in changed:
-        b = books[i]
-        q = x[i]
+        q = was = x[i]
         if q < lo[i]:
             q = lo[i]
         elif q > hi[i]:
             q = hi[i]
-        if q != x[i]:
-            cost += b.signed_cost(q) - b.signed_cost(x[i])
-            fill += q - x[i]
+        if q != was:
+            b = books[i]
+            cost += b.signed_cost(q) - b.signed_cost(was)
+            fill += q - was
             x[i] = q
     return _rebalance(books, levels, x, lo, hi, cost, fill, lattice.target(hi), parent.stop, pinned)
 
@@ -420,7 +423,8 @@ def solve_lots(books: Sequence[Lots], qty: int, node_limit: int = DEFAULT_NODE_L
     lattice = _Lattice(books, qty, grids)
     root_lo, root_hi = [0] * n, [b.max_qty for b in books]
     root = _rebalance(books, levels, [0] * n, root_lo, root_hi, 0, 0, lattice.target(root_hi), 0)
-    if _violation(books, root.x) is None:
+    root.violation = _violation(books, root.x)
+    if root.violation is None:
         return root.x, True, 0
 
     # A quick feasible plan (round every venue down to its rules) makes pruning bite early.
@@ -447,7 +451,8 @@ def solve_lots(books: Sequence[Lots], qty: int, node_limit: int = DEFAULT_NODE_L
             child = _child(books, levels, lattice, node, c_lo, c_hi, pinned, changed, qty)
             if child is None or child.key >= best_key:
                 continue
-            if _violation(books, child.x) is None:
+            child.violation = _violation(books, child.x)
+            if child.violation is None:
                 best_key, best_x = child.key, child.x
                 continue
             kids.append((child.key, c_lo, c_hi, child))
