@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import Enum
 from functools import lru_cache
+from typing import Sequence
 
 from worker.domain.models import Side, VenueConfig, VenueQuote
 from worker.domain.money import BPS, ZERO, floor_to_step
@@ -257,7 +258,7 @@ class SideBook:
         # Lots at this book's own scale, to compute the minimum exactly in integers.
         q = max(prep.qty_digits, step_digits)
         scale = 10 ** (q - prep.qty_digits)
-        cum = [c * scale for c in prep.int_cum_qty]
+        cum = prep.int_cum_qty if scale == 1 else [c * scale for c in prep.int_cum_qty]
         step = to_units(venue.step_size, q)
         max_lots = cum[usable] // step * step
         min_lots = _smallest_order(venue, prep, cum, q, step, usable, max_lots)
@@ -343,7 +344,7 @@ class SideBook:
         return bisect_left(self.prep.cum_qty, qty) if qty > 0 else 0
 
 
-def _smallest_order(venue: VenueConfig, prep: PreparedSide, cum: list[int], q: int, step: int, usable: int, max_lots: int) -> int:
+def _smallest_order(venue: VenueConfig, prep: PreparedSide, cum: Sequence[int], q: int, step: int, usable: int, max_lots: int) -> int:
     """The smallest step-aligned quantity (lots of ``10**-q``) the venue accepts: at least one
     step, at least ``min_qty``, and a notional of at least ``min_notional``. Exact: integer
     arithmetic, no division rounding."""
