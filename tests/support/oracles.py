@@ -234,7 +234,7 @@ class LegacySideBook:
     min_qty: Decimal  # smallest step-aligned qty meeting min_qty and min_notional; > max_qty: unusable
 
     @classmethod
-    def build(cls, venue: VenueConfig, quote: VenueQuote, side: Side, limit: Decimal | None) -> "SideBook":
+    def build(cls, venue: VenueConfig, quote: VenueQuote, side: Side, limit: Decimal | None) -> "LegacySideBook":
         prep = legacy_prepare_side(quote, side, venue.taker_fee_bps)
         usable = len(prep.prices) if limit is None else bisect_right(prep.keys, side.sign * limit)
         max_qty = floor_to_step(prep.cum_qty[usable], venue.step_size)

@@ -34,7 +34,6 @@ from worker.routing.book import (
     BookState,
     SideBook,
     floor_units,
-    prepare_side,
     routing_context,
 )
 from worker.routing.ranking import _VENUES, BPS_QUANTUM, venue_entry
@@ -161,7 +160,6 @@ def route(
     """
     chosen = intent.algorithm if algorithm is None else Algorithm(algorithm)
     with decimal.localcontext(ROUTING_CONTEXT):
-        side = intent.side
         total = intent.qty if qty is None else qty
         eligible, ranked, excluded, quoted = _eligible_books(intent, books, venues, now_ms, max_quote_age_ms, unavailable or {})
         ctx = routing_context(_digits_needed(total, quoted))
