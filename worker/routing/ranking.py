@@ -38,7 +38,7 @@ def venue_entry(quote: VenueQuote, venue: VenueConfig, side: Side) -> tuple:
     memoised (the planner reads ``_VENUES`` directly)."""
     prep = prepare_side(quote, side, venue.taker_fee_bps)
     entry = prepared_route(prep, venue)
-    key = None if entry is None else (entry.score if side is Side.BUY else entry.score.copy_negate(), entry.provider)
+    key = None if entry is None else rank_key(side, entry)
     memo = (quote, venue, prep, entry, key, SideBook.of(venue, prep, len(prep.prices)))
     _VENUES[(id(quote), id(venue), side is Side.BUY)] = memo  # holds quote and venue: their ids stay theirs
     if len(_VENUES) > _VENUES_SIZE:
@@ -88,6 +88,12 @@ def _venue_route(side: Side, venue: VenueConfig, quote: VenueQuote) -> VenueRout
     )
 
 
+def rank_key(side: Side, route: VenueRoute) -> tuple[Decimal, str]:
+    """Sort key of the ranking, best first: lowest score for buys, highest for sells; ties by
+    venue name."""
+    return (route.score if side is Side.BUY else route.score.copy_negate(), route.provider)
+
+
 def rank(side: Side, routes: list[VenueRoute]) -> list[VenueRoute]:
-    """Best first: lowest score for buys, highest for sells; ties by venue name."""
-    return sorted(routes, key=lambda r: (side.sign * r.score, r.provider))
+    """``routes`` best first (see :func:`rank_key`)."""
+    return sorted(routes, key=lambda r: rank_key(side, r))
