@@ -231,7 +231,8 @@ def build(settings: Settings, venues: Sequence[VenueConfig], *, clients: KafkaCl
     journal = journal or KafkaJournal(producer, s.topics.journal, index.record, max_bytes=s.max_request_bytes)
     service = IntentService(venues, quotes, executor, limits, s.max_quote_age_ms, account_venues=allow,
                             max_rounds=s.max_rounds, execution_deadline_ms=s.execution_deadline_ms,
-                            reserve_own_liquidity=s.reserve_own_liquidity, journal=journal, metrics=metrics)
+                            reserve_own_liquidity=s.reserve_own_liquidity, journal=journal, metrics=metrics,
+                            node_limit=s.routing_node_limit)
     stats = Stats()
     dead = DeadLetters(producer, s.topics.dlq, lambda topic="": metrics.dead_letters.labels(topic).inc())
     feed = QuoteFeed(s, quotes, dead.send, on_update=partial(prewarm, {v.name: v for v in venues}), clients=clients)

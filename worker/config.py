@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(default=6, ge=1, le=10_000)
     topic_replication: int = Field(default=1, ge=1, le=10)
     max_quote_age_ms: int = Field(default=2_000, ge=0)
+    #: Branch-and-bound nodes per plan before the best allocation found so far is taken
+    #: (``optimal: false`` in the plan). Bounds the worst case of adversarial lot steps.
+    routing_node_limit: int = Field(default=2_000, ge=1, le=10_000_000)
     max_in_flight: int = Field(default=256, ge=1, le=100_000)
     leg_timeout_ms: int = Field(default=2_000, ge=1)
     reconcile_timeout_ms: int = Field(default=30_000, ge=0)

@@ -26,6 +26,7 @@ from worker.pipeline.clients import KafkaClients
 from worker.domain.errors import InputError
 from worker.domain.models import Algorithm, OrderIntent, RoutePlan, VenueConfig, VenueQuote
 from worker.pipeline.codec import decode, encode
+from worker.routing.allocators import DEFAULT_NODE_LIMIT
 from worker.routing.planner import route
 
 
@@ -162,7 +163,7 @@ def _books_timeline(quotes: Iterable) -> list[tuple[int, VenueQuote]]:
 
 
 def what_if(intent_records: list, quote_records: list, venues: list[VenueConfig], algorithms: list[Algorithm],
-            max_quote_age_ms: int | None) -> tuple[list[RoutePlan], WhatIfSummary]:
+            max_quote_age_ms: int | None, node_limit: int = DEFAULT_NODE_LIMIT) -> tuple[list[RoutePlan], WhatIfSummary]:
     """Route every intent with every algorithm against the books of its time; nothing else."""
     summary = WhatIfSummary()
     timeline = _books_timeline(quote_records)
@@ -185,7 +186,7 @@ def what_if(intent_records: list, quote_records: list, venues: list[VenueConfig]
         per_alg = {}
         for alg in algorithms:
             plan = route(intent, books.get(intent.symbol, {}), venues, now_ms=rec.timestamp if max_quote_age_ms else None,
-                         max_quote_age_ms=max_quote_age_ms, algorithm=alg)
+                         max_quote_age_ms=max_quote_age_ms, algorithm=alg, node_limit=node_limit)
             per_alg[alg.value] = plan
             plans_out.append(plan)
             summary.plans[alg.value] = summary.plans.get(alg.value, 0) + 1
@@ -206,7 +207,8 @@ async def run_what_if(settings: Settings, venues: list[VenueConfig], rng: Range,
     intents = await read_range(settings, settings.topics.intents, rng, "intents")
     end_time = max((r.timestamp for r in intents), default=0)
     quotes = await read_range(settings, settings.topics.quotes, Range(to_time=end_time + 1), "quotes ")
-    plans, summary = what_if(intents, quotes, venues, algorithms, settings.max_quote_age_ms)
+    plans, summary = what_if(intents, quotes, venues, algorithms, settings.max_quote_age_ms,
+                             settings.routing_node_limit)
     if out is not None:
         with out.open("wb") as fh:
             for plan in plans:

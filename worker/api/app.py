@@ -145,7 +145,8 @@ class _Api:
 
     def plan(self, intent: OrderIntent, algorithm: Algorithm | None = None) -> RoutePlan:
         return route(intent, self.books(intent.symbol), self.venues, now_ms=self.deps.clock(),
-                     max_quote_age_ms=self.settings.max_quote_age_ms, algorithm=algorithm)
+                     max_quote_age_ms=self.settings.max_quote_age_ms, algorithm=algorithm,
+                     node_limit=self.settings.routing_node_limit)
 
     def preview_intent(self, symbol: str, side: Side, qty: Decimal, algorithm: Algorithm) -> OrderIntent:
         return OrderIntent(intent_id="preview", account_id="preview", symbol=symbol, side=side, type=OrderType.MARKET,

@@ -3,20 +3,26 @@
 Every allocator takes the eligible :class:`SideBook` s in ranking order and returns a
 quantity per venue that the venue accepts (on its step, above its minimums, within the
 limit-cut depth). None of them does I/O.
+
+``sor`` works in scaled integers (:class:`~worker.routing.book.Lots`): quantities in lots of
+``10**-Q`` and signed costs in units of ``10**-(Q + P + 4 + F)``, where ``Q``, ``P`` and ``F``
+are the most fraction digits of any size or step, price and fee among the books. Every
+number of the search is then an exact Python ``int``; ``Decimal`` appears only at the edges.
 """
 
 from __future__ import annotations
 
 import heapq
 import math
-from itertools import repeat
+from collections import OrderedDict
+from operator import itemgetter
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Sequence
 
 from worker.domain.models import Side, VenueRoute
 from worker.domain.money import ZERO, floor_to_step
-from worker.routing.book import SideBook
+from worker.routing.book import Lots, SideBook, floor_units, from_units
 
 #: Branch-and-bound nodes before settling for the best plan found (reported as optimal=False).
 DEFAULT_NODE_LIMIT = 2_000
@@ -70,75 +76,136 @@ def allocate_split(books: Sequence[SideBook], routes: Sequence[VenueRoute], side
 
 
 class _Lattice:
-    """The grid every fill lies on: the gcd of the steps of venues still allowed to trade.
+    """The grid every fill lies on: the gcd of the steps (in lots) of venues still allowed to
+    trade, memoised per set of venues, since every node asks for it."""
 
-    Computed in integers once per allocation and memoised per set of venues, since every
-    node asks for it.
-    """
+    __slots__ = ("units", "qty", "_memo", "_full")
 
-    def __init__(self, books: Sequence[SideBook]):
-        exponent = min(b.venue.step_size.as_tuple().exponent for b in books)
-        self.scale = Decimal(1).scaleb(-exponent)
-        self.units = [int(b.venue.step_size * self.scale) for b in books]
-        self._memo: dict[tuple[bool, ...], Decimal | None] = {}
+    def __init__(self, books: Sequence[Lots], qty: int, memo: dict[tuple[bool, ...], int] | None = None):
+        self.units = [b.step for b in books]
+        self.qty = qty
+        self._memo = {} if memo is None else memo
+        self._full = -1
 
-    def grid(self, allowed: Sequence[bool]) -> Decimal | None:
+    def grid(self, allowed: Sequence[bool]) -> int:
+        """The gcd of the allowed venues' steps; 0 when none is allowed."""
         key = tuple(allowed)
-        if key not in self._memo:
+        g = self._memo.get(key)
+        if g is None:
             g = 0
             for unit, ok in zip(self.units, key):
                 if ok:
                     g = math.gcd(g, unit)
-            self._memo[key] = Decimal(g) / self.scale if g else None
-        return self._memo[key]
+            self._memo[key] = g
+        return g
 
-    def target(self, hi: Sequence[Decimal], qty: Decimal) -> Decimal:
+    def target(self, hi: Sequence[int]) -> int:
         """The most a node can fill: the quantity floored to its lattice (a valid bound, since
         every sum of venue quantities lies on it, and far tighter when a fine-step venue is out)."""
+        if 0 not in hi:  # every venue open: the root's lattice
+            if self._full < 0:
+                g = self.grid([True] * len(hi))
+                self._full = self.qty // g * g
+            return self._full
         g = self.grid([h > 0 for h in hi])
-        return ZERO if g is None else floor_to_step(qty, g)
+        return 0 if g == 0 else self.qty // g * g
 
 
-@dataclass(slots=True)
 class _Relaxed:
-    """A node's relaxed solution; ``stop`` is the merged index where the walk stopped."""
+    """A node's relaxed solution; ``stop`` is the merged index where the walk stopped.
 
-    fill: Decimal
-    cost: Decimal
-    x: list[Decimal]
-    stop: int
+    ``key`` orders nodes lexicographically: fill as much as the books allow, then at the
+    lowest signed cost."""
+
+    __slots__ = ("fill", "cost", "x", "stop", "key", "violation")
+
+    def __init__(self, fill: int, cost: int, x: list[int], stop: int):
+        self.fill, self.cost, self.x, self.stop = fill, cost, x, stop
+        self.key = (-fill, cost)
+        self.violation: int | None = None  # the venue to branch on, once checked
+
+
+class Market:
+    """One set of books in the integer units of an allocation, memoised per set of books:
+    the worker routes many intents between two snapshots of a symbol.
+
+    ``quoted`` are every venue with a usable quote (the single-venue benchmarks), ``books``
+    the eligible ones in ranking order. Quantities are in lots of ``10**-q_digits`` and costs
+    in units of ``10**-(q_digits + p_digits + 4 + f_digits)``, exact for every book here.
+    """
+
+    __slots__ = ("quoted", "books", "q_digits", "p_digits", "f_digits", "quoted_lots", "lots", "grids", "_merged")
+
+    def __init__(self, quoted: Sequence[SideBook], books: Sequence[SideBook]):
+        self.quoted, self.books = quoted, books  # held: their ids key the memo
+        every = [*quoted, *books]
+        self.q_digits = q = max(max(b.prep.qty_digits, b.step_digits) for b in every)
+        self.p_digits = p = max(b.prep.price_digits for b in every)
+        self.f_digits = f = max(b.prep.fee_digits for b in every)
+        self.quoted_lots = [b.lots(q, p, f) for b in quoted]
+        self.lots = [b.lots(q, p, f) for b in books]
+        self.grids: dict[tuple[bool, ...], int] = {}  # lattice per set of open venues
+        self._merged: _MergedLevels | None = None
 
     @property
-    def key(self) -> tuple[Decimal, Decimal]:
-        # Lexicographic: fill as much as the books allow, then at the lowest signed cost.
-        return (-self.fill, self.cost)
+    def merged(self) -> "_MergedLevels":
+        """Every usable level of every eligible venue in fee-adjusted price order, merged
+        lazily and shared by every plan on this market."""
+        if self._merged is None:
+            self._merged = _MergedLevels(self.lots)
+        return self._merged
 
 
 class _MergedLevels:
-    """Every usable level of every venue in fee-adjusted price order, merged lazily once.
+    """Every usable level of every venue in fee-adjusted price order, merged lazily.
 
-    All branch-and-bound nodes share this order (bounds only clip venues); most walks stop
-    after a handful of levels, so most of the merge is never done.
+    Entries are ``(rate, venue, level)``: ties go to the better-ranked venue, then the better
+    level. All branch-and-bound nodes share this order (bounds only clip venues); most walks
+    stop after a handful of levels, so most of the merge is never done.
     """
 
-    def __init__(self, books: Sequence[SideBook]):
-        self._source = heapq.merge(*(zip(b.rates[: b.usable], repeat(i), range(b.usable)) for i, b in enumerate(books)))
-        self._seen: list[tuple[Decimal, int, int]] = []
+    __slots__ = ("_books", "_heap", "seen")
 
-    def get(self, k: int) -> tuple[Decimal, int, int] | None:
-        if k < 0:
-            return None
-        seen = self._seen
+    def __init__(self, books: Sequence[Lots]):
+        self._books = books
+        self._heap = [(b.rates[0], i, 0) for i, b in enumerate(books) if b.usable > 0]
+        heapq.heapify(self._heap)
+        self.seen: list[tuple[int, int, int]] = []
+
+    def get(self, k: int) -> tuple[int, int, int] | None:
+        """The ``k``-th entry, merging up to it; ``None`` past the last level."""
+        seen, heap, books = self.seen, self._heap, self._books
         while k >= len(seen):
-            nxt = next(self._source, None)
-            if nxt is None:
+            if not heap:
                 return None
-            seen.append(nxt)
+            item = heap[0]
+            seen.append(item)
+            i, j = item[1], item[2] + 1
+            book = books[i]
+            if j < book.usable:
+                heapq.heapreplace(heap, (book.rates[j], i, j))
+            else:
+                heapq.heappop(heap)
         return seen[k]
 
 
-def _rebalance(books, levels: _MergedLevels, x: list[Decimal], lo, hi, cost: Decimal, fill: Decimal, target: Decimal,
-               k: int, pinned: int = -1) -> _Relaxed:
+_MARKETS: OrderedDict[tuple[tuple[int, ...], tuple[int, ...]], Market] = OrderedDict()
+_MARKETS_SIZE = 64
+
+
+def market(quoted: Sequence[SideBook], books: Sequence[SideBook]) -> Market:
+    """The memoised :class:`Market` of ``books`` (eligible, ranked) among ``quoted``."""
+    key = (tuple(map(id, quoted)), tuple(map(id, books)))
+    hit = _MARKETS.get(key)
+    if hit is None:
+        hit = _MARKETS[key] = Market(quoted, books)
+        if len(_MARKETS) > _MARKETS_SIZE:
+            _MARKETS.popitem(last=False)
+    return hit
+
+
+def _rebalance(books: Sequence[Lots], levels: _MergedLevels, x: list[int], lo: Sequence[int], hi: Sequence[int],
+               cost: int, fill: int, target: int, k: int, pinned: int = -1) -> _Relaxed | None:
     """Bring a node's relaxed solution to ``target`` from the merged index ``k`` of its parent.
 
     Below target: take the cheapest open capacity forward (everything before ``k`` is taken
@@ -148,20 +215,25 @@ def _rebalance(books, levels: _MergedLevels, x: list[Decimal], lo, hi, cost: Dec
     """
     if fill < target:
         rem = target - fill
+        seen = levels.seen
         while rem > 0:
-            item = levels.get(k)
-            if item is None:
-                break
-            rate, i, j = item
-            cap = books[i].cum_qty[j + 1]
-            if cap > hi[i]:
-                cap = hi[i]
+            if k < len(seen):
+                rate, i, j = seen[k]
+            else:
+                item = levels.get(k)
+                if item is None:
+                    break
+                rate, i, j = item
+            cap = books[i].cum[j + 1]
+            h = hi[i]
+            if cap > h:
+                cap = h
             take = cap - x[i]
             if take > 0:
                 if take >= rem:
                     x[i] += rem
                     cost += rate * rem
-                    rem = ZERO
+                    rem = 0
                     break
                 x[i] = cap
                 cost += rate * take
@@ -169,11 +241,12 @@ def _rebalance(books, levels: _MergedLevels, x: list[Decimal], lo, hi, cost: Dec
             k += 1
         return _Relaxed(target - rem, cost, x, k)
     excess = fill - target
-    k = min(k, len(levels._seen) - 1)
+    seen = levels.seen
+    k = min(k, len(seen) - 1)
     while excess > 0 and k >= 0:
-        rate, v, j = levels._seen[k]
+        rate, v, j = seen[k]
         if v != pinned:
-            floor = books[v].cum_qty[j]
+            floor = books[v].cum[j]
             if lo[v] > floor:
                 floor = lo[v]
             give = x[v] - floor
@@ -181,7 +254,7 @@ def _rebalance(books, levels: _MergedLevels, x: list[Decimal], lo, hi, cost: Dec
                 if give >= excess:
                     x[v] -= excess
                     cost -= rate * excess
-                    excess = ZERO
+                    excess = 0
                     break
                 x[v] = floor
                 cost -= rate * give
@@ -192,99 +265,118 @@ def _rebalance(books, levels: _MergedLevels, x: list[Decimal], lo, hi, cost: Dec
     return _Relaxed(target, cost, x, max(k, 0))
 
 
-def _violation(books: Sequence[SideBook], x: list[Decimal]) -> int | None:
-    """First venue whose relaxed quantity it would refuse (minimum first, then step)."""
+def _violation(books: Sequence[Lots], x: list[int]) -> int | None:
+    """The venue to branch on: the first whose relaxed quantity is below its minimum, else the
+    coarsest-step venue off its step (the first of equals).
+
+    Branching on the coarsest step first settles the decisions that move the most quantity,
+    and the finer venues' remainders then follow from them: on coprime lot steps this halves
+    the tree against taking the first venue off its step.
+    """
     step_violation = None
-    for i, q in enumerate(x):
-        if q > 0:
+    coarsest = 0
+    i = 0
+    for q in x:
+        if q:
             book = books[i]
             if q < book.min_qty:
                 return i
-            if step_violation is None and q % book.venue.step_size:
-                step_violation = i
+            if book.step > coarsest and q % book.step:
+                step_violation, coarsest = i, book.step
+        i += 1
     return step_violation
 
 
-def _fine_idle(books: Sequence[SideBook], lattice: _Lattice, x, lo, hi) -> list[int]:
+def _fine_idle(books: Sequence[Lots], lattice: _Lattice, x: list[int], lo: list[int], hi: list[int]) -> list[int]:
     """Idle venues that alone make the lattice finer than the trading venues' steps.
 
     A remainder finer than every trading venue's step can only go to one of them; branching
     on them first (skip them all, or trade one) ends the step-by-step shuffling of such a
     remainder between coarse venues.
     """
+    idle = [j for j, q in enumerate(x) if q == 0 and lo[j] == 0 and hi[j] > 0]
+    if not idle:
+        return idle
     trading = lattice.grid([q > 0 and h > 0 for q, h in zip(x, hi)])
-    if trading is None:
+    if trading == 0:
         return []
-    return [j for j, b in enumerate(books) if x[j] == 0 and lo[j] == 0 and hi[j] > 0 and b.venue.step_size % trading != 0]
+    return [j for j in idle if books[j].step % trading != 0]
 
 
-def _with(bounds: list[Decimal], changes: dict[int, Decimal]) -> list[Decimal]:
+def _with(bounds: list[int], changes: dict[int, int]) -> list[int]:
     out = list(bounds)
     for i, v in changes.items():
         out[i] = v
     return out
 
 
-def _branches(books: Sequence[SideBook], lattice: _Lattice, node: _Relaxed, lo, hi):
+def _branches(books: Sequence[Lots], lattice: _Lattice, node: _Relaxed, lo: list[int], hi: list[int]):
     """(lo, hi, pinned venue or -1, venues whose bounds changed) of each child; together the
     children cover every integer plan of the node."""
     x = node.x
-    i = _violation(books, x)
+    i = node.violation
+    if i is None:
+        i = node.violation = _violation(books, x)
     book = books[i]
     if x[i] < book.min_qty:  # semi-continuous: 0 or >= min_qty
-        yield lo, _with(hi, {i: ZERO}), -1, (i,)
+        yield lo, _with(hi, {i: 0}), -1, (i,)
         yield _with(lo, {i: book.min_qty}), hi, i, (i,)
         return
     fine = _fine_idle(books, lattice, x, lo, hi)
     if fine:
-        yield lo, _with(hi, dict.fromkeys(fine, ZERO)), -1, tuple(fine)
+        yield lo, _with(hi, dict.fromkeys(fine, 0)), -1, tuple(fine)
         for j in fine:
             yield _with(lo, {j: books[j].min_qty}), hi, j, (j,)
         return
-    step = book.venue.step_size
-    down = floor_to_step(x[i], step)
+    step = book.step
+    down = x[i] // step * step
     if down >= max(lo[i], book.min_qty):
         yield lo, _with(hi, {i: down}), -1, (i,)
     elif lo[i] == 0:
-        yield lo, _with(hi, {i: ZERO}), -1, (i,)
+        yield lo, _with(hi, {i: 0}), -1, (i,)
     up = down + step
     if up <= hi[i]:
         yield _with(lo, {i: max(lo[i], up)}), hi, i, (i,)
 
 
-def _child(books, levels, lattice: _Lattice, parent: _Relaxed, lo, hi, pinned: int, changed, qty: Decimal) -> _Relaxed | None:
+def _child(books: Sequence[Lots], levels: _MergedLevels, lattice: _Lattice, parent: _Relaxed, lo: list[int],
+           hi: list[int], pinned: int, changed: tuple[int, ...], qty: int) -> _Relaxed | None:
     """A child's relaxation, derived from its parent's instead of walked from the top."""
-    x = list(parent.x)
+    x = parent.x[:]
     cost, fill = parent.cost, parent.fill
     for i in changed:
-        b = books[i]
-        q = x[i]
+        q = was = x[i]
         if q < lo[i]:
             q = lo[i]
         elif q > hi[i]:
             q = hi[i]
-        if q != x[i]:
-            cost += b.signed_cost(q) - b.signed_cost(x[i])
-            fill += q - x[i]
+        if q != was:
+            b = books[i]
+            cost += b.signed_cost(q) - b.signed_cost(was)
+            fill += q - was
             x[i] = q
-    return _rebalance(books, levels, x, lo, hi, cost, fill, lattice.target(hi, qty), parent.stop, pinned)
+    return _rebalance(books, levels, x, lo, hi, cost, fill, lattice.target(hi), parent.stop, pinned)
 
 
-def _repair(books: Sequence[SideBook], x: list[Decimal], lo, hi, target: Decimal) -> list[Decimal]:
+def _repair(books: Sequence[Lots], x: list[int], lo: list[int], hi: list[int], target: int) -> list[int]:
     """A feasible plan near a relaxed one: every venue rounded down to its rules, then the
     remainder placed in whole steps on the venues with the cheapest next unit."""
     y = []
     for b, q, l in zip(books, x, lo):
-        r = floor_to_step(q, b.venue.step_size)
-        y.append(r if r >= b.min_qty or r == 0 else (l if l > 0 else ZERO))
-    rem = target - sum(y, ZERO)
+        r = q // b.step * b.step
+        y.append(r if r >= b.min_qty or r == 0 else (l if l > 0 else 0))
+    rem = target - sum(y)
     if rem <= 0:
         return y
-    order = sorted((b.rates[b.level_at(q)] if b.level_at(q) < b.usable else b.rates[-1], i)
-                   for i, (b, q) in enumerate(zip(books, y)) if hi[i] > q)
+    order = []
+    for i, (b, q) in enumerate(zip(books, y)):
+        if hi[i] > q:
+            level = b.level_at(q)
+            order.append((b.rates[level] if level < b.usable else b.rates[-1], i))
+    order.sort()
     for _, i in order:
         b = books[i]
-        add = floor_to_step(min(rem, hi[i] - y[i]), b.venue.step_size)
+        add = min(rem, hi[i] - y[i]) // b.step * b.step
         if add <= 0 or (y[i] == 0 and add < b.min_qty):
             continue
         y[i] += add
@@ -294,7 +386,14 @@ def _repair(books: Sequence[SideBook], x: list[Decimal], lo, hi, target: Decimal
     return y
 
 
-def allocate_sor(books: Sequence[SideBook], qty: Decimal, node_limit: int = DEFAULT_NODE_LIMIT) -> Allocation:
+def _clipped(book: Lots, qty: int) -> int:
+    """Round down to the step, cap at depth, and drop an order the venue would refuse."""
+    qty = min(qty // book.step * book.step, book.max_qty)
+    return qty if qty >= book.min_qty else 0
+
+
+def allocate_sor(books: Sequence[SideBook], qty: Decimal, node_limit: int = DEFAULT_NODE_LIMIT,
+                 quoted: Sequence[SideBook] | None = None) -> Allocation:
     """The exact depth-aware optimum across all books under every venue's lot rules.
 
     Branch and bound. A node's bound is the greedy relaxation (all levels of all venues
@@ -303,26 +402,42 @@ def allocate_sor(books: Sequence[SideBook], qty: Decimal, node_limit: int = DEFA
     its minimum), on idle fine-step venues, or on its step (floor, or one step more). A
     depth-first dive finds a good plan fast; best-first search then proves it optimal or
     improves it. Realistic books finish at the root. Past ``node_limit`` the best plan found
-    is returned with ``optimal=False``.
+    is returned with ``optimal=False``. ``quoted`` (default: ``books``) only shares the
+    memoised integer view with the planner's benchmarks.
     """
     if not books:
         return Allocation({})
+    mk = market(books if quoted is None else quoted, books)
+    x, optimal, nodes = solve_lots(mk.lots, floor_units(qty, mk.q_digits), node_limit, mk.merged, mk.grids)
+    q = mk.q_digits
+    return Allocation({b.name: from_units(v, q) for b, v in zip(books, x) if v > 0}, optimal=optimal, nodes=nodes)
+
+
+def solve_lots(books: Sequence[Lots], qty: int, node_limit: int = DEFAULT_NODE_LIMIT,
+               merged: _MergedLevels | None = None,
+               grids: dict[tuple[bool, ...], int] | None = None) -> tuple[list[int], bool, int]:
+    """The branch and bound of :func:`allocate_sor` in lots: (lots per book, proven optimal,
+    nodes expanded). ``merged`` and ``grids`` are the memoised merge and lattices of ``books``."""
     n = len(books)
-    levels = _MergedLevels(books)
-    lattice = _Lattice(books)
-    root_lo, root_hi = [ZERO] * n, [b.max_qty for b in books]
-    root = _rebalance(books, levels, [ZERO] * n, root_lo, root_hi, ZERO, ZERO, lattice.target(root_hi, qty), 0)
-    if _violation(books, root.x) is None:
-        return Allocation({b.name: q for b, q in zip(books, root.x) if q > 0}, optimal=True, nodes=0)
+    levels = _MergedLevels(books) if merged is None else merged
+    lattice = _Lattice(books, qty, grids)
+    root_lo, root_hi = [0] * n, [b.max_qty for b in books]
+    root = _rebalance(books, levels, [0] * n, root_lo, root_hi, 0, 0, lattice.target(root_hi), 0)
+    root.violation = _violation(books, root.x)
+    if root.violation is None:
+        return root.x, True, 0
 
     # A quick feasible plan (round every venue down to its rules) makes pruning bite early.
-    best_x = [_clip_to_rules(b, q) for b, q in zip(books, root.x)]
-    best_key = (-sum(best_x, ZERO), sum((b.signed_cost(q) for b, q in zip(books, best_x)), ZERO))
+    best_x = [_clipped(b, q) for b, q in zip(books, root.x)]
+    best_key = (-sum(best_x), sum(b.signed_cost(q) for b, q in zip(books, best_x) if q > 0))
     nodes = 0
 
-    def offer(candidate: list[Decimal]) -> None:
+    def offer(candidate: list[int]) -> None:
         nonlocal best_key, best_x
-        key = (-sum(candidate, ZERO), sum((b.signed_cost(q) for b, q in zip(books, candidate) if q > 0), ZERO))
+        fill = sum(candidate)
+        if -fill > best_key[0]:
+            return  # fills less than the incumbent: its cost does not matter
+        key = (-fill, sum(b.signed_cost(q) for b, q in zip(books, candidate) if q > 0))
         if key < best_key:
             best_key, best_x = key, candidate
 
@@ -330,17 +445,18 @@ def allocate_sor(books: Sequence[SideBook], qty: Decimal, node_limit: int = DEFA
         """Open children that might beat the incumbent, best bound first."""
         nonlocal best_key, best_x
         if -best_key[0] < node.fill:  # the incumbent does not fill what this node could yet
-            offer(_repair(books, node.x, lo, hi, lattice.target(hi, qty)))
+            offer(_repair(books, node.x, lo, hi, lattice.target(hi)))
         kids = []
         for c_lo, c_hi, pinned, changed in _branches(books, lattice, node, lo, hi):
             child = _child(books, levels, lattice, node, c_lo, c_hi, pinned, changed, qty)
             if child is None or child.key >= best_key:
                 continue
-            if _violation(books, child.x) is None:
+            child.violation = _violation(books, child.x)
+            if child.violation is None:
                 best_key, best_x = child.key, child.x
                 continue
             kids.append((child.key, c_lo, c_hi, child))
-        kids.sort(key=lambda k: k[0])
+        kids.sort(key=itemgetter(0))
         return kids
 
     counter = 0
@@ -373,4 +489,4 @@ def allocate_sor(books: Sequence[SideBook], qty: Decimal, node_limit: int = DEFA
         for key, c_lo, c_hi, child in expand(lo, hi, node):
             counter += 1
             heapq.heappush(frontier, (key, counter, c_lo, c_hi, child))
-    return Allocation({b.name: q for b, q in zip(books, best_x) if q > 0}, optimal=optimal and not frontier, nodes=nodes)
+    return best_x, optimal and not frontier, nodes

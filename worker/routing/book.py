@@ -1,24 +1,80 @@
-"""A venue's book side prepared for routing: prefix sums and lot rules in one place.
+"""A venue's book side prepared for routing: prefix sums, lot rules and integer views.
 
-Everything here is exact ``Decimal`` arithmetic; walking a book is O(log levels) thanks to
-the cumulative quantity and notional arrays.
+Two representations of the same book live side by side:
+
+- exact ``Decimal`` prefix sums, for the numbers a plan reports (notional, fees, prices);
+- scaled integers (quantities in lots of ``10**-Q``, prices in ticks of ``10**-P``), for the
+  hot path: the allocators compare and add plain Python ``int`` s, which are exact at any size
+  and several times faster than ``Decimal``.
+
+Every ``Decimal`` operation of the routing core runs in one explicit context
+(:func:`routing_context`), never in the caller's ambient one: a book prepared by the worker
+as a snapshot arrives is the same book ``sor plan`` prepares on demand.
 """
 
 from __future__ import annotations
 
+import decimal
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from decimal import Decimal
+from enum import Enum
+from functools import lru_cache
+from typing import Sequence
 
 from worker.domain.models import Side, VenueConfig, VenueQuote
-from worker.domain.money import BPS, ZERO, ceil_to_step, floor_to_step
+from worker.domain.money import BPS, ZERO, floor_to_step
+
+#: The one context of every routing computation: enough digits that sums of
+#: price x qty x fee products never round on realistic books.
+ROUTING_CONTEXT = decimal.Context(prec=60, rounding=decimal.ROUND_HALF_EVEN)
+#: Exact integer-valued conversions (scaling by a power of ten never rounds here).
+_EXACT = decimal.Context(prec=decimal.MAX_PREC, Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN)
+#: A book whose exact arithmetic would need more digits than this is not routable: it would
+#: take seconds and megabytes per plan (such numbers are rejected at the edge anyway).
+MAX_ROUTING_DIGITS = 1_000
 
 
+@lru_cache(maxsize=64)
+def _wide_context(prec: int) -> decimal.Context:
+    return decimal.Context(prec=prec, rounding=decimal.ROUND_HALF_EVEN)
 
-@dataclass(frozen=True, slots=True)
+
+def routing_context(digits: int = 0) -> decimal.Context:
+    """The routing context, widened (in steps of 20 digits) when a plan's exact sums need
+    more than its 60 digits. Realistic books always get :data:`ROUTING_CONTEXT` itself, so
+    every result equals what a 60-digit computation gives."""
+    if digits <= ROUTING_CONTEXT.prec:
+        return ROUTING_CONTEXT
+    return _wide_context(-(-digits // 20) * 20)
+
+
+def fraction_digits(value: Decimal) -> int:
+    """Digits after the point in ``value``'s representation (0 for integers)."""
+    exponent = value.as_tuple().exponent
+    return -exponent if exponent < 0 else 0  # type: ignore[operator]
+
+
+def to_units(value: Decimal, digits: int) -> int:
+    """``value * 10**digits`` as an exact ``int`` (``value`` must have at most ``digits``
+    fraction digits)."""
+    return int(_EXACT.scaleb(value, digits))
+
+
+def floor_units(value: Decimal, digits: int) -> int:
+    """``floor(value * 10**digits)``: a quantity floored onto the lot grid ``10**-digits``."""
+    return int(_EXACT.scaleb(value, digits).to_integral_value(rounding=decimal.ROUND_FLOOR))
+
+
+def from_units(units: int, digits: int) -> Decimal:
+    """The exact ``Decimal`` of ``units * 10**-digits``."""
+    return _EXACT.scaleb(Decimal(units), -digits)
+
+
+@dataclass(slots=True, eq=False)
 class PreparedSide:
-    """Prefix sums and fee-adjusted rates of one side of one quote: computed once per quote."""
+    """Prefix sums and integer views of one side of one quote: computed once per quote."""
 
     quote: VenueQuote  # held so the id() in the memo key cannot be recycled while cached
     side: Side
@@ -26,124 +82,286 @@ class PreparedSide:
     prices: tuple[Decimal, ...]
     cum_qty: tuple[Decimal, ...]  # cum_qty[j] = quantity of the levels before j
     cum_notional: tuple[Decimal, ...]
-    rates: tuple[Decimal, ...]
     fee_rate: Decimal
-    factor: Decimal  # sign * (1 +/- fee): rates[j] == factor * prices[j]
-    derived: dict = field(default_factory=dict, compare=False)  # per-venue values of this quote, memoised
+    factor: Decimal  # sign * (1 +/- fee): the fee-adjusted rate of a level is factor * price
+    qty_digits: int  # fraction digits of the sizes: cum_qty is exact in lots of 10**-qty_digits
+    price_digits: int
+    fee_digits: int
+    digits: int  # significant digits the exact sums of this book need
+    int_prices: tuple[int, ...]  # prices in ticks of 10**-price_digits
+    int_cum_qty: tuple[int, ...]  # in lots of 10**-qty_digits
+    fee_units: int  # taker fee in units of 10**-fee_digits bps
+    derived: dict = field(default_factory=dict)  # per-venue values of this quote, memoised
 
 
-_MEMO: OrderedDict[tuple[int, Side, Decimal], PreparedSide] = OrderedDict()
+_MEMO: OrderedDict[tuple[int, bool, Decimal], PreparedSide] = OrderedDict()
 _MEMO_SIZE = 8192
 
 
 def prepare_side(quote: VenueQuote, side: Side, taker_fee_bps: Decimal) -> PreparedSide:
-    """The prepared side of ``quote``, memoised: the worker routes many intents per quote."""
-    key = (id(quote), side, taker_fee_bps)
+    """The prepared side of ``quote``, memoised: the worker routes many intents per quote.
+
+    The result does not depend on the caller's decimal context.
+    """
+    key = (id(quote), side is Side.BUY, taker_fee_bps)  # a bool hashes in C; an Enum in Python
     hit = _MEMO.get(key)
     if hit is not None and hit.quote is quote:
         return hit
-    sign = side.sign
-    fee_rate = taker_fee_bps / BPS
-    factor = sign * ((1 + fee_rate) if side is Side.BUY else (1 - fee_rate))
-    prices, keys, rates, cum_q, cum_n = [], [], [], [ZERO], [ZERO]
-    q_total = n_total = ZERO
-    for price, qty in quote.side_levels(side):
-        prices.append(price)
-        keys.append(sign * price)
-        rates.append(factor * price)
-        q_total += qty
-        n_total += price * qty
-        cum_q.append(q_total)
-        cum_n.append(n_total)
-    prepared = PreparedSide(quote, side, tuple(keys), tuple(prices), tuple(cum_q), tuple(cum_n), tuple(rates), fee_rate, factor)
+    prepared = _prepare(quote, side, taker_fee_bps)
     _MEMO[key] = prepared
     if len(_MEMO) > _MEMO_SIZE:
         _MEMO.popitem(last=False)
     return prepared
 
 
-@dataclass(frozen=True, slots=True)
+def _prefix_sums(levels, ctx: decimal.Context):
+    prices, cum_q, cum_n = [], [ZERO], [ZERO]
+    q_total = n_total = price_sum = ZERO
+    with decimal.localcontext(ctx):
+        for price, qty in levels:
+            prices.append(price)
+            price_sum += price  # its exponent is the finest price's: the tick digits
+            q_total += qty
+            n_total += price * qty
+            cum_q.append(q_total)
+            cum_n.append(n_total)
+    return prices, cum_q, cum_n, price_sum
+
+
+def _prepare(quote: VenueQuote, side: Side, taker_fee_bps: Decimal) -> PreparedSide:
+    levels = quote.side_levels(side)
+    ctx = ROUTING_CONTEXT.copy()
+    ctx.clear_flags()
+    prices, cum_q, cum_n, price_sum = _prefix_sums(levels, ctx)
+    if ctx.flags[decimal.Rounded]:
+        # Beyond 60 digits: redo the sums exactly in a context wide enough for this book.
+        need = _digits_needed(levels)
+        prices, cum_q, cum_n, price_sum = _prefix_sums(levels, routing_context(min(need, MAX_ROUTING_DIGITS)))
+    else:
+        need = 0
+    sign = side.sign
+    with decimal.localcontext(routing_context(need)):
+        fee_rate = taker_fee_bps / BPS
+        factor = sign * ((1 + fee_rate) if side is Side.BUY else (1 - fee_rate))
+        keys = prices if sign == 1 else [-p for p in prices]
+    qty_digits = fraction_digits(cum_q[-1])
+    price_digits = fraction_digits(price_sum)
+    fee_digits = fraction_digits(taker_fee_bps)
+    magnitude = max(cum_n[-1].adjusted(), cum_q[-1].adjusted(), price_sum.adjusted(), 0) + 1
+    digits = max(need, magnitude + qty_digits + price_digits + fee_digits + 5)
+    if digits > MAX_ROUTING_DIGITS:
+        int_prices, int_cum_q = (), (0,)  # not routable: see SideBook.build
+    else:
+        scaleb = _EXACT.scaleb
+        int_prices = tuple([int(scaleb(p, price_digits)) for p in prices])
+        int_cum_q = tuple([int(scaleb(q, qty_digits)) for q in cum_q])
+    return PreparedSide(
+        quote, side, tuple(keys), tuple(prices), tuple(cum_q), tuple(cum_n), fee_rate, factor,
+        qty_digits, price_digits, fee_digits, digits, int_prices, int_cum_q, to_units(taker_fee_bps, fee_digits),
+    )
+
+
+def _digits_needed(levels) -> int:
+    """Digits that hold every prefix sum of ``levels`` exactly (the slow path: huge books)."""
+    hi, lo = 0, 0
+    for price, qty in levels:
+        for value in (price, qty):
+            t = value.as_tuple()
+            hi = max(hi, value.adjusted())
+            lo = min(lo, t.exponent)  # type: ignore[type-var]
+    # Products add exponents; sums of len(levels) terms add a few digits.
+    return 2 * (hi - lo) + len(str(len(levels))) + 10
+
+
+@dataclass(slots=True, eq=False)
+class Lots:
+    """One book in the integer units of one allocation: quantities in lots of ``10**-Q``,
+    signed fee-adjusted costs in units of ``10**-(Q + P + 4 + F)``.
+
+    ``rates[j]`` is the signed cost of one lot at level ``j``; ``costs[j]`` the signed cost of
+    the levels before ``j``. Buys minimise ``price * (1 + taker)``, sells minimise
+    ``-price * (1 - taker)``: one ordering serves both.
+    """
+
+    cum: tuple[int, ...]
+    rates: tuple[int, ...]
+    costs: tuple[int, ...]
+    step: int
+    min_qty: int  # smallest acceptable order; > max_qty: unusable
+    max_qty: int  # depth within limit, floored to the step
+    usable: int
+
+    def signed_cost(self, qty: int) -> int:
+        """Fee-inclusive signed cost of ``qty`` lots walked from the top."""
+        if qty <= 0:
+            return 0
+        j = bisect_left(self.cum, qty) - 1  # level holding the qty-th lot
+        return self.costs[j] + (qty - self.cum[j]) * self.rates[j]
+
+    def level_at(self, qty: int) -> int:
+        """Index of the level the next lot after ``qty`` comes from."""
+        return bisect_right(self.cum, qty) - 1 if qty < self.cum[-1] else len(self.rates)
+
+
+class BookState(Enum):
+    """Whether a venue's book can take part in a plan, and if not, why."""
+
+    USABLE = "usable"
+    EMPTY = "empty"  # nothing on the step within the limit
+    BELOW_MINIMUM = "below_minimum"  # the depth within the limit is below min_qty / min_notional
+    UNROUTABLE = "unroutable"  # numbers beyond MAX_ROUTING_DIGITS
+
+
+@dataclass(slots=True, eq=False)
 class SideBook:
     """The side of one venue's book an order takes from, with the venue's rules and the limit.
 
-    ``rates[j]`` is the signed, fee-adjusted price per unit of level ``j``: buys minimise
-    ``price * (1 + taker)``, sells minimise ``-price * (1 - taker)``; one ordering serves both.
     Levels past ``usable`` are beyond the limit price and only serve single-venue benchmarks.
+    Built once per venue, quote and limit depth, and memoised with the quote.
     """
 
     venue: VenueConfig
-    side: Side
-    prices: tuple[Decimal, ...]
-    cum_qty: tuple[Decimal, ...]
-    cum_notional: tuple[Decimal, ...]
-    rates: tuple[Decimal, ...]
-    fee_rate: Decimal
-    factor: Decimal
+    prep: PreparedSide
     usable: int
     max_qty: Decimal  # depth within limit, floored to the venue's step
     min_qty: Decimal  # smallest step-aligned qty meeting min_qty and min_notional; > max_qty: unusable
+    step_digits: int
+    routable: bool
+    state: BookState = BookState.USABLE
+    name: str = ""  # the venue's
+    _lots: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.name = self.venue.name
 
     @classmethod
     def build(cls, venue: VenueConfig, quote: VenueQuote, side: Side, limit: Decimal | None) -> "SideBook":
         prep = prepare_side(quote, side, venue.taker_fee_bps)
-        usable = len(prep.prices) if limit is None else bisect_right(prep.keys, side.sign * limit)
-        max_qty = floor_to_step(prep.cum_qty[usable], venue.step_size)
-        book = cls(venue, side, prep.prices, prep.cum_qty, prep.cum_notional, prep.rates, prep.fee_rate, prep.factor, usable, max_qty, ZERO)
-        key = ("min", venue.step_size, venue.min_qty, venue.min_notional, usable)
-        smallest = prep.derived.get(key)
-        if smallest is None:
-            smallest = prep.derived[key] = book._smallest_order()
-        object.__setattr__(book, "min_qty", smallest)
+        return cls.of(venue, prep, len(prep.prices) if limit is None else bisect_right(prep.keys, side.sign * limit))
+
+    @classmethod
+    def of(cls, venue: VenueConfig, prep: PreparedSide, usable: int) -> "SideBook":
+        """The memoised book of ``venue`` on ``prep`` with the first ``usable`` levels in the limit."""
+        key = (venue.name, venue.step_size, venue.min_qty, venue.min_notional, usable)
+        book = prep.derived.get(key)
+        if book is None:
+            book = prep.derived[key] = cls._make(venue, prep, usable)
         return book
 
+    @classmethod
+    def _make(cls, venue: VenueConfig, prep: PreparedSide, usable: int) -> "SideBook":
+        step_digits = max(fraction_digits(venue.step_size), fraction_digits(venue.min_qty))
+        digits = prep.digits + step_digits + max(0, venue.min_qty.adjusted(), venue.min_notional.adjusted()) + 2
+        routable = digits <= MAX_ROUTING_DIGITS and venue.step_size.adjusted() < MAX_ROUTING_DIGITS
+        if not routable:
+            return cls(venue, prep, usable, ZERO, venue.step_size, step_digits, False, BookState.UNROUTABLE)
+        # Lots at this book's own scale, to compute the minimum exactly in integers.
+        q = max(prep.qty_digits, step_digits)
+        scale = 10 ** (q - prep.qty_digits)
+        cum = prep.int_cum_qty if scale == 1 else [c * scale for c in prep.int_cum_qty]
+        step = to_units(venue.step_size, q)
+        max_lots = cum[usable] // step * step
+        min_lots = _smallest_order(venue, prep, cum, q, step, usable, max_lots)
+        with decimal.localcontext(routing_context(digits)):
+            max_qty = floor_to_step(prep.cum_qty[usable], venue.step_size)  # as reported: the step's digits
+        state = BookState.EMPTY if max_lots == 0 else BookState.BELOW_MINIMUM if min_lots > max_lots else BookState.USABLE
+        return cls(venue, prep, usable, max_qty, from_units(min_lots, q), step_digits, True, state)
+
+
     @property
-    def name(self) -> str:
-        return self.venue.name
+    def side(self) -> Side:
+        return self.prep.side
+
+    @property
+    def prices(self) -> tuple[Decimal, ...]:
+        return self.prep.prices
+
+    @property
+    def cum_qty(self) -> tuple[Decimal, ...]:
+        return self.prep.cum_qty
+
+    @property
+    def fee_rate(self) -> Decimal:
+        return self.prep.fee_rate
 
     @property
     def depth(self) -> Decimal:
         """Visible quantity on this side, ignoring the limit."""
-        return self.cum_qty[-1]
+        return self.prep.cum_qty[-1]
 
-    def _smallest_order(self) -> Decimal:
-        step, max_qty = self.venue.step_size, self.max_qty
-        smallest = ceil_to_step(max(self.venue.min_qty, step), step)
-        if self.venue.min_notional > 0 and self.cum_notional[self.usable] >= self.venue.min_notional:
-            j = bisect_left(self.cum_notional, self.venue.min_notional)  # first prefix reaching it
-            level = j - 1
-            needed = self.cum_qty[level] + (self.venue.min_notional - self.cum_notional[level]) / self.prices[level]
-            smallest = max(smallest, ceil_to_step(needed, step))
-            # Division rounds at the context precision; nudge up until the notional really holds.
-            while smallest <= max_qty and self.notional(smallest) < self.venue.min_notional:
-                smallest += step
-        elif self.venue.min_notional > 0:
-            return max_qty + step  # the whole visible depth is below min_notional
-        return smallest
+    def lots(self, q: int, p: int, f: int) -> Lots:
+        """This book in the integer units of an allocation at scales ``(q, p, f)``: memoised,
+        since an allocation's scales are the same from plan to plan."""
+        key = (q, p, f)
+        out = self._lots.get(key)
+        if out is None:
+            out = self._lots[key] = self._make_lots(q, p, f)
+        return out
 
-    def level_at(self, qty: Decimal) -> int:
-        """Index of the level the next unit after ``qty`` comes from."""
-        return bisect_right(self.cum_qty, qty) - 1 if qty < self.cum_qty[-1] else len(self.prices)
-
-    def net_vwap(self, qty: Decimal) -> Decimal | None:
-        """Fee-inclusive average price of ``qty`` walked from the top, ignoring the limit."""
-        if qty <= 0 or qty > self.depth:
-            return None
-        return self.side.sign * self.signed_cost(qty) / qty
+    def _make_lots(self, q: int, p: int, f: int) -> Lots:
+        prep = self.prep
+        q_scale = 10 ** (q - prep.qty_digits)
+        p_scale = 10 ** (p - prep.price_digits)
+        one = 10 ** (4 + f)
+        fee = prep.fee_units * 10 ** (f - prep.fee_digits)
+        factor = (one + fee) if prep.side is Side.BUY else -(one - fee)
+        cum = prep.int_cum_qty if q_scale == 1 else tuple([c * q_scale for c in prep.int_cum_qty])
+        factor *= p_scale
+        rates = tuple([factor * t for t in prep.int_prices])
+        costs = [0]
+        total = 0
+        previous = 0
+        for c, r in zip(cum[1:], rates):
+            total += (c - previous) * r
+            previous = c
+            costs.append(total)
+        return Lots(cum, rates, tuple(costs), to_units(self.venue.step_size, q), to_units(self.min_qty, q),
+                    to_units(self.max_qty, q), self.usable)
 
     def notional(self, qty: Decimal) -> Decimal:
         """Gross quote amount (before fees) of taking ``qty`` from the top of the book."""
         if qty <= 0:
             return ZERO
-        j = bisect_left(self.cum_qty, qty) - 1  # level holding the qty-th unit
-        return self.cum_notional[j] + (qty - self.cum_qty[j]) * self.prices[j]
+        prep = self.prep
+        j = bisect_left(prep.cum_qty, qty) - 1  # level holding the qty-th unit
+        return prep.cum_notional[j] + (qty - prep.cum_qty[j]) * prep.prices[j]
 
     def signed_cost(self, qty: Decimal) -> Decimal:
         """Fee-inclusive cost of ``qty``: positive paid for buys, negative received for sells."""
-        return self.factor * self.notional(qty)
+        return self.prep.factor * self.notional(qty)
+
+    def net_vwap(self, qty: Decimal) -> Decimal | None:
+        """Fee-inclusive average price of ``qty`` walked from the top, ignoring the limit."""
+        if qty <= 0 or qty > self.depth:
+            return None
+        return self.prep.side.sign * self.signed_cost(qty) / qty
 
     def worst_price(self, qty: Decimal) -> Decimal:
         """Price of the last level touched by ``qty``: the protective limit for the leg."""
-        return self.prices[bisect_left(self.cum_qty, qty) - 1]
+        return self.prep.prices[bisect_left(self.prep.cum_qty, qty) - 1]
 
     def levels_touched(self, qty: Decimal) -> int:
-        return bisect_left(self.cum_qty, qty) if qty > 0 else 0
+        return bisect_left(self.prep.cum_qty, qty) if qty > 0 else 0
+
+
+def _smallest_order(venue: VenueConfig, prep: PreparedSide, cum: Sequence[int], q: int, step: int, usable: int, max_lots: int) -> int:
+    """The smallest step-aligned quantity (lots of ``10**-q``) the venue accepts: at least one
+    step, at least ``min_qty``, and a notional of at least ``min_notional``. Exact: integer
+    arithmetic, no division rounding."""
+    min_qty = to_units(venue.min_qty, q)
+    smallest = max(min_qty, step)
+    smallest = -(-smallest // step) * step
+    if venue.min_notional > 0:
+        # Notional in units of 10**-(q + price digits), the minimum on the same grid (ceiled).
+        n_digits = q + prep.price_digits
+        min_notional = int(_EXACT.scaleb(venue.min_notional, n_digits).to_integral_value(rounding=decimal.ROUND_CEILING))
+        prices = prep.int_prices
+        total = 0
+        for j in range(usable):
+            level = (cum[j + 1] - cum[j]) * prices[j]
+            if total + level >= min_notional:
+                needed = cum[j] + -(-(min_notional - total) // prices[j])
+                return max(smallest, -(-needed // step) * step)
+            total += level
+        return max_lots + step  # the whole depth within the limit is below min_notional
+    return smallest

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import decimal
+from collections import OrderedDict
 from decimal import Decimal
 
 from worker.domain.models import Side, VenueConfig, VenueQuote, VenueRoute, trusted
 from worker.domain.money import BPS
-from worker.routing.book import prepare_side
+from worker.routing.book import PreparedSide, SideBook, prepare_side, routing_context
 
 BPS_QUANTUM = Decimal("0.0001")
 
@@ -21,13 +23,44 @@ def venue_route(side: Side, venue: VenueConfig, quote: VenueQuote) -> VenueRoute
     """The ranking entry of one venue, or ``None`` when its book has nothing on our side.
 
     It depends only on the quote and the venue's fees, so it is memoised with the quote's
-    prepared side: the worker routes many intents per quote.
+    prepared side: the worker routes many intents per quote. Calling it as a snapshot
+    arrives prepares everything a plan needs of that venue's book (see :func:`venue_entry`).
     """
+    memo = _VENUES.get((id(quote), id(venue), side is Side.BUY))
+    if memo is None or memo[0] is not quote or memo[1] is not venue:
+        memo = venue_entry(quote, venue, side)
+    return memo[3]
+
+
+def venue_entry(quote: VenueQuote, venue: VenueConfig, side: Side) -> tuple:
+    """(quote, venue, prepared side, ranking entry, ranking key, book without a limit) of
+    ``venue`` on one side of ``quote``: what every plan asks of a venue's quote, in one lookup,
+    memoised (the planner reads ``_VENUES`` directly)."""
     prep = prepare_side(quote, side, venue.taker_fee_bps)
+    entry = prepared_route(prep, venue)
+    key = None if entry is None else rank_key(side, entry)
+    memo = (quote, venue, prep, entry, key, SideBook.of(venue, prep, len(prep.prices)))
+    _VENUES[(id(quote), id(venue), side is Side.BUY)] = memo  # holds quote and venue: their ids stay theirs
+    if len(_VENUES) > _VENUES_SIZE:
+        _VENUES.popitem(last=False)
+    return memo
+
+
+#: (quote, venue, side) entries kept: the latest snapshot of every venue and symbol, many times over.
+_VENUES: OrderedDict[tuple[int, int, bool], tuple] = OrderedDict()
+_VENUES_SIZE = 8192
+
+
+def prepared_route(prep: PreparedSide, venue: VenueConfig) -> VenueRoute | None:
+    """:func:`venue_route` of an already prepared side (the quote and side are the prep's)."""
     key = ("route", venue.name, venue.maker_fee_bps)
-    if key not in prep.derived:
-        prep.derived[key] = _venue_route(side, venue, quote)
-    return prep.derived[key]
+    try:
+        return prep.derived[key]
+    except KeyError:
+        pass
+    with decimal.localcontext(routing_context(prep.digits)):
+        route = prep.derived[key] = _venue_route(prep.side, venue, prep.quote)
+    return route
 
 
 def _venue_route(side: Side, venue: VenueConfig, quote: VenueQuote) -> VenueRoute | None:
@@ -55,6 +88,12 @@ def _venue_route(side: Side, venue: VenueConfig, quote: VenueQuote) -> VenueRout
     )
 
 
+def rank_key(side: Side, route: VenueRoute) -> tuple[Decimal, str]:
+    """Sort key of the ranking, best first: lowest score for buys, highest for sells; ties by
+    venue name."""
+    return (route.score if side is Side.BUY else route.score.copy_negate(), route.provider)
+
+
 def rank(side: Side, routes: list[VenueRoute]) -> list[VenueRoute]:
-    """Best first: lowest score for buys, highest for sells; ties by venue name."""
-    return sorted(routes, key=lambda r: (side.sign * r.score, r.provider))
+    """``routes`` best first (see :func:`rank_key`)."""
+    return sorted(routes, key=lambda r: rank_key(side, r))

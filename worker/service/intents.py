@@ -34,6 +34,7 @@ from worker.service.quotes import QuoteCache
 from worker.domain.money import ZERO
 from worker.venues.base import OrderReport
 from worker.routing.planner import route
+from worker.routing.allocators import DEFAULT_NODE_LIMIT
 
 log = structlog.get_logger("sor.service")
 
@@ -91,8 +92,10 @@ class IntentService:
         reserve_own_liquidity: bool = False,
         journal: Journal | None = None,
         metrics: Metrics | None = None,
+        node_limit: int = DEFAULT_NODE_LIMIT,
     ):
         self.venues = list(venues)
+        self.node_limit = node_limit
         self.quotes = quotes
         self.executor = executor
         self.limits = limits
@@ -273,7 +276,8 @@ class IntentService:
         blocked = {v: ExclusionReason.CIRCUIT_OPEN for v in self.executor.breakers.blocked()}
         started = time.perf_counter()
         plan = route(intent, self.quotes.books(intent.symbol), self.venues, now_ms=self.clock(),
-                     max_quote_age_ms=self.max_quote_age_ms, round_no=round_no, qty=qty, unavailable={**blocked, **unavailable})
+                     max_quote_age_ms=self.max_quote_age_ms, round_no=round_no, qty=qty, unavailable={**blocked, **unavailable},
+                     node_limit=self.node_limit)
         if self.metrics is not None:
             self.metrics.routing.observe(time.perf_counter() - started)
         return plan
