@@ -172,6 +172,7 @@ def test_decode_caps_the_error_and_names_the_field():
 @pytest.mark.parametrize("quote, field", [
     ({"asks": [["1e-70", "1"]], "bids": []}, "asks[0][0]"),
     ({"asks": [["42155", "1e56"]]}, "asks[0][1]"),
+    ({"asks": [["42155", 123456789012345678901]]}, "asks[0][1]: must be less than 1e18"),  # the size, as a number
     ({"bids": [["42160", "1"]]}, "bids/asks: crossed book"),
     ({"asks": [["١٢٣", "1"]]}, "asks[0][0]"),
     ({"ts": 1e300}, "ts"),
@@ -186,11 +187,11 @@ def test_decode_rejects_hostile_quotes_naming_the_field(quote, field):
 
 EXACT = [
     # (raw intent JSON, expected qty, expected limit_price)
-    ('"qty": 0.12345678901234567891, "limit_price": 43000', "0.12345678901234567891", "43000"),
+    ('"qty": 0.123456789012345678, "limit_price": 43000', "0.123456789012345678", "43000"),
     ('"qty": 12345678901234567.891, "limit_price": 43000.000000000000000001', "12345678901234567.891", "43000.000000000000000001"),
     ('"qty": 123456789012345678, "limit_price": 1E+3', "123456789012345678", "1000"),
     ('"qty": 0.1, "limit_price": 42155.1', "0.1", "42155.1"),
-    ('"qty": "0.12345678901234567891", "limit_price": "43000"', "0.12345678901234567891", "43000"),
+    ('"qty": "0.123456789012345678", "limit_price": "43000"', "0.123456789012345678", "43000"),
     ('"qty": 1e-18, "limit_price": 999999999999999999.999999999999999999', "1E-18", "999999999999999999.999999999999999999"),
 ]
 HEAD = '"intent_id": "e-1", "account_id": "a", "symbol": "BTC/USD", "side": "buy", "type": "limit", '
@@ -212,16 +213,17 @@ def test_json_numbers_reach_decimal_exactly_on_kafka_and_cli(body, qty, limit):
 
 def test_level_sizes_and_prices_reach_decimal_exactly_on_kafka_and_cli():
     raw_quote = ('{"venue": "binance", "symbol": "BTC/USD", "ts": 1710000000000, "bids": [[42150.123456789012345678, 123456789012345678]],'
-                 ' "asks": [[42155.000000000000000001, 0.12345678901234567891], [42156, 12345678901234567.891]]}')
+                 ' "asks": [[42155.000000000000000001, 0.123456789012345678], [42156, 12345678901234567.891]]}')
     kafka = decode(VenueQuote, raw_quote.encode())
     assert kafka.bids == [(D("42150.123456789012345678"), D("123456789012345678"))]
-    assert kafka.asks == [(D("42155.000000000000000001"), D("0.12345678901234567891")), (D("42156"), D("12345678901234567.891"))]
+    assert kafka.asks == [(D("42155.000000000000000001"), D("0.123456789012345678")), (D("42156"), D("12345678901234567.891"))]
     cli_text = '{"intent": ' + json.dumps(INTENT) + ', "venues": [{"name": "binance"}], "quotes": [' + raw_quote + "]}"
     _, _, quotes = plan_cli.parse_plan_request(cli_text)
     assert quotes["binance"] == kafka
 
 
 @pytest.mark.parametrize("body, field", [
+    ('"qty": 0.12345678901234567891, "limit_price": 1', "qty"),  # the qty: 20 places, refused, not rounded
     ('"qty": 123456789012345678901, "limit_price": 1', "qty"),  # the level size as a qty: above 1e18
     ('"qty": 1e70, "limit_price": 1', "qty"),
     ('"qty": 0.0000000000000000001, "limit_price": 1', "qty"),
@@ -247,5 +249,5 @@ def test_json_numbers_out_of_bounds_give_the_same_error_on_kafka_and_cli(body, f
 
 
 def test_binary_floats_from_python_callers_are_refused():
-    with pytest.raises(ValueError, match="float"):
+    with pytest.raises(TypeError, match="float"):
         OrderIntent.model_validate({**INTENT, "qty": 0.1})
