@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 from decimal import Decimal
@@ -153,9 +154,21 @@ def test_the_subprocess_never_prints_a_traceback():
     for doc, field in [CRASHERS["qty_1e70"], CRASHERS["sell_fee_10000_bps"]]:
         proc = subprocess.run([SOR, "plan"], input=json.dumps(doc), capture_output=True, text=True, timeout=60)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr and field in proc.stderr, proc.stderr
-    nested = '{"a":' * 5_000 + "1" + "}" * 5_000
-    proc = subprocess.run([SOR, "plan"], input=nested, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-500:]
+    for raw in [('{"a":' * 5_000 + "1" + "}" * 5_000).encode(), b'{"intent": "\xff"}', b"\xef\xbb\xbf{}", b"\x00"]:
+        proc = subprocess.run([SOR, "plan"], input=raw, capture_output=True, timeout=60, env={**os.environ, "LC_ALL": "C.UTF-8"})
+        err = proc.stderr.decode()
+        assert proc.returncode == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err[-500:]
+
+
+def test_sor_plan_keeps_json_numbers_exact_end_to_end():
+    doc = ('{"intent": {"intent_id": "x", "account_id": "a", "symbol": "BTC/USD", "side": "buy", "type": "market", '
+           '"qty": 0.123456789012345678}, "venues": [{"name": "binance", "step_size": 1e-18}], '
+           '"quotes": [{"venue": "binance", "symbol": "BTC/USD", "ts": 1, "asks": [[42155.000000000000000001, 12345678901234567.891]]}]}')
+    proc = subprocess.run([SOR, "plan"], input=doc, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads(proc.stdout)
+    assert plan["total_qty"] == plan["planned_qty"] == plan["legs"][0]["qty"] == "0.123456789012345678"
+    assert plan["legs"][0]["worst_price"] == "42155.000000000000000001"
 
 
 # --- item 1 on the Kafka edge: the same rules in decode() -------------------------------------
@@ -251,3 +264,16 @@ def test_json_numbers_out_of_bounds_give_the_same_error_on_kafka_and_cli(body, f
 def test_binary_floats_from_python_callers_are_refused():
     with pytest.raises(TypeError, match="float"):
         OrderIntent.model_validate({**INTENT, "qty": 0.1})
+
+
+def test_toml_floats_in_a_venues_file_are_exact_decimals(tmp_path):
+    from worker.config import load_venues
+
+    path = tmp_path / "venues.toml"
+    path.write_text('[[venues]]\nname = "a"\ntaker_fee_bps = 7.5\nstep_size = 1e-8\nreject_rate = 0.02\n'
+                    '[[venues]]\nname = "b"\nmin_qty = nan\n')
+    with pytest.raises(InputError, match=r"venues\[1\]\.min_qty: must be a finite number"):
+        load_venues(path)
+    path.write_text('[[venues]]\nname = "a"\ntaker_fee_bps = 7.5\nstep_size = 1e-8\nreject_rate = 0.02\n')
+    (venue,) = load_venues(path)
+    assert (venue.taker_fee_bps, venue.step_size, venue.reject_rate) == (D("7.5"), D("1E-8"), 0.02)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -43,7 +43,8 @@ def parse_plan_request(text: str | bytes) -> tuple[OrderIntent, list[VenueConfig
     return request.intent, request.venues, quotes
 
 
-def run(stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
+def run(stdin: TextIO | BinaryIO, stdout: TextIO, stderr: TextIO) -> int:
+    """Plan the document read from ``stdin``; 0 with the plan on ``stdout``, or 2 with one line on ``stderr``."""
     try:
         intent, venues, quotes = parse_plan_request(stdin.read())
     except InputError as exc:
@@ -56,4 +57,5 @@ def run(stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
 
 
 def main() -> int:
-    return run(sys.stdin, sys.stdout, sys.stderr)
+    # Bytes, not text: the decoder checks the UTF-8 itself, whatever the locale.
+    return run(sys.stdin.buffer, sys.stdout, sys.stderr)
