@@ -29,7 +29,7 @@ from pydantic import (
     model_validator,
 )
 
-from worker.domain.money import BPS
+from worker.domain.money import BPS, ZERO
 from worker.domain.numbers import (
     JSON_NUMBER_PATTERN,
     MAX_DECIMAL_CHARS,
@@ -64,7 +64,8 @@ _BOUNDS_TEXT = "|x| < 1e18, at most 18 decimal places"
 
 
 def _decimal_input(description: str, *, gt: Decimal | None = None, ge: Decimal | None = None, lt: Decimal | None = None) -> Any:
-    """An input decimal field: exact, bounded (:func:`parse_decimal`), then ``gt``/``ge``/``lt``."""
+    """An input decimal field: exact and bounded (:func:`worker.domain.numbers.parse_decimal`),
+    then ``gt``/``ge``/``lt``; its JSON Schema states the syntax and the bounds."""
     number: dict[str, Any] = {"type": "number"}
     for key, bound in (("exclusiveMinimum", gt), ("minimum", ge), ("exclusiveMaximum", lt)):
         if bound is not None:
@@ -81,15 +82,14 @@ def _decimal_input(description: str, *, gt: Decimal | None = None, ge: Decimal |
     ]
 
 
-_ZERO = Decimal(0)
 #: A price (> 0).
-Price = _decimal_input("A price, > 0", gt=_ZERO)
+Price = _decimal_input("A price, > 0", gt=ZERO)
 #: A quantity of the base asset (> 0).
-Quantity = _decimal_input("A quantity, > 0", gt=_ZERO)
+Quantity = _decimal_input("A quantity, > 0", gt=ZERO)
 #: A minimum (quantity or notional) that may be zero.
-Minimum = _decimal_input("A minimum, >= 0", ge=_ZERO)
+Minimum = _decimal_input("A minimum, >= 0", ge=ZERO)
 #: A fee in basis points: [0, 10000). 10000 bps would make a sell worth nothing.
-FeeBps = _decimal_input("A fee in basis points, 0 <= fee < 10000", ge=_ZERO, lt=BPS)
+FeeBps = _decimal_input("A fee in basis points, 0 <= fee < 10000", ge=ZERO, lt=BPS)
 #: A timestamp or other non-negative integer, at most int64 (floats and booleans refused).
 Int64 = Annotated[int, Field(ge=0, le=MAX_INT64), BeforeValidator(check_integer_input)]
 
