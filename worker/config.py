@@ -150,7 +150,7 @@ class Settings(BaseSettings):
 def load_venues(path: Path) -> list[VenueConfig]:
     """Read a TOML venues file (``[[venues]]`` tables); errors name the file and the field."""
     try:
-        doc = tomllib.loads(path.read_text())
+        doc = tomllib.loads(path.read_text(), parse_float=Decimal)  # exact: a float would be refused
     except FileNotFoundError:
         raise InputError(f"venues file {path}: not found") from None
     except tomllib.TOMLDecodeError as exc:

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 from hypothesis import strategies as st
 
-from worker.domain.models import OrderIntent, VenueConfig, VenueQuote
+from worker.domain.models import Algorithm, OrderIntent, OrderType, Side, TimeInForce, VenueConfig, VenueQuote
 from tests.support.oracles import Venue
 
 D = Decimal
@@ -24,6 +24,27 @@ def make_intent(qty, side="buy", limit=None, algorithm="sor", tif="IOC", intent_
 def make_quote(venue: str, asks=(), bids=(), ts: int = 1_000) -> VenueQuote:
     return VenueQuote(venue=venue, symbol="BTC/USD", ts=ts,
                       asks=[(D(str(p)), D(str(q))) for p, q in asks], bids=[(D(str(p)), D(str(q))) for p, q in bids])
+
+
+def unchecked(model, **fields):
+    """A model built WITHOUT validation: what the domain's bounds refuse at the edge (qty 1e70, a
+    crossed book, a 10,000 bps fee). The routing core must still never raise on it: defence in depth."""
+    return model.model_construct(**fields)
+
+
+def unchecked_intent(qty, side="buy", algorithm="sor") -> OrderIntent:
+    return unchecked(OrderIntent, intent_id="t-1", account_id="acct", symbol="BTC/USD", side=Side(side),
+                     type=OrderType.MARKET, qty=D(str(qty)), limit_price=None, time_in_force=TimeInForce.IOC,
+                     algorithm=Algorithm(algorithm), created_at=None, expires_at=None, venues=None, dry_run=False)
+
+
+def unchecked_quote(venue: str, asks=(), bids=(), ts: int = 1_000) -> VenueQuote:
+    return unchecked(VenueQuote, venue=venue, symbol="BTC/USD", ts=ts,
+                     asks=[(D(str(p)), D(str(q))) for p, q in asks], bids=[(D(str(p)), D(str(q))) for p, q in bids])
+
+
+def unchecked_venue(name: str, **rules) -> VenueConfig:
+    return unchecked(VenueConfig, **{**VenueConfig(name=name).model_dump(), **rules})
 
 
 def oracle_venues(intent: OrderIntent, venues: list[VenueConfig], quotes: dict[str, VenueQuote]) -> list[Venue]:

@@ -127,9 +127,12 @@ def test_smart_order_executes_once_per_idempotency_key(api):
 
 
 def test_json_numbers_are_read_exactly(api):
-    r = post_json(api, "/v1/smart-order", '{"symbol": "BTC/USD", "side": "buy", "qty": 0.12345678901234567891, "dry_run": true}')
+    r = post_json(api, "/v1/smart-order", '{"symbol": "BTC/USD", "side": "buy", "qty": 0.123456789012345678, "dry_run": true}')
     assert r.status_code == 200, r.text
-    assert r.json()["total_qty"] == "0.12345678901234567891"
+    assert r.json()["total_qty"] == "0.123456789012345678"  # a float would give 0.12345678901234568
+    # Past the domain's 18 places: refused naming the field, never rounded.
+    r = post_json(api, "/v1/smart-order", '{"symbol": "BTC/USD", "side": "buy", "qty": 0.12345678901234567891, "dry_run": true}')
+    assert r.status_code == 400 and "qty" in r.json()["detail"], r.text
     assert api.gateway.published == []  # a dry run places nothing
 
 

@@ -13,7 +13,15 @@ from hypothesis import strategies as st
 
 from tests.support.adversarial import instances as adversarial_instances
 from tests.support.oracles import legacy_route
-from tests.support.scenarios import make_intent, make_quote, random_market, small_scenarios
+from tests.support.scenarios import (
+    make_intent,
+    make_quote,
+    random_market,
+    small_scenarios,
+    unchecked_intent,
+    unchecked_quote,
+    unchecked_venue,
+)
 from worker.domain.models import Algorithm, Side, VenueConfig
 from worker.routing.book import ROUTING_CONTEXT, _MEMO
 from worker.routing.planner import route
@@ -125,22 +133,22 @@ def valid(plan, intent) -> None:
 @pytest.mark.parametrize("case", ["qty 1e70", "level 1e56", "step 1e-61", "min_qty 1e70", "ask 1e-70", "sell fee 10000"])
 def test_extreme_numbers_never_raise(case, algorithm):
     side = "sell" if case == "sell fee 10000" else "buy"
-    qty, venue, asks = D("2"), VenueConfig(name="x", step_size=D("1e-8")), [(D(42155), D(3))]
+    qty, venue, asks = D("2"), unchecked_venue("x", step_size=D("1e-8")), [(D(42155), D(3))]
     if case == "qty 1e70":
         qty = D("1e70")
     elif case == "level 1e56":
         asks = [(D(42155), D("1e56"))]
     elif case == "step 1e-61":
-        venue = VenueConfig(name="x", step_size=D("1e-61"))
+        venue = unchecked_venue("x", step_size=D("1e-61"))
     elif case == "min_qty 1e70":
-        venue = VenueConfig(name="x", min_qty=D("1e70"))
+        venue = unchecked_venue("x", min_qty=D("1e70"))
     elif case == "ask 1e-70":
         asks = [(D("1e-70"), D(1)), (D(42155), D(3))]
     else:
-        venue = VenueConfig(name="x", taker_fee_bps=D(10_000))
+        venue = unchecked_venue("x", taker_fee_bps=D(10_000))
     other = VenueConfig(name="y", step_size=D("0.001"))
-    quotes = {"x": make_quote("x", asks=asks, bids=asks), "y": make_quote("y", asks=[(42160, 5)], bids=[(42150, 5)])}
-    intent = make_intent(qty, side=side, algorithm=algorithm.value)
+    quotes = {"x": unchecked_quote("x", asks=asks, bids=asks), "y": make_quote("y", asks=[(42160, 5)], bids=[(42150, 5)])}
+    intent = unchecked_intent(qty, side=side, algorithm=algorithm.value)
     plan = route(intent, quotes, [venue, other])
     valid(plan, intent)
     if case == "qty 1e70" and algorithm is Algorithm.SOR:  # all visible depth planned, the rest unfilled
@@ -162,14 +170,14 @@ def test_route_never_raises_on_wide_magnitudes(data):
     venues, quotes = [], {}
     for i in range(data.draw(st.integers(1, 3))):
         name = f"v{i}"
-        venues.append(VenueConfig(
-            name=name, step_size=data.draw(wide_decimals(-40, 5)), min_qty=data.draw(st.just(D(0)) | wide_decimals(-40, 40)),
+        venues.append(unchecked_venue(
+            name, step_size=data.draw(wide_decimals(-40, 5)), min_qty=data.draw(st.just(D(0)) | wide_decimals(-40, 40)),
             min_notional=data.draw(st.just(D(0)) | wide_decimals(-20, 40)),
             taker_fee_bps=data.draw(st.sampled_from([D(0), D("0.01"), D(25), D(9999)])),
         ))
         levels = [(data.draw(wide_decimals(-30, 30)), data.draw(wide_decimals(-30, 30))) for _ in range(data.draw(st.integers(1, 4)))]
-        quotes[name] = make_quote(name, asks=levels, bids=levels)
-    intent = make_intent(data.draw(wide_decimals(-30, 40)), side=side)
+        quotes[name] = unchecked_quote(name, asks=levels, bids=levels)
+    intent = unchecked_intent(data.draw(wide_decimals(-30, 40)), side=side)
     for algorithm in Algorithm:
         plan = route(intent, quotes, venues, algorithm=algorithm, node_limit=200)
         valid(plan, intent)

@@ -41,8 +41,9 @@ from worker.api.orders import IdempotencyConflict, OrderDesk, Placement, intent_
 from worker.api.security import AuthError, Caller, GuardMiddleware, TokenBuckets, authenticate, error_body, is_binance_path
 from worker.config import Settings
 from worker.domain.clock import Clock, now_ms
-from worker.domain.errors import describe, field_path
-from worker.domain.models import Algorithm, OrderIntent, OrderType, RoutePlan, Side, VenueConfig, VenueRoute
+from worker.domain.errors import InputError, describe, field_path
+from worker.domain.models import Algorithm, OrderIntent, OrderType, Quantity, RoutePlan, Side, VenueConfig, VenueRoute
+from worker.pipeline.codec import loads_exact
 from worker.routing.planner import route
 from worker.routing.ranking import rank, venue_route
 from worker.service.quotes import QuoteCache
@@ -81,17 +82,17 @@ def _lower(value: Any) -> Any:
 
 SideQuery = Annotated[Side, BeforeValidator(_lower), Query(description="buy (default) or sell")]
 AlgorithmQuery = Annotated[Algorithm, BeforeValidator(_lower), Query(description="split (default), sor or best")]
-QtyQuery = Annotated[Decimal, Query(gt=0, allow_inf_nan=False, description="base quantity, e.g. 10 or 0.25")]
+QtyQuery = Annotated[Quantity, Query(description="base quantity, e.g. 10 or 0.25")]
 IdemHeader = Annotated[str | None, Header(alias="Idempotency-Key", max_length=128)]
 SymbolPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
 
 
 def _json_exact(raw: bytes) -> Any:
-    """JSON with every number read exactly: floats become ``Decimal`` from their literal."""
+    """JSON with every number read exactly (the Kafka edge's parser): never through a float."""
     try:
-        return json.loads(raw, parse_float=Decimal, parse_constant=lambda name: name)
-    except (ValueError, RecursionError) as exc:
-        raise ApiError(400, f"(body): not valid JSON: {exc}") from None
+        return loads_exact(raw, "(body)")
+    except InputError as exc:
+        raise ApiError(400, str(exc)) from None
 
 
 def _ms(value: int) -> str:

@@ -21,7 +21,8 @@ from worker.domain.models import (
     Identifier,
     LegStatus,
     OrderType,
-    PositiveDec,
+    Price,
+    Quantity,
     RoutePlan,
     Side,
     TimeInForce,
@@ -98,9 +99,9 @@ class SmartOrderRequest(BaseModel):
 
     symbol: Identifier = Field(description="BTC/USD, or a configured venue-style symbol such as BTCUSDT")
     side: Annotated[Side, BeforeValidator(_lower)]
-    qty: PositiveDec
+    qty: Quantity
     type: Annotated[OrderType, BeforeValidator(_lower)] = OrderType.MARKET
-    limit_price: PositiveDec | None = None
+    limit_price: Price | None = None
     time_in_force: Annotated[TimeInForce, BeforeValidator(_upper)] = TimeInForce.IOC
     algorithm: Annotated[Algorithm, BeforeValidator(_lower)] | None = Field(
         default=None, description="/v1/smart-order: best (the default); /split: split (the default) or sor")

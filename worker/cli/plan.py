@@ -2,45 +2,49 @@
 
 from __future__ import annotations
 
-import json
 import sys
-from decimal import Decimal
-from typing import Any, TextIO
+from typing import BinaryIO, TextIO
 
-from worker.domain.errors import InputError, parse_model
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from worker.domain.errors import InputError
 from worker.domain.models import OrderIntent, RoutePlan, VenueConfig, VenueQuote
+from worker.pipeline.codec import decode
 from worker.routing.planner import route
 
 
-def parse_plan_request(text: str) -> tuple[OrderIntent, list[VenueConfig], dict[str, VenueQuote]]:
-    """Parse ``{"intent": ..., "venues": [...], "quotes": [...]}``; floats are kept exact."""
-    try:
-        doc: Any = json.loads(text, parse_float=Decimal)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"(document): not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    if not isinstance(doc, dict):
-        raise InputError("(document): expected a JSON object with 'intent', 'venues' and 'quotes'")
-    for key in ("intent", "venues"):
-        if key not in doc:
-            raise InputError(f"{key}: Field required")
-    for key in ("venues", "quotes"):
-        if not isinstance(doc.get(key, []), list):
-            raise InputError(f"{key}: expected a JSON array")
-    intent = parse_model(OrderIntent, doc["intent"], "intent")
-    venues = [parse_model(VenueConfig, v, f"venues[{i}]") for i, v in enumerate(doc["venues"])]
-    names = [v.name for v in venues]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise InputError(f"venues: duplicate venue name {dupes[0]!r}")
+class PlanRequest(BaseModel):
+    """``{"intent": ..., "venues": [...], "quotes": [...]}``: the input of ``sor plan``."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    intent: OrderIntent
+    venues: list[VenueConfig]
+    quotes: list[VenueQuote] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_venues(self) -> "PlanRequest":
+        seen: set[str] = set()
+        for venue in self.venues:
+            if venue.name in seen:
+                raise ValueError(f"venues: duplicate venue name {venue.name!r}")
+            seen.add(venue.name)
+        return self
+
+
+def parse_plan_request(text: str | bytes) -> tuple[OrderIntent, list[VenueConfig], dict[str, VenueQuote]]:
+    """Parse the document with the Kafka edge's own decoder: the same bounds, the same exact
+    numbers and the same errors (prefixed with where they are in the document)."""
+    request = decode(PlanRequest, text, label="(document)")
     quotes: dict[str, VenueQuote] = {}
-    for i, raw in enumerate(doc.get("quotes", [])):
-        quote = parse_model(VenueQuote, raw, f"quotes[{i}]")
-        if quote.symbol == intent.symbol:
+    for quote in request.quotes:
+        if quote.symbol == request.intent.symbol:
             quotes[quote.venue] = quote  # the last snapshot of a venue wins, as on the quotes topic
-    return intent, venues, quotes
+    return request.intent, request.venues, quotes
 
 
-def run(stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
+def run(stdin: TextIO | BinaryIO, stdout: TextIO, stderr: TextIO) -> int:
+    """Plan the document read from ``stdin``; 0 with the plan on ``stdout``, or 2 with one line on ``stderr``."""
     try:
         intent, venues, quotes = parse_plan_request(stdin.read())
     except InputError as exc:
@@ -53,4 +57,5 @@ def run(stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
 
 
 def main() -> int:
-    return run(sys.stdin, sys.stdout, sys.stderr)
+    # Bytes, not text: the decoder checks the UTF-8 itself, whatever the locale.
+    return run(sys.stdin.buffer, sys.stdout, sys.stderr)

@@ -1,8 +1,10 @@
 """Typed domain objects shared by every stage.
 
 Every price, quantity and fee is a :class:`~decimal.Decimal`. On the wire they are JSON
-strings (pydantic serializes ``Decimal`` as a string in JSON mode); on input JSON numbers
-are accepted too. Nothing in an order is ever a float.
+strings (pydantic serializes ``Decimal`` as a string in JSON mode). On input, JSON strings and
+JSON numbers are both accepted, exactly and within documented bounds (see
+:mod:`worker.domain.numbers`): ASCII JSON-number syntax, ``|x| < 1e18``, at most 18 decimal
+places; fees in ``[0, 10000)`` bps. Nothing in an order is ever a float.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import re
 from decimal import Decimal
 from enum import Enum
+from operator import itemgetter
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
@@ -19,18 +22,28 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    PlainValidator,
     StringConstraints,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
 
+from worker.domain.money import BPS, ZERO
+from worker.domain.numbers import (
+    JSON_NUMBER_PATTERN,
+    MAX_DECIMAL_CHARS,
+    MAX_INT64,
+    check_integer_input,
+    decimal_validator,
+)
 
 M = TypeVar("M", bound=BaseModel)
 
 
 def _to_decimal(value: Any) -> Any:
-    # JSON floats reach us as Python floats; repr() is the shortest string that round-trips,
-    # i.e. the literal the producer wrote, so "0.1" stays 0.1 rather than 0.1000000000000000055.
+    # Output models only (built by this code, or read back from our own journal): a float
+    # here comes from code, never from input, and repr() is its shortest round-trip literal.
     if isinstance(value, float):
         return Decimal(repr(value))
     if isinstance(value, bool):
@@ -43,9 +56,42 @@ def _dec_str(value: Decimal) -> str:
     return format(value, "f")
 
 
+#: A computed decimal in an outgoing event (plans, results, fills): unbounded, since a notional
+#: is a price times a quantity. Input fields use the bounded types below.
 Dec = Annotated[Decimal, BeforeValidator(_to_decimal), PlainSerializer(_dec_str, return_type=str, when_used="json")]
-PositiveDec = Annotated[Dec, Field(gt=0, allow_inf_nan=False)]
-NonNegDec = Annotated[Dec, Field(ge=0, allow_inf_nan=False)]
+
+_BOUNDS_TEXT = "|x| < 1e18, at most 18 decimal places"
+
+
+def _decimal_input(description: str, *, gt: Decimal | None = None, ge: Decimal | None = None, lt: Decimal | None = None) -> Any:
+    """An input decimal field: exact and bounded (:func:`worker.domain.numbers.parse_decimal`),
+    then ``gt``/``ge``/``lt``; its JSON Schema states the syntax and the bounds."""
+    number: dict[str, Any] = {"type": "number"}
+    for key, bound in (("exclusiveMinimum", gt), ("minimum", ge), ("exclusiveMaximum", lt)):
+        if bound is not None:
+            number[key] = int(bound)
+    schema = {
+        "anyOf": [{"type": "string", "pattern": JSON_NUMBER_PATTERN, "maxLength": MAX_DECIMAL_CHARS}, number],
+        "description": f"{description}. Exact decimal, preferably a JSON string; {_BOUNDS_TEXT}.",
+    }
+    return Annotated[
+        Decimal,
+        PlainValidator(decimal_validator(gt=gt, ge=ge, lt=lt)),
+        PlainSerializer(_dec_str, return_type=str, when_used="json"),
+        WithJsonSchema(schema, mode="validation"),
+    ]
+
+
+#: A price (> 0).
+Price = _decimal_input("A price, > 0", gt=ZERO)
+#: A quantity of the base asset (> 0).
+Quantity = _decimal_input("A quantity, > 0", gt=ZERO)
+#: A minimum (quantity or notional) that may be zero.
+Minimum = _decimal_input("A minimum, >= 0", ge=ZERO)
+#: A fee in basis points: [0, 10000). 10000 bps would make a sell worth nothing.
+FeeBps = _decimal_input("A fee in basis points, 0 <= fee < 10000", ge=ZERO, lt=BPS)
+#: A timestamp or other non-negative integer, at most int64 (floats and booleans refused).
+Int64 = Annotated[int, Field(ge=0, le=MAX_INT64), BeforeValidator(check_integer_input)]
 
 Identifier = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
 VenueName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
@@ -110,19 +156,24 @@ class _Model(BaseModel):
 
 
 class OrderIntent(_Model):
-    """An order as the upstream OMS asks for it: what to trade, never how to route it."""
+    """An order as the upstream OMS asks for it: what to trade, never how to route it.
+
+    ``qty`` and ``limit_price`` are exact bounded decimals (``|x| < 1e18``, at most 18 decimal
+    places, > 0). A ``limit`` order needs a ``limit_price``; a ``market`` order must not have
+    one. Timestamps are epoch milliseconds, ``0 <= t < 2**63``.
+    """
 
     intent_id: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
     account_id: Identifier
     symbol: Identifier
     side: Annotated[Side, BeforeValidator(_lower)]
     type: Annotated[OrderType, BeforeValidator(_lower)] = OrderType.LIMIT
-    qty: PositiveDec
-    limit_price: PositiveDec | None = None
+    qty: Quantity
+    limit_price: Price | None = None
     time_in_force: Annotated[TimeInForce, BeforeValidator(_upper)] = TimeInForce.IOC
     algorithm: Annotated[Algorithm, BeforeValidator(_lower)] = Algorithm.SOR
-    created_at: Annotated[int, Field(ge=0)] | None = None
-    expires_at: Annotated[int, Field(ge=0)] | None = None
+    created_at: Int64 | None = None
+    expires_at: Int64 | None = None
     venues: list[VenueName] | None = None
     dry_run: bool = False
 
@@ -130,18 +181,26 @@ class OrderIntent(_Model):
     def _limit_matches_type(self) -> "OrderIntent":
         if self.type is OrderType.LIMIT and self.limit_price is None:
             raise ValueError("limit_price: required when type is 'limit'")
+        if self.type is OrderType.MARKET and self.limit_price is not None:
+            # Routing it as a limit order would be a guess; routing it as a market order
+            # would ignore a price protection the sender asked for. Neither: refuse it.
+            raise ValueError("limit_price: must be absent when type is 'market' (send type 'limit' to cap the price)")
         return self
 
 
 class VenueConfig(_Model):
-    """A venue's static trading rules (Hummingbot's ``TradingRule``) and adapter settings."""
+    """A venue's static trading rules (Hummingbot's ``TradingRule``) and adapter settings.
+
+    Fees are in basis points, ``0 <= fee < 10000``; ``step_size`` > 0 and the minimums >= 0 are
+    exact bounded decimals (``|x| < 1e18``, at most 18 decimal places).
+    """
 
     name: VenueName
-    taker_fee_bps: NonNegDec = Decimal(0)
-    maker_fee_bps: NonNegDec = Decimal(0)
-    step_size: PositiveDec = Decimal("0.00000001")
-    min_qty: NonNegDec = Decimal(0)
-    min_notional: NonNegDec = Decimal(0)
+    taker_fee_bps: FeeBps = Decimal(0)
+    maker_fee_bps: FeeBps = Decimal(0)
+    step_size: Quantity = Decimal("0.00000001")
+    min_qty: Minimum = Decimal(0)
+    min_notional: Minimum = Decimal(0)
     adapter: Literal["paper", "http"] = "paper"
     url: str | None = None
     # Paper-venue fault injection; ignored by real adapters.
@@ -156,29 +215,50 @@ class VenueConfig(_Model):
     timeout_ms: Annotated[int, Field(ge=1, le=600_000)] = 2_000
 
 
-PriceLevel = tuple[PositiveDec, PositiveDec]
+#: ``[price, size]``: both exact and bounded, size > 0.
+PriceLevel = tuple[Price, Quantity]
+
+
+def _best_first(levels: list[PriceLevel], descending: bool) -> list[PriceLevel]:
+    # Sorting instead of rejecting: a feed that lists worst-first, like the Binance SOR FAQ
+    # does, still describes a valid book. Two levels at one price do not: is the second an
+    # update of the first or more size? Guessing either way misprices the book, so refuse it.
+    ordered = sorted(levels, key=itemgetter(0), reverse=descending)
+    for previous, level in zip(ordered, ordered[1:]):
+        if previous[0] == level[0]:
+            raise ValueError(f"duplicate price level {level[0]}")
+    return ordered
 
 
 class VenueQuote(_Model):
-    """An order-book snapshot of one venue for one symbol, best level first on each side."""
+    """An order-book snapshot of one venue for one symbol.
+
+    Levels are ``[price, size]`` pairs (strings preferred); each side is stored best level
+    first whatever order it arrives in. A price may appear once per side, and the book must
+    not be crossed or locked (best bid < best ask); otherwise the quote is refused.
+    """
 
     venue: VenueName
     symbol: Identifier
-    ts: Annotated[int, Field(ge=0)]
+    ts: Int64
     bids: list[PriceLevel] = Field(default_factory=list)
     asks: list[PriceLevel] = Field(default_factory=list)
 
     @field_validator("bids")
     @classmethod
     def _bids_best_first(cls, levels: list[PriceLevel]) -> list[PriceLevel]:
-        # Sorting (stable) instead of rejecting: a feed that lists worst-first, like the
-        # Binance SOR FAQ does, still describes a valid book.
-        return sorted(levels, key=lambda lvl: -lvl[0])
+        return _best_first(levels, descending=True)
 
     @field_validator("asks")
     @classmethod
     def _asks_best_first(cls, levels: list[PriceLevel]) -> list[PriceLevel]:
-        return sorted(levels, key=lambda lvl: lvl[0])
+        return _best_first(levels, descending=False)
+
+    @model_validator(mode="after")
+    def _not_crossed(self) -> "VenueQuote":
+        if self.bids and self.asks and self.bids[0][0] >= self.asks[0][0]:
+            raise ValueError(f"bids/asks: crossed book: best bid {self.bids[0][0]} >= best ask {self.asks[0][0]}")
+        return self
 
     @property
     def key(self) -> str:

@@ -1,29 +1,120 @@
-"""Bytes <-> domain objects at the Kafka edge (orjson + pydantic)."""
+"""Bytes <-> domain objects at the Kafka edge (orjson + pydantic), with exact numbers.
+
+JSON numbers never pass through a binary float. orjson parses every document first (fast);
+it returns JSON strings and integers of up to 64 bits exactly, and only numbers with a
+fraction or exponent, or larger integers, as floats. A float reaching a decimal or integer
+field stops validation at once (:class:`~worker.domain.numbers.FloatInput`), and only then
+the document is parsed again with the standard library straight to ``Decimal``
+(:func:`loads_exact`) and validated once more. The common all-strings document costs one orjson parse; a document with JSON
+numbers costs a second, exact parse, and gets exactly the values it wrote.
+
+``sor plan`` decodes its stdin with the same :func:`decode`, so both edges accept, refuse and
+parse every document identically.
+"""
 
 from __future__ import annotations
 
-from typing import TypeVar
+import json
+import re
+from decimal import Decimal
+from typing import Any, TypeVar
 
 import orjson
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
-from worker.domain.errors import InputError, parse_model
+from worker.domain.errors import InputError, describe
 from worker.domain.models import ExecutionResult
+from worker.domain.numbers import MAX_DECIMAL_CHARS, FloatInput, OversizeNumber
 
 M = TypeVar("M", bound=BaseModel)
 
+# orjson refuses integers beyond a double's range ("1" * 400); the exact parser reads them
+# (as OversizeNumber), so the error names the field instead of the whole document.
+_NUMBER_OUT_OF_RANGE = "number is infinity"
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
-def decode(model: type[M], raw: bytes | None) -> M:
-    """Parse one message value; raises :class:`InputError` with a field-naming message."""
+
+def _exact_number(literal: str) -> Decimal | OversizeNumber:
+    return Decimal(literal) if len(literal) <= MAX_DECIMAL_CHARS else OversizeNumber(literal)
+
+
+def _exact_int(literal: str) -> int | OversizeNumber:
+    # int() refuses more than 4,300 digits (ValueError); no accepted value has more than 40.
+    return int(literal) if len(literal) <= MAX_DECIMAL_CHARS else OversizeNumber(literal)
+
+
+class _NonFinite(ValueError):
+    pass
+
+
+def _no_constants(name: str) -> Any:
+    raise _NonFinite(name)
+
+
+def _check_strings(data: Any, label: str) -> None:
+    """Refuse lone surrogates, as orjson does (they cannot be encoded again); iterative, so
+    depth cannot exhaust the stack."""
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if not item.isascii() and _SURROGATE.search(item):
+                raise InputError(f"{label}: not valid JSON: a string holds a lone UTF-16 surrogate")
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def loads_exact(raw: bytes | str, label: str = "(value)") -> Any:
+    """Parse JSON with every number as an exact ``Decimal`` (or ``int``), never a float.
+
+    Literals longer than any accepted value become :class:`OversizeNumber`; ``NaN`` and
+    ``Infinity`` are refused. Raises :class:`InputError`.
+    """
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, (bytes, bytearray, memoryview)) else raw
+        data = json.loads(text, parse_float=_exact_number, parse_int=_exact_int, parse_constant=_no_constants)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{label}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{label}: not valid JSON: not UTF-8") from None
+    except _NonFinite as exc:
+        raise InputError(f"{label}: not valid JSON: {exc} is not a JSON number") from None
+    except RecursionError:
+        raise InputError(f"{label}: not valid JSON: nested too deeply") from None
+    _check_strings(data, label)
+    return data
+
+
+def _validate(model: type[M], data: Any, label: str) -> M:
+    if not isinstance(data, dict):
+        raise InputError(f"{label}: expected a JSON object, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise InputError(describe(exc)) from None
+
+
+def decode(model: type[M], raw: bytes | str | None, label: str = "(value)") -> M:
+    """Parse one message value; raises :class:`InputError` with a one-line, field-naming message.
+
+    ``label`` names the whole document in errors about it (``(value)`` for a Kafka record).
+    """
     if raw is None:
-        raise InputError("(value): empty message (tombstone)")
+        raise InputError(f"{label}: empty message (tombstone)")
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise InputError(f"(value): not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise InputError(f"(value): expected a JSON object, got {type(data).__name__}")
-    return parse_model(model, data)
+        if _NUMBER_OUT_OF_RANGE not in str(exc):
+            raise InputError(f"{label}: not valid JSON: {exc}") from None
+    else:
+        try:
+            return _validate(model, data, label)
+        except FloatInput:
+            pass  # a JSON number orjson made a float: parse again, exactly
+    return _validate(model, loads_exact(raw, label), label)
 
 
 def encode(obj: BaseModel) -> bytes:
@@ -51,4 +142,3 @@ def encode_within(result: ExecutionResult, max_bytes: int) -> bytes:
         else:
             hi = mid - 1
     return encode(result.model_copy(update={"fills": result.fills[:lo], "fills_complete": False}))
-
