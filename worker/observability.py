@@ -54,6 +54,10 @@ class Metrics:
         self.leg_errors = Counter("sor_leg_errors_total", "Legs that did not fill normally, by venue and status.", ["venue", "status"], registry=r)
         self.dead_letters = Counter("sor_dead_letters_total", "Records sent to the DLQ, by source topic.", ["topic"], registry=r)
         self.duplicates = Counter("sor_duplicate_intents_total", "Republished intent ids not executed again.", registry=r)
+        self.dead_letter_failures = Counter("sor_dead_letter_failures_total",
+                                            "Bad records given up on because the DLQ send failed, by source topic.", ["topic"], registry=r)
+        # One series per reason (unknown_venue, future), never per venue or symbol.
+        self.quotes_dropped = Counter("sor_quotes_dropped_total", "Quotes not cached, by reason.", ["reason"], registry=r)
 
     def watch(self, gauges: Callable[[], dict[str, dict[tuple, float]]]) -> None:
         """Gauges computed at scrape time: ``{name: {label values: value}}``."""

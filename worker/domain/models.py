@@ -239,6 +239,9 @@ class RoutePlan(_Model):
     excluded: list[Exclusion]
     optimal: bool = True
     quotes_as_of: int | None = None
+    #: Venues whose book was deeper than SOR_MAX_BOOK_LEVELS per side, and how many levels
+    #: the cap dropped: this plan saw only the best levels of those books.
+    book_levels_dropped: dict[str, int] = Field(default_factory=dict)
 
     @property
     def covers_total(self) -> bool:
@@ -361,3 +364,8 @@ class DeadLetter(_Model):
     original_value_b64: str | None
     original_value: str | None
     failed_at: int
+    #: The original value's size in bytes and sha256 (hex); ``original_value_b64`` and
+    #: ``original_value`` hold at most a prefix of it when ``original_truncated``.
+    original_size: int | None = None
+    original_sha256: str | None = None
+    original_truncated: bool = False

@@ -26,7 +26,9 @@ from worker.domain.models import OrderIntent
 from worker.execution.executor import rejected_result
 from worker.execution.journal import IntentState, JournalEntry
 from worker.observability import Health, Metrics
-from worker.pipeline.codec import decode, encode
+from worker.pipeline.codec import encode
+from worker.pipeline.compaction import JournalCompactor
+from worker.pipeline.intake import decode_intent
 from worker.pipeline.kafka import DeadLetters, Producer
 from worker.pipeline.offsets import OffsetTracker
 from worker.pipeline.stats import Stats
@@ -59,7 +61,7 @@ class IntentWorker:
     def __init__(self, settings: Settings, service: IntentService, consumer: GroupConsumer | None, producer: Producer,
                  dead_letters: DeadLetters, read_journal: JournalReader, *, index: JournalIndex | None = None,
                  fence: OwnershipFence | None = None, health: Health | None = None, stats: Stats | None = None,
-                 metrics: Metrics | None = None):
+                 metrics: Metrics | None = None, compactor: JournalCompactor | None = None):
         self.settings = settings
         self.service = service
         self.consumer = consumer
@@ -72,6 +74,7 @@ class IntentWorker:
         self.health = health or Health()
         self.stats = stats or Stats()
         self.metrics = metrics or Metrics()
+        self.compactor = compactor  # shrinks committed intents' journal entries to markers
         self.tracker = OffsetTracker()
         self.active: set[str] = set()  # intents being worked on in this process
         self.tasks: dict[TopicPartition, set[asyncio.Task]] = defaultdict(set)
@@ -138,7 +141,7 @@ class IntentWorker:
 
     def _dispatch(self, tp: TopicPartition, record) -> None:
         try:
-            intent = decode(OrderIntent, record.value)
+            intent = decode_intent(record)  # also: key == intent_id, created_at from the broker
         except InputError as exc:
             self.tracker.begin(tp, record.offset)
             self._spawn(tp, record.offset, self.dead.send(tp.topic, tp.partition, record.offset, record.key, record.value, str(exc)))
@@ -284,6 +287,8 @@ class IntentWorker:
         self.fence.confirm()  # the group accepted a commit of this generation just now
         for tp in offsets:
             self._uncommitted.pop(tp, None)
+        if self.compactor is not None:
+            self.compactor.after_commit({tp.partition: off for tp, off in offsets.items()})
 
     def _backpressure(self) -> None:
         limit = self.settings.max_in_flight
@@ -310,6 +315,7 @@ class IntentWorker:
                 await asyncio.wait(late)
         await self._commit(only=set(revoked))
         self.tracker.forget(revoked)
+        self.index.forget_finished(tp.partition for tp in revoked)
         for tp in revoked:
             self._uncommitted.pop(tp, None)
             self._positions.pop(tp, None)

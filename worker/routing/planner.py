@@ -63,7 +63,8 @@ def _eligible_books(
         if quote is None or quote.symbol != intent.symbol:
             excluded.append(Exclusion(venue=name, reason=ExclusionReason.NO_QUOTE, detail=f"no book for {intent.symbol}"))
             continue
-        if now_ms is not None and max_quote_age_ms is not None and now_ms - quote.ts > max_quote_age_ms:
+        # A quote dated in the future is as untrustworthy as an old one: |age| is what counts.
+        if now_ms is not None and max_quote_age_ms is not None and abs(now_ms - quote.ts) > max_quote_age_ms:
             excluded.append(
                 Exclusion(venue=name, reason=ExclusionReason.STALE, detail=f"quote is {now_ms - quote.ts} ms old (max {max_quote_age_ms})")
             )
