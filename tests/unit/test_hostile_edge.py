@@ -327,3 +327,14 @@ def test_the_quotes_topic_is_created_compacted_everywhere():
     from worker.pipeline import kafka
 
     assert "(topics.journal, topics.quotes)" in inspect.getsource(kafka.ensure_topics)
+
+
+def test_build_shares_one_dedupe_index_between_journal_worker_and_compactor():
+    """Reproduction: ``index or JournalIndex(...)`` replaced the (empty, so falsy) shared
+    index with a new one: journal writes and loaded markers never reached the worker's."""
+    from worker.bootstrap import build
+
+    app = build(Settings(), [VenueConfig(name="a")])
+    assert app.worker.index is app.worker.compactor.index
+    assert app.service.journal.on_write.__self__ is app.worker.index
+    assert app.quotes.venues == {"a"}

@@ -189,6 +189,7 @@ class QuoteFeed:
         self.on_update = on_update
         self.clients = clients or KafkaClients(settings)
         self.consumer: AIOKafkaConsumer | None = None  # aiokafka needs a running loop: built in start()
+        self.read_at_start = 0  # records read by catch_up
 
     async def start(self) -> None:
         self.consumer = self.clients.consumer(role="quotes")
@@ -242,6 +243,7 @@ class QuoteFeed:
             await drop_reached(self.consumer, self._targets)
         if self._targets:
             raise TimeoutError(f"quote cache did not catch up within {timeout_s}s: {self._targets}")
+        self.read_at_start = read
         log.info("quotes_caught_up", records=read, books=len(self.cache))
         return read
 

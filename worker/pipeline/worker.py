@@ -68,7 +68,8 @@ class IntentWorker:
         self.producer = producer
         self.dead = dead_letters
         self.read_journal = read_journal
-        self.index = index or JournalIndex(settings.dedupe_capacity)
+        # "is None", not "or": an empty index is falsy (it has a length), and must still be shared.
+        self.index = index if index is not None else JournalIndex(settings.dedupe_capacity)
         # A stalled worker may only place orders within this lease of the group's last word.
         self.fence = fence or OwnershipFence(lease_s=settings.session_timeout_ms / 2000)
         self.health = health or Health()
