@@ -15,6 +15,8 @@ from worker.pipeline.codec import decode
 
 
 class IntentRecord(Protocol):
+    """The fields of an aiokafka ``ConsumerRecord`` the intake reads."""
+
     key: bytes | None
     value: bytes | None
     timestamp: int
@@ -32,7 +34,6 @@ def decode_intent(record: IntentRecord) -> OrderIntent:
         got = "no key" if record.key is None else repr(record.key[:80].decode(errors="replace"))
         raise InputError(f"key: must equal intent_id {intent.intent_id[:80]!r} (got {got})")
     if intent.created_at is None and intent.expires_at is None:
-        stamp = getattr(record, "timestamp", None)
-        if stamp is not None and stamp > 0:  # Kafka's "no timestamp" is -1
-            intent = intent.model_copy(update={"created_at": stamp})
+        if record.timestamp is not None and record.timestamp > 0:  # Kafka's "no timestamp" is -1
+            intent = intent.model_copy(update={"created_at": record.timestamp})
     return intent
