@@ -338,3 +338,12 @@ def test_build_shares_one_dedupe_index_between_journal_worker_and_compactor():
     assert app.worker.index is app.worker.compactor.index
     assert app.service.journal.on_write.__self__ is app.worker.index
     assert app.quotes.venues == {"a"}
+
+
+def test_a_plan_serializes_byte_identically_after_a_round_trip():
+    """Reproduction: with a defaulted field left out, ``trusted`` put the defaults first, so
+    a plan republished from the journal differed byte-wise from the original."""
+    from worker.domain.models import RoutePlan
+
+    plan = route(make_intent("1"), {"a": make_quote("a", asks=[(100, 5)])}, [VenueConfig(name="a")])
+    assert encode(RoutePlan.model_validate_json(encode(plan))) == encode(plan)

@@ -345,7 +345,9 @@ def trusted(cls: type[M], /, **values: Any) -> M:
         defaults = {n: f.get_default(call_default_factory=True) for n, f in cls.model_fields.items() if not f.is_required()}
         _TRUSTED_DEFAULTS[cls] = defaults
     obj = cls.__new__(cls)
-    data = {**defaults, **values} if len(values) < len(cls.model_fields) else values
+    # In field order, as validation builds it: the JSON of a trusted object must be
+    # byte-identical to the same object read back (republished outcomes are compared).
+    data = {n: values[n] if n in values else defaults[n] for n in cls.model_fields} if len(values) < len(cls.model_fields) else values
     object.__setattr__(obj, "__dict__", data)
     object.__setattr__(obj, "__pydantic_fields_set__", set(values))
     object.__setattr__(obj, "__pydantic_extra__", None)
