@@ -105,9 +105,9 @@ def test_ten_thousand_hostile_and_valid_records_lose_nothing_and_the_worker_stay
     rng = random.Random(11)
     run(publish(bootstrap, [(topics.quotes, k, v) for k, v, _ in hostile_quotes(rng, 30) if _ == "cached"]))
     port = free_port()
-    w = WorkerProcess(bootstrap, venues_file, topics, extra_env={"SOR_HTTP_PORT": str(port),
-                                                                   "SOR_MAX_IN_FLIGHT": "1000"}).started()
+    w = WorkerProcess(bootstrap, venues_file, topics, extra_env={"SOR_HTTP_PORT": str(port), "SOR_MAX_IN_FLIGHT": "1000"})
     try:
+        w.started()
         assert get(port, "/readyz")[0] == 200
         intents = hostile_intents(rng, 5_000)
         quotes = hostile_quotes(rng, 5_000)
