@@ -25,10 +25,11 @@ from worker.domain.clock import now_ms
 from worker.domain.models import Side, VenueConfig, VenueQuote
 from worker.execution.breaker import CircuitBreakers
 from worker.execution.executor import Executor
-from worker.execution.journal import Journal, JournalEntry
+from worker.execution.journal import Journal
 from worker.execution.risk import RiskLimits
 from worker.observability import Health, Metrics, start_http
 from worker.pipeline.kafka import DeadLetters, KafkaClients, KafkaJournal, Producer, QuoteFeed, ensure_topics, read_partitions
+from worker.pipeline.compaction import JournalCompactor, JournalRecord
 from worker.pipeline.stats import Stats
 from worker.pipeline.worker import IntentWorker, on_heartbeat
 from worker.routing.ranking import venue_route
@@ -172,6 +173,8 @@ class WorkerApp:
             await connect(s, stop)
             await self.producer.start()
             stack.push_async_callback(self.producer.stop)
+            if self.worker.compactor is not None:  # its queued writes go out before the producer stops
+                stack.push_async_callback(self.worker.compactor.close)
             for adapter in self.adapters.values():
                 await adapter.start()
                 stack.push_async_callback(adapter.close)
@@ -219,7 +222,8 @@ def build(settings: Settings, venues: Sequence[VenueConfig], *, clients: KafkaCl
     clients = clients or KafkaClients(s)
     metrics = metrics or Metrics()
     health = Health()
-    quotes = QuoteCache()
+    quotes = QuoteCache({v.name for v in venues}, max_levels=s.max_book_levels, max_skew_ms=s.max_clock_skew_ms,
+                        on_drop=lambda reason: metrics.quotes_dropped.labels(reason).inc())
     if adapters is None:
         adapters = {v.name: build_adapter(v, quotes, s.venue_credentials.get(v.name)) for v in venues}
     breakers = CircuitBreakers(s.breaker_threshold, s.breaker_cooldown_ms, now_ms)
@@ -234,22 +238,29 @@ def build(settings: Settings, venues: Sequence[VenueConfig], *, clients: KafkaCl
                             reserve_own_liquidity=s.reserve_own_liquidity, journal=journal, metrics=metrics,
                             node_limit=s.routing_node_limit)
     stats = Stats()
-    dead = DeadLetters(producer, s.topics.dlq, lambda topic="": metrics.dead_letters.labels(topic).inc())
+    dead = DeadLetters(producer, s.topics.dlq, lambda topic="": metrics.dead_letters.labels(topic).inc(),
+                       max_value_bytes=s.dlq_max_value_bytes, max_error_chars=s.dlq_max_error_chars,
+                       on_failed=lambda topic="": metrics.dead_letter_failures.labels(topic).inc())
     feed = QuoteFeed(s, quotes, dead.send, on_update=partial(prewarm, {v.name: v for v in venues}), clients=clients)
-    read_journal = partial(read_partitions, s, s.topics.journal, model=JournalEntry, clients=clients)
+    compactor = JournalCompactor(producer, s.topics.journal, index, s.dedupe_retention_ms)
+    read_records = partial(read_partitions, s, s.topics.journal, model=JournalRecord, clients=clients)
+    read_journal = partial(compactor.read, read_records)
     worker = IntentWorker(s, service, None, producer, dead, read_journal, index=index,
-                          fence=OwnershipFence(lease_s=0.6 * s.session_timeout_ms / 1000), health=health, stats=stats, metrics=metrics)
+                          fence=OwnershipFence(lease_s=0.6 * s.session_timeout_ms / 1000), health=health, stats=stats, metrics=metrics,
+                          compactor=compactor)
     app = WorkerApp(s, venues, clients, quotes, adapters, producer, feed, service, worker, stats, metrics, health)
     metrics.watch(app.gauges)
     return app
 
 
-async def serve_paper_venue(settings: Settings, venues: Sequence[VenueConfig], port: int, host: str = "127.0.0.1") -> None:
-    """``sor paper-venue``: the quote feed and the paper venues' HTTP API, until cancelled."""
+async def serve_paper_venue(settings: Settings, venues: Sequence[VenueConfig], port: int, host: str | None = None) -> None:
+    """``sor paper-venue``: the quote feed and the paper venues' HTTP API, until cancelled;
+    it listens on ``host`` or ``settings.paper_venue_host`` (loopback by default)."""
+    host = host or settings.paper_venue_host
     from worker.venues.paper_server import PaperVenueServer, serve
 
     clients = KafkaClients(settings)
-    quotes = QuoteCache()
+    quotes = QuoteCache({v.name for v in venues}, max_levels=settings.max_book_levels, max_skew_ms=settings.max_clock_skew_ms)
     health = Health()
     await ensure_topics(settings, [settings.topics.quotes])
     feed = QuoteFeed(settings, quotes, None, clients=clients)

@@ -128,6 +128,22 @@ class Settings(BaseSettings):
     api_max_body_bytes: int = Field(default=16_384, ge=256)
     api_rate_limit_per_s: float = Field(default=50.0, gt=0)  # per API key (per client address when unsigned)
     api_rate_limit_burst: int = Field(default=100, ge=1)
+    # --- hostile input and bounded resources (issue 11) ---
+    # A quote dated further ahead than this is refused (DLQ, field `ts`): it would shadow
+    # every newer real snapshot of its book.
+    max_clock_skew_ms: int = Field(default=5_000, ge=0, le=3_600_000)
+    # Levels kept per book side; deeper levels are dropped and the plan lists the book.
+    max_book_levels: int = Field(default=1_000, ge=1, le=100_000)
+    # Start-up reads at most this many latest quote records per partition (the topic is
+    # compacted; older snapshots are stale anyway).
+    quote_lookback_records: int = Field(default=20_000, ge=1)
+    # DLQ records keep this many bytes of the original value (plus its sha256 and size).
+    dlq_max_value_bytes: int = Field(default=16_384, ge=0, le=500_000)
+    dlq_max_error_chars: int = Field(default=1_000, ge=80, le=100_000)
+    # Done markers in the journal are dropped after this long (intents are expired by then).
+    dedupe_retention_ms: int = Field(default=86_400_000, ge=60_000)
+    # `sor paper-venue` listens here; compose and Kubernetes set 0.0.0.0.
+    paper_venue_host: str = "127.0.0.1"
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,

@@ -71,6 +71,11 @@ class Metrics:
         self.fill_ratio = Histogram("sor_fill_ratio", "Filled / ordered quantity of executed intents.", ["algorithm"],
                                     buckets=(0, 0.25, 0.5, 0.75, 0.9, 0.99, 1), registry=r)
 
+        self.dead_letter_failures = Counter("sor_dead_letter_failures_total",
+                                            "Bad records given up on because the DLQ send failed, by source topic.", ["topic"], registry=r)
+        # One series per reason (unknown_venue, future), never per venue or symbol.
+        self.quotes_dropped = Counter("sor_quotes_dropped_total", "Quotes not cached, by reason.", ["reason"], registry=r)
+
     def observe_tca(self, result: ExecutionResult) -> None:
         """Record the TCA series of one final result (rejected results carry no TCA: nothing is recorded)."""
         tca = result.tca

@@ -21,10 +21,21 @@ class MemoryJournal:
 class FakeRecord:
     """The fields of an aiokafka ``ConsumerRecord`` the edge reads."""
 
-    def __init__(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None):
+    def __init__(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None, timestamp: int = -1):
         self.topic, self.partition, self.offset, self.key, self.value = topic, partition, offset, key, value
-        self.timestamp = 0
+        self.timestamp = timestamp  # -1: Kafka's "no timestamp"
         self.headers = ()
+
+
+def _intent_id_key(value: bytes | None) -> bytes | None:
+    import orjson
+
+    try:
+        doc = orjson.loads(value) if value is not None else None
+    except orjson.JSONDecodeError:
+        return None
+    intent_id = doc.get("intent_id") if isinstance(doc, dict) else None
+    return intent_id.encode() if isinstance(intent_id, str) else None
 
 
 class FakeConsumer:
@@ -43,8 +54,11 @@ class FakeConsumer:
     def subscribe(self, topics, listener) -> None:
         self.listener = listener
 
-    def feed(self, tp, offset: int, value: bytes, key: bytes | None = None) -> None:
-        self.queue.append((tp, FakeRecord(tp.topic, tp.partition, offset, key, value)))
+    def feed(self, tp, offset: int, value: bytes | None, key: bytes | None | object = ..., timestamp: int = -1) -> None:
+        """Queue a record; its key defaults to the value's ``intent_id`` (as producers key intents)."""
+        if key is ...:
+            key = _intent_id_key(value)
+        self.queue.append((tp, FakeRecord(tp.topic, tp.partition, offset, key, value, timestamp)))
 
     async def getmany(self, *partitions, timeout_ms: int = 0, max_records: int | None = None) -> dict:
         import asyncio

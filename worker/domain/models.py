@@ -341,6 +341,9 @@ class RoutePlan(_Model):
         default=None,
         description="Fee-inclusive average price of planned_qty sent whole to the worst single venue, walking its whole "
         "visible book (the reference of savings_vs_single_venue); null when no venue could take it all.")
+    #: Venues whose book was deeper than SOR_MAX_BOOK_LEVELS per side, and how many levels
+    #: the cap dropped: this plan saw only the best levels of those books.
+    book_levels_dropped: dict[str, int] = Field(default_factory=dict)
 
     @property
     def covers_total(self) -> bool:
@@ -524,3 +527,8 @@ class DeadLetter(_Model):
     original_value_b64: str | None
     original_value: str | None
     failed_at: int
+    #: The original value's size in bytes and sha256 (hex); ``original_value_b64`` and
+    #: ``original_value`` hold at most a prefix of it when ``original_truncated``.
+    original_size: int | None = None
+    original_sha256: str | None = None
+    original_truncated: bool = False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import time
 from typing import Awaitable, Callable
 
@@ -33,7 +34,9 @@ async def ensure_topics(settings: Settings, names: list[str] | None = None, comp
     """
     topics = settings.topics
     names = names or [topics.intents, topics.quotes, topics.plans, topics.executions, topics.fills, topics.dlq, topics.journal]
-    compacted = compacted or (topics.journal,)
+    # The journal (latest state per intent) and the quotes (latest snapshot per book) are
+    # both read as "latest value per key": compaction keeps them from growing with history.
+    compacted = compacted or (topics.journal, topics.quotes)
     admin = KafkaClients(settings).admin()
     await admin.start()
     try:
@@ -65,6 +68,8 @@ async def drop_reached(consumer: AIOKafkaConsumer, targets: dict) -> None:
 async def read_partitions(settings: Settings, topic: str, partitions: list[int], model, clients: KafkaClients | None = None) -> dict:
     """The latest value per key of some partitions of a topic, read from the start to the
     end offsets seen now (a compacted topic's view)."""
+    # ``model``: a pydantic model, or a TypeAdapter (a union of record kinds).
+    parse = getattr(model, "model_validate_json", None) or model.validate_json
     consumer = (clients or KafkaClients(settings)).consumer(role="recovery")
     await consumer.start()
     latest: dict = {}
@@ -81,7 +86,7 @@ async def read_partitions(settings: Settings, topic: str, partitions: list[int],
                         latest.pop(rec.key, None)
                         continue
                     try:
-                        latest[rec.key] = model.model_validate_json(rec.value)
+                        latest[rec.key] = parse(rec.value)
                     except ValueError as exc:
                         log.error("journal_record_unreadable", partition=rec.partition, offset=rec.offset, error=str(exc)[:500])
             await drop_reached(consumer, ends)
@@ -116,42 +121,69 @@ class KafkaJournal:
         self.on_write(entry)
 
 
-def dlq_record(source_topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None, error: str) -> bytes:
-    """The DLQ envelope: the original bytes (base64, and as text when they are UTF-8), where
-    they came from, and the readable error."""
+def dlq_record(source_topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None, error: str,
+               max_value_bytes: int = 16_384, max_error_chars: int = 1_000) -> bytes:
+    """The DLQ envelope: where the record came from, the readable error, and the original
+    bytes (base64, and as text when they are UTF-8): whole when small, else a prefix of
+    ``max_value_bytes`` plus the size and sha256 of the whole, so that an oversize input
+    never makes a DLQ record the producer refuses."""
     from worker.domain.models import DeadLetter
     from worker.pipeline.codec import encode
 
-    text = None
+    prefix = text = None
     if value is not None:
+        prefix = value[:max_value_bytes]
         try:
-            text = value.decode()
-        except UnicodeDecodeError:
+            text = prefix.decode()
+        except UnicodeDecodeError:  # not UTF-8, or the cut split a character: base64 only
             pass
+    if len(error) > max_error_chars:
+        error = f"{error[:max_error_chars]}... ({len(error)} chars)"
     return encode(DeadLetter(
         error=error, source_topic=source_topic, source_partition=partition, source_offset=offset,
-        original_key=key.decode(errors="replace") if key is not None else None,
-        original_value_b64=base64.b64encode(value).decode() if value is not None else None,
+        original_key=key[:256].decode(errors="replace") if key is not None else None,
+        original_value_b64=base64.b64encode(prefix).decode() if prefix is not None else None,
         original_value=text, failed_at=time.time_ns() // 1_000_000,
+        original_size=len(value) if value is not None else None,
+        original_sha256=hashlib.sha256(value).hexdigest() if value is not None else None,
+        original_truncated=value is not None and len(value) > max_value_bytes,
     ))
 
 
 class DeadLetters:
-    """Publishes undecodable input to the DLQ and waits for the broker's acknowledgement."""
+    """Publishes undecodable input to the DLQ and waits for the broker's acknowledgement.
 
-    def __init__(self, producer: Producer, topic: str, on_dead: Callable[[str], None] = lambda topic: None):
+    A DLQ send that fails anyway is logged and counted (``on_failed``) and the record is
+    given up: one poison record must never stop its partition from committing."""
+
+    def __init__(self, producer: Producer, topic: str, on_dead: Callable[[str], None] = lambda topic: None, *,
+                 max_value_bytes: int = 16_384, max_error_chars: int = 1_000,
+                 on_failed: Callable[[str], None] = lambda topic: None):
         self.producer = producer
         self.topic = topic
         self.on_dead = on_dead
+        self.on_failed = on_failed
+        self.max_value_bytes = max_value_bytes
+        self.max_error_chars = max_error_chars
 
     async def send(self, source_topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None, error: str) -> None:
-        log.warning("dead_letter", source_topic=source_topic, partition=partition, offset=offset, error=error)
+        short = error if len(error) <= 500 else f"{error[:500]}..."
+        log.warning("dead_letter", source_topic=source_topic, partition=partition, offset=offset, error=short)
         headers = [("sor.error", error.encode()[:4096]), ("sor.source", f"{source_topic}/{partition}/{offset}".encode())]
         # Keyed by the source coordinates: every quote reader dead-letters a bad quote, and a
         # restart re-reads history, so copies share one key that consumers (and compaction)
         # de-duplicate on.
         coords = f"{source_topic}:{partition}:{offset}".encode()
-        await self.producer.send_and_wait(self.topic, dlq_record(source_topic, partition, offset, key, value, error), key=coords, headers=headers)
+        try:
+            record = dlq_record(source_topic, partition, offset, key, value, error, self.max_value_bytes, self.max_error_chars)
+            await self.producer.send_and_wait(self.topic, record, key=coords, headers=headers)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.error("dead_letter_failed", source_topic=source_topic, partition=partition, offset=offset,
+                      size=len(value) if value is not None else 0, error=repr(exc)[:500])
+            self.on_failed(source_topic)
+            return
         self.on_dead(source_topic)
 
 
@@ -167,6 +199,7 @@ class QuoteFeed:
         self.on_update = on_update
         self.clients = clients or KafkaClients(settings)
         self.consumer: AIOKafkaConsumer | None = None  # aiokafka needs a running loop: built in start()
+        self.read_at_start = 0  # records read by catch_up
 
     async def start(self) -> None:
         self.consumer = self.clients.consumer(role="quotes")
@@ -183,8 +216,33 @@ class QuoteFeed:
             raise KafkaError(f"topic {topic} has no partitions")
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         self.consumer.assign(tps)
-        await self.consumer.seek_to_beginning(*tps)
-        self._targets = {tp: off for tp, off in (await self.consumer.end_offsets(tps)).items() if off > 0}
+        starts = await self.start_offsets(tps)
+        for tp, offset in starts.items():
+            self.consumer.seek(tp, offset)
+        self._targets = {tp: off for tp, off in (await self.consumer.end_offsets(tps)).items() if off > starts[tp]}
+
+    async def start_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """Where to start each partition so that start-up does not grow with history: the
+        latest ``quote_lookback_records`` records, and nothing older than a routable quote
+        (``max_quote_age_ms`` + ``max_clock_skew_ms``) when the broker answers timestamp
+        look-ups. The topic is compacted (latest snapshot per book), and
+        an older snapshot would be stale anyway."""
+        s = self.settings
+        begins = await self.consumer.beginning_offsets(tps)
+        ends = await self.consumer.end_offsets(tps)
+        starts = {tp: max(begins[tp], ends[tp] - s.quote_lookback_records) for tp in tps}
+        oldest_useful = time.time_ns() // 1_000_000 - s.max_quote_age_ms - s.max_clock_skew_ms
+        try:
+            found = await self.consumer.offsets_for_times({tp: oldest_useful for tp in tps})
+        except KafkaError as exc:  # a broker without timestamp look-ups: the record bound alone
+            log.info("quote_lookback_by_records", reason=repr(exc))
+            found = {}
+        for tp, at in found.items():
+            if at is not None and at.timestamp >= oldest_useful:
+                starts[tp] = max(starts[tp], min(at.offset, ends[tp]))
+        log.info("quote_feed_start", skipped=sum(starts[tp] - begins[tp] for tp in tps),
+                 to_read=sum(ends[tp] - starts[tp] for tp in tps))
+        return starts
 
     async def catch_up(self, timeout_s: float = 120.0) -> int:
         """Load the latest quote per ``venue:symbol``; returns how many records were read."""
@@ -195,6 +253,7 @@ class QuoteFeed:
             await drop_reached(self.consumer, self._targets)
         if self._targets:
             raise TimeoutError(f"quote cache did not catch up within {timeout_s}s: {self._targets}")
+        self.read_at_start = read
         log.info("quotes_caught_up", records=read, books=len(self.cache))
         return read
 
@@ -206,12 +265,16 @@ class QuoteFeed:
                 n += 1
                 try:
                     quote = decode(VenueQuote, rec.value)
+                    if self.cache.update(quote) and self.on_update is not None:
+                        self.on_update(quote)
                 except InputError as exc:
-                    if self.dead is not None:
-                        await self.dead(tp.topic, tp.partition, rec.offset, rec.key, rec.value, str(exc))
+                    error = str(exc)
+                except Exception as exc:  # a poison quote never kills the feed
+                    error = f"(value): unusable quote: {type(exc).__name__}: {str(exc)[:200]}"
+                else:
                     continue
-                if self.cache.update(quote) and self.on_update is not None:
-                    self.on_update(quote)
+                if self.dead is not None:
+                    await self.dead(tp.topic, tp.partition, rec.offset, rec.key, rec.value, error)
         return n
 
     async def run(self) -> None:

@@ -26,7 +26,9 @@ from worker.domain.models import OrderIntent
 from worker.execution.executor import rejected_result
 from worker.execution.journal import IntentState, JournalEntry
 from worker.observability import Health, Metrics
-from worker.pipeline.codec import decode, encode, encode_within
+from worker.pipeline.codec import encode, encode_within
+from worker.pipeline.compaction import JournalCompactor
+from worker.pipeline.intake import decode_intent
 from worker.pipeline.kafka import DeadLetters, Producer
 from worker.pipeline.offsets import OffsetTracker
 from worker.pipeline.stats import Stats
@@ -60,19 +62,22 @@ class IntentWorker:
     def __init__(self, settings: Settings, service: IntentService, consumer: GroupConsumer | None, producer: Producer,
                  dead_letters: DeadLetters, read_journal: JournalReader, *, index: JournalIndex | None = None,
                  fence: OwnershipFence | None = None, health: Health | None = None, stats: Stats | None = None,
-                 metrics: Metrics | None = None, sweeper: LateFillSweeper | None = None):
+                 metrics: Metrics | None = None, sweeper: LateFillSweeper | None = None,
+                 compactor: JournalCompactor | None = None):
         self.settings = settings
         self.service = service
         self.consumer = consumer
         self.producer = producer
         self.dead = dead_letters
         self.read_journal = read_journal
-        self.index = index or JournalIndex(settings.dedupe_capacity)
+        # "is None", not "or": an empty index is falsy (it has a length), and must still be shared.
+        self.index = index if index is not None else JournalIndex(settings.dedupe_capacity)
         # A stalled worker may only place orders within this lease of the group's last word.
         self.fence = fence or OwnershipFence(lease_s=0.6 * settings.session_timeout_ms / 1000)
         self.health = health or Health()
         self.stats = stats or Stats()
         self.metrics = metrics or Metrics()
+        self.compactor = compactor  # shrinks committed intents' journal entries to markers
         self.tracker = OffsetTracker()
         self.active: set[str] = set()  # intents being worked on in this process
         self.tasks: dict[TopicPartition, set[asyncio.Task]] = defaultdict(set)
@@ -140,7 +145,7 @@ class IntentWorker:
 
     def _dispatch(self, tp: TopicPartition, record) -> None:
         try:
-            intent = decode(OrderIntent, record.value)
+            intent = decode_intent(record)  # also: key == intent_id, created_at from the broker
         except InputError as exc:
             self.tracker.begin(tp, record.offset)
             self._spawn(tp, record.offset, self.dead.send(tp.topic, tp.partition, record.offset, record.key, record.value, str(exc)))
@@ -273,10 +278,11 @@ class IntentWorker:
         if outcome.result is not None:
             sends.append(await self.producer.send(t.executions, encode_within(outcome.result, self.settings.max_request_bytes), key=key))
         await asyncio.gather(*sends)
-        self.index.done(outcome.intent.intent_id)
         entry = self.service.completed(outcome.intent.intent_id)
-        if entry is not None:
-            self.sweeper.watch(entry)  # a leg still unknown: keep asking the venue
+        sweeping = entry is not None and self.sweeper.watch(entry)  # a leg still unknown: keep asking the venue
+        # An entry still swept stays whole in the journal: a done marker in its place would
+        # end the sweep at the next restart. Its last correction compacts it.
+        self.index.done(outcome.intent.intent_id, compact=not sweeping)
 
     # --- offsets, backpressure, rebalances ---------------------------------------------------
 
@@ -293,6 +299,8 @@ class IntentWorker:
         self.fence.confirm()  # the group accepted a commit of this generation just now
         for tp in offsets:
             self._uncommitted.pop(tp, None)
+        if self.compactor is not None:
+            self.compactor.after_commit({tp.partition: off for tp, off in offsets.items()})
 
     def _backpressure(self) -> None:
         limit = self.settings.max_in_flight
@@ -320,6 +328,7 @@ class IntentWorker:
         await self._commit(only=set(revoked))
         self.tracker.forget(revoked)
         self.sweeper.forget({tp.partition for tp in revoked})
+        self.index.forget_finished(tp.partition for tp in revoked)
         for tp in revoked:
             self._uncommitted.pop(tp, None)
             self._positions.pop(tp, None)

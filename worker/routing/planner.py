@@ -72,7 +72,8 @@ def _eligible_books(
         if quote is None or quote.symbol != symbol:
             excluded.append(trusted(Exclusion, venue=name, reason=ExclusionReason.NO_QUOTE, detail=f"no book for {symbol}"))
             continue
-        if check_age and now_ms - quote.ts > max_quote_age_ms:  # type: ignore[operator]
+        # A quote dated in the future is as untrustworthy as an old one: |age| is what counts.
+        if check_age and abs(now_ms - quote.ts) > max_quote_age_ms:  # type: ignore[operator]
             excluded.append(trusted(Exclusion, venue=name, reason=ExclusionReason.STALE,
                                     detail=f"quote is {now_ms - quote.ts} ms old (max {max_quote_age_ms})"))  # type: ignore[operator]
             continue

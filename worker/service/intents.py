@@ -280,7 +280,8 @@ class IntentService:
                      node_limit=self.node_limit)
         if self.metrics is not None:
             self.metrics.routing.observe(time.perf_counter() - started)
-        return plan
+        capped = self.quotes.capped(intent.symbol)  # the depth cap: say which books were cut
+        return plan.model_copy(update={"book_levels_dropped": capped}) if capped else plan
 
     def _apply_allow_list(self, intent: OrderIntent) -> OrderIntent:
         allowed = self.account_venues.get(intent.account_id)

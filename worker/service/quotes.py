@@ -3,16 +3,26 @@
 It also remembers what this worker's own plans took from each book, so concurrent intents
 do not all plan to take the same liquidity; a snapshot newer than a leg's acknowledgement
 releases what that leg took.
+
+It is bounded: only configured venues are kept, each book side keeps at most
+``max_levels`` levels, and a snapshot dated in the future (beyond the clock skew allowed)
+is refused, since it would shadow every newer real snapshot of its book.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Mapping
+from typing import Callable, Collection, Mapping
 
+from worker.domain.clock import now_ms
+from worker.domain.errors import InputError
 from worker.domain.models import RoutePlan, Side, VenueQuote
 from worker.domain.money import ZERO
+
+#: Why a snapshot was not cached (the label values of the drop counter: a fixed set).
+UNKNOWN_VENUE = "unknown_venue"
+FUTURE = "future"
 
 
 @dataclass(eq=False)
@@ -32,20 +42,49 @@ class Reservation:
 
 
 class QuoteCache:
-    """Latest snapshot per venue and symbol; an older snapshot never replaces a newer one."""
+    """Latest snapshot per venue and symbol; an older snapshot never replaces a newer one.
 
-    def __init__(self) -> None:
+    ``venues``: the names accepted (``None``: any, for tools that read every book).
+    ``on_drop(reason)`` counts what was refused, without a series per venue or symbol.
+    """
+
+    def __init__(self, venues: Collection[str] | None = None, *, max_levels: int | None = None,
+                 max_skew_ms: int | None = None, clock: Callable[[], int] = now_ms,
+                 on_drop: Callable[[str], None] = lambda reason: None) -> None:
+        self.venues = frozenset(venues) if venues is not None else None
+        self.max_levels = max_levels
+        self.max_skew_ms = max_skew_ms
+        self.clock = clock
+        self.on_drop = on_drop
         self._by_symbol: dict[str, dict[str, VenueQuote]] = {}
         self._held: dict[tuple[str, str], list[Reservation]] = {}
         self._views: dict[tuple[str, str], VenueQuote] = {}  # snapshot less reservations, until either changes
+        # (venue, symbol) -> levels dropped from the cached snapshot by the depth cap
+        self._capped: dict[tuple[str, str], int] = {}
 
     def update(self, quote: VenueQuote) -> bool:
+        """Cache ``quote`` if it is the newest of its book; ``False`` if it is older or its
+        venue is not configured. Raises :class:`InputError` (field ``ts``) for a snapshot
+        dated in the future beyond ``max_skew_ms``."""
+        if self.venues is not None and quote.venue not in self.venues:
+            self.on_drop(UNKNOWN_VENUE)
+            return False
+        if self.max_skew_ms is not None:
+            ahead = quote.ts - self.clock()
+            if ahead > self.max_skew_ms:
+                self.on_drop(FUTURE)
+                raise InputError(f"ts: {quote.ts} is {ahead} ms in the future (max clock skew {self.max_skew_ms} ms)")
         books = self._by_symbol.setdefault(quote.symbol, {})
         current = books.get(quote.venue)
         if not quote.replaces(current):
             return False
+        quote, dropped = self._capped_copy(quote)
         books[quote.venue] = quote
         key = (quote.venue, quote.symbol)
+        if dropped:
+            self._capped[key] = dropped
+        else:
+            self._capped.pop(key, None)
         self._views.pop(key, None)
         held = self._held.get(key)
         if held:
@@ -55,6 +94,18 @@ class QuoteCache:
             else:
                 del self._held[key]
         return True
+
+    def _capped_copy(self, quote: VenueQuote) -> tuple[VenueQuote, int]:
+        cap = self.max_levels
+        if cap is None or (len(quote.bids) <= cap and len(quote.asks) <= cap):
+            return quote, 0
+        dropped = max(0, len(quote.bids) - cap) + max(0, len(quote.asks) - cap)
+        # Levels are best first (validated): the cap keeps the best ``cap`` of each side.
+        return quote.model_copy(update={"bids": quote.bids[:cap], "asks": quote.asks[:cap]}), dropped
+
+    def capped(self, symbol: str) -> dict[str, int]:
+        """Venues whose cached ``symbol`` book lost levels to the depth cap, and how many."""
+        return {venue: n for (venue, sym), n in self._capped.items() if sym == symbol}
 
     def get(self, venue: str, symbol: str) -> VenueQuote | None:
         """The raw snapshot, as the venue itself has it (what the paper venue matches on)."""

@@ -34,11 +34,13 @@ class LateFillSweeper:
         self.on_abandoned = on_abandoned
         self._watched: dict[str, JournalEntry] = {}
 
-    def watch(self, entry: JournalEntry) -> None:
+    def watch(self, entry: JournalEntry) -> bool:
         """Take a completed entry on if any of its legs is still unknown (or its last
-        correction was journaled but maybe not published)."""
+        correction was journaled but maybe not published); ``True`` if it is watched."""
         if entry.state is IntentState.COMPLETED and (entry.unknown_legs() or self._unpublished(entry)):
             self._watched[entry.intent_id] = entry
+            return True
+        return False
 
     def forget(self, partitions: set[int]) -> None:
         """The partitions moved to another worker: it sweeps them now (from the journal)."""

@@ -11,12 +11,16 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+from collections import OrderedDict
 from decimal import Decimal
 from typing import Callable
 
 from worker.domain.models import LegStatus, Side, VenueConfig, VenueQuote, quote_asset
 from worker.domain.money import BPS, ZERO, floor_to_step
 from worker.venues.base import DUPLICATE_ORDER, LegOrder, OrderReport, VenueTrade
+
+#: Orders a paper venue remembers (queries by client order id older than that find nothing).
+LEDGER_CAPACITY = 10_000
 
 
 class PaperBook:
@@ -27,7 +31,9 @@ class PaperBook:
         self.venue = venue
         self._book_source = book_source
         self._consumed: dict[str, tuple[VenueQuote, dict[Decimal, Decimal]]] = {}
-        self.ledger: dict[str, OrderReport] = {}
+        # The latest LEDGER_CAPACITY orders, oldest first: like an exchange's order-query
+        # window, and what keeps a long-running paper venue's memory flat.
+        self.ledger: OrderedDict[str, OrderReport] = OrderedDict()
         self._order_ids = itertools.count(1)
         self._trade_ids = itertools.count(1)
 
@@ -42,6 +48,8 @@ class PaperBook:
         dice = self._dice(order.client_order_id)
         report = self._match(order, order_id, dice)
         self.ledger[order.client_order_id] = report
+        if len(self.ledger) > LEDGER_CAPACITY:
+            self.ledger.popitem(last=False)
         return report
 
     def _match(self, order: LegOrder, order_id: str, dice: random.Random) -> OrderReport:
