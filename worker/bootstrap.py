@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from worker.config import Settings
+from worker.domain.errors import InputError
 from worker.domain.models import VenueConfig
 from worker.execution.breaker import CircuitBreakers
 from worker.domain.clock import now_ms
@@ -30,6 +31,13 @@ def build_adapter(venue: VenueConfig, quotes: QuoteCache, credentials=None) -> V
         if not venue.url:
             raise ValueError(f"venue {venue.name}: adapter 'http' needs a url")
         return HttpVenue(venue, credentials=credentials)
+    if venue.adapter == "ccxt":
+        from worker.venues.ccxt_venue import CcxtVenue
+
+        if credentials is None:
+            raise InputError(f"venue {venue.name}: adapter 'ccxt' trades with API keys: set SOR_VENUE_CREDENTIALS__"
+                             f"{venue.name.upper()}__API_KEY and __API_SECRET (or SOR_SECRETS_DIR)")
+        return CcxtVenue(venue, credentials=credentials)
     raise ValueError(f"venue {venue.name}: unknown adapter {venue.adapter!r}")
 
 
@@ -45,9 +53,10 @@ class App:
     metrics: Metrics
 
 
-def build(settings: Settings, venues: Sequence[VenueConfig]) -> App:
-    quotes = QuoteCache()
-    adapters = {v.name: build_adapter(v, quotes, settings.venue_credentials.get(v.name)) for v in venues}
+def build(settings: Settings, venues: Sequence[VenueConfig], adapters: dict[str, VenueAdapter] | None = None,
+          quotes: QuoteCache | None = None) -> App:
+    quotes = QuoteCache() if quotes is None else quotes
+    adapters = adapters if adapters is not None else {v.name: build_adapter(v, quotes, settings.venue_credentials.get(v.name)) for v in venues}
     breakers = CircuitBreakers(settings.breaker_threshold, settings.breaker_cooldown_ms, now_ms)
     metrics = Metrics()
     executor = Executor(adapters, settings.leg_timeout_ms, breakers=breakers, reconcile_timeout_ms=settings.reconcile_timeout_ms,
@@ -75,10 +84,68 @@ async def serve_paper_venue(settings: Settings, venues: Sequence[VenueConfig], p
     await feed.start()
     await feed.catch_up()
     feed_task = asyncio.create_task(feed.run())
-    runner = await serve(PaperVenueServer(list(venues), quotes.get), port, host)
+    runner = await serve(PaperVenueServer(list(venues), quotes.get, settings.venue_credentials), port, host)
     try:
         await asyncio.Event().wait()
     finally:
         feed_task.cancel()
         await feed.stop()
         await runner.cleanup()
+
+
+async def build_started(settings: Settings, venues: Sequence[VenueConfig]) -> App:
+    """:func:`build` with every venue adapter started first, so the lot rules the venues file
+    leaves out come from the exchanges (ccxt ``load_markets``). Close the adapters on shutdown
+    with :func:`worker.venues.lifecycle.close_adapters`."""
+    from worker.venues.lifecycle import start_adapters
+
+    quotes = QuoteCache()
+    adapters = {v.name: build_adapter(v, quotes, settings.venue_credentials.get(v.name)) for v in venues}
+    effective = await start_adapters(adapters, venues)
+    return build(settings, effective, adapters=adapters, quotes=quotes)
+
+
+@dataclass
+class Feed:
+    """``sor feed``, wired: the ccxt venues it polls, the poller and the publisher's settings."""
+
+    settings: Settings
+    sources: dict[str, VenueAdapter]
+    symbols: dict[str, list[str]]
+
+
+def build_feed(settings: Settings, venues: Sequence[VenueConfig]) -> Feed:
+    """The market-data feed over every ``adapter = "ccxt"`` venue and its ``symbols``."""
+    from worker.venues.ccxt_venue import CcxtVenue
+
+    chosen = [v for v in venues if v.adapter == "ccxt"]
+    if not chosen:
+        raise InputError("no venue with adapter = \"ccxt\" in the venues file: nothing for the feed to poll")
+    timeout_s = settings.feed_timeout_ms / 1000
+    sources = {v.name: CcxtVenue(v, settings.venue_credentials.get(v.name), timeout_s=timeout_s) for v in chosen}
+    return Feed(settings, sources, {v.name: list(v.symbols) for v in chosen})
+
+
+async def run_feed(feed: Feed, stop) -> None:
+    """Poll and publish until ``stop`` is set: metrics and health on ``settings.http_port``."""
+    from worker.observability import start_http
+    from worker.pipeline.kafka import KafkaClients, ensure_topics
+    from worker.pipeline.market_feed import QuotePublisher
+    from worker.venues.lifecycle import close_adapters
+    from worker.venues.market_data import BookPoller
+
+    s = feed.settings
+    await ensure_topics(s, [s.topics.quotes])
+    producer = await KafkaClients(s).producer(role="feed")
+    publisher = QuotePublisher(producer, s.topics.quotes, fresh_ms=max(s.max_quote_age_ms, 3 * s.feed_interval_ms))
+    poller = BookPoller(feed.sources, feed.symbols, publisher.publish, publisher.on_error, s.feed_interval_ms / 1000,
+                        s.feed_depth, s.feed_timeout_ms / 1000)
+    http = await start_http(s.http_port, publisher.metrics, publisher.ready) if s.http_port is not None else None
+    try:
+        await poller.run(stop)
+    finally:
+        if http is not None:
+            await http.cleanup()
+        await close_adapters(feed.sources)
+        await producer.flush()
+        await producer.stop()

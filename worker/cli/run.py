@@ -34,14 +34,18 @@ def load_settings(overrides: dict):
 
 
 async def _serve(settings, venues) -> None:
-    from worker.bootstrap import build
+    from worker.bootstrap import build_started
+    from worker.venues.lifecycle import close_adapters
 
-    app = build(settings, venues)
+    app = await build_started(settings, venues)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await app.worker.run(stop)
+    try:
+        await app.worker.run(stop)
+    finally:
+        await close_adapters(app.adapters)
 
 
 def worker(overrides: dict) -> int:
@@ -59,11 +63,16 @@ def worker(overrides: dict) -> int:
     sor_logging.configure(settings.log_format, settings.log_level)
     from aiokafka.errors import KafkaError
 
+    from worker.venues.base import VenueError
+
     try:
         asyncio.run(_serve(settings, venues))
     except KeyboardInterrupt:
         pass
-    except (KafkaError, OSError) as exc:
+    except InputError as exc:
+        print(f"sor worker: error: {exc}", file=sys.stderr)
+        return 2
+    except (KafkaError, OSError, VenueError) as exc:
         print(f"sor worker: error: {exc}", file=sys.stderr)
         return 1
     return 0

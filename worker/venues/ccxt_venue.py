@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 
 import structlog
 
+from worker.domain.errors import InputError
 from worker.domain.models import LegStatus, Side, VenueConfig, VenueQuote
 from worker.domain.money import ZERO
 from worker.venues.base import DUPLICATE_ORDER, LegOrder, OrderReport, VenueError, VenueTrade
@@ -57,9 +58,9 @@ def exact_exchange_class(exchange_id: str) -> type:
         return cls
     import ccxt.async_support as ccxt_async
 
-    base = getattr(ccxt_async, exchange_id, None)
+    base = getattr(ccxt_async, exchange_id, None) if exchange_id in ccxt_async.exchanges else None
     if not isinstance(base, type):
-        raise ValueError(f"exchange: {exchange_id!r} is not a ccxt exchange id")
+        raise InputError(f"exchange: {exchange_id!r} is not a ccxt exchange id")
 
     def parse_order_book_bid_ask(self, bidask, price_key=0, amount_key=1, count_or_id_key=2):
         # ccxt's own version goes through float(); keep the exchange's text.
@@ -155,6 +156,7 @@ class CcxtVenue:
             raise ValueError(f"venue {venue.name}: not a ccxt venue")
         self.name = venue.name
         self.venue = venue
+        exact_exchange_class(venue.exchange)  # an unknown exchange id is a config error, found now
         #: The venue's config with the exchange's lot rules filled in, once started.
         self.config = venue
         self.credentials = credentials
@@ -198,7 +200,10 @@ class CcxtVenue:
                 with decimal.localcontext():
                     await self.exchange.load_markets()
             except Exception as exc:
-                raise VenueError(f"{self.name}: load_markets failed: {type(exc).__name__}: {exc}", unknown=True) from None
+                import ccxt
+
+                transient = isinstance(exc, ccxt.OperationFailed)  # the network, a 5xx: try again later
+                raise VenueError(f"{self.name}: load_markets failed: {self._reason(exc)}", unknown=transient) from None
             markets = []
             for ours, theirs in (self.venue.symbols or {}).items():
                 market = self._market(theirs)

@@ -118,7 +118,11 @@ class PaperVenueServer:
         async def stub_list(_request: web.Request) -> web.Response:
             return web.json_response([])
 
-        no_markets = lambda _: web.json_response({"timezone": "UTC", "serverTime": self.clock(), "symbols": []})  # noqa: E731
+        async def no_markets(_request: web.Request) -> web.Response:
+            return web.json_response({"timezone": "UTC", "serverTime": self.clock(), "symbols": []})
+
+        async def healthz(_request: web.Request) -> web.Response:
+            return web.json_response({"ok": True})
         app.add_routes([
             web.get("/{venue}/api/v3/ping", self.ping),
             web.get("/{venue}/api/v3/time", self.server_time),
@@ -137,7 +141,7 @@ class PaperVenueServer:
             web.get("/{venue}/fapi/v1/exchangeInfo", no_markets),
             web.get("/{venue}/dapi/v1/exchangeInfo", no_markets),
             web.get("/_paper/stats", self.stats),
-            web.get("/healthz", lambda _: web.json_response({"ok": True})),
+            web.get("/healthz", healthz),
         ])
         return app
 
