@@ -141,6 +141,7 @@ class PaperVenueServer:
             web.get("/{venue}/fapi/v1/exchangeInfo", no_markets),
             web.get("/{venue}/dapi/v1/exchangeInfo", no_markets),
             web.get("/_paper/stats", self.stats),
+            web.get("/_paper/orders/{venue}", self.ledger),
             web.get("/healthz", healthz),
         ])
         return app
@@ -362,6 +363,10 @@ class PaperVenueServer:
                                "commissionAsset": f["commissionAsset"], "time": o["transactTime"],
                                "isBuyer": o["side"] == "BUY", "isMaker": False, "isBestMatch": True})
         return web.json_response(trades)
+
+    async def ledger(self, request: web.Request) -> web.Response:
+        """Every order a venue accepted (the paper venue's own view, unsigned: for tests and demos)."""
+        return web.json_response(list(self.orders[self._venue(request)].values()))
 
     async def stats(self, _request: web.Request) -> web.Response:
         dup = {f"{v}:{c}": n for (v, c), n in self.attempts.items() if n > 1}
