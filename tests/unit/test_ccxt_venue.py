@@ -334,3 +334,23 @@ def test_one_hanging_and_one_failing_venue_never_delay_the_others():
     got, errors, sources = asyncio.run(scenario())
     assert {q.venue for q in got} == {"fast"} and len(got) >= 5
     assert set(errors) == {"down"} and sources["stuck"].calls == 1
+
+
+def test_exchanges_without_fetch_by_client_id_find_the_order_among_recent_ones(monkeypatch):
+    import worker.venues.ccxt_venue as module
+
+    monkeypatch.setattr(module, "FETCH_BY_CLIENT_ID", frozenset())
+
+    async def scenario():
+        async with paper_venue() as (_server, url):
+            async with started(ccxt_venue(url)) as adapter:
+                placed = await adapter.place(LegOrder("scan-1", "BTC/USD", Side.SELL, D("0.5"), D("41999.5")))
+                await adapter.place(LegOrder("scan-2", "BTC/USD", Side.BUY, D("0.2"), D("42001")))
+                fresh = CcxtVenue(ccxt_venue(url), CREDS)
+                try:
+                    return placed, await fresh.query("scan-1"), await fresh.query("scan-404")
+                finally:
+                    await fresh.close()
+
+    placed, found, missing = asyncio.run(scenario())
+    assert found.order_id == placed.order_id and found.trades == placed.trades and missing is None

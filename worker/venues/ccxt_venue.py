@@ -50,6 +50,11 @@ DECIMAL_PLACES, SIGNIFICANT_DIGITS, TICK_SIZE = 2, 3, 4
 
 _CLASSES: dict[str, type] = {}
 
+#: Exchanges whose ccxt ``fetch_order`` looks an order up by our client order id (binance:
+#: ``origClientOrderId``). Elsewhere the order is found among the symbol's recent orders by
+#: its ``clientOrderId``, which every ccxt order structure carries.
+FETCH_BY_CLIENT_ID = frozenset({"binance", "binanceus"})
+
 
 def exact_exchange_class(exchange_id: str) -> type:
     """ccxt's async exchange class, returning decimal strings instead of floats."""
@@ -289,7 +294,7 @@ class CcxtVenue:
                 continue
             try:
                 with decimal.localcontext():
-                    found = await self.exchange.fetch_order(None, unified, {"clientOrderId": client_order_id})
+                    found = await self._find(client_order_id, unified)
             except ccxt.OrderNotFound:
                 continue
             except (ccxt.BadRequest, ccxt.AuthenticationError, ccxt.NotSupported) as exc:
@@ -298,8 +303,21 @@ class CcxtVenue:
                 raise
             except Exception as exc:  # noqa: BLE001
                 raise VenueError(f"{self.name}: {self._reason(exc)}", unknown=True) from None
+            if found is None:
+                continue
             return await self._report(found, unified)
         return None
+
+    async def _find(self, client_order_id: str, unified: str) -> Mapping | None:
+        ex = self.exchange
+        if self.venue.exchange in FETCH_BY_CLIENT_ID:
+            return await ex.fetch_order(None, unified, {"clientOrderId": client_order_id})
+        if ex.has.get("fetchOrders"):
+            orders = await ex.fetch_orders(unified)
+        else:
+            orders = (await ex.fetch_open_orders(unified) if ex.has.get("fetchOpenOrders") else []) + \
+                     (await ex.fetch_closed_orders(unified) if ex.has.get("fetchClosedOrders") else [])
+        return next((o for o in orders if o.get("clientOrderId") == client_order_id), None)
 
     async def cancel(self, client_order_id: str) -> OrderReport | None:
         """Cancel what is left; an IOC order is normally finished, and then its state is the answer."""
