@@ -354,3 +354,17 @@ def test_exchanges_without_fetch_by_client_id_find_the_order_among_recent_ones(m
 
     placed, found, missing = asyncio.run(scenario())
     assert found.order_id == placed.order_id and found.trades == placed.trades and missing is None
+
+
+def test_the_paper_venues_depth_shows_what_orders_took_as_an_exchange_does():
+    async def scenario():
+        async with paper_venue() as (_server, url):
+            async with started(ccxt_venue(url)) as adapter:
+                before = await adapter.fetch_quote("BTC/USD", 10)
+                await adapter.place(LegOrder("take-1", "BTC/USD", Side.BUY, D("1"), D("42001")))
+                return before, await adapter.fetch_quote("BTC/USD", 10)
+
+    before, after = asyncio.run(scenario())
+    assert before.asks == [(D("42000.12"), D("0.123456789")), (D("42001"), D("5"))]
+    assert after.asks == [(D("42001"), D("5") - (D("1") - D("0.123456789")))] and after.ts == before.ts
+    assert after.bids == before.bids

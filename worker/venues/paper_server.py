@@ -232,7 +232,7 @@ class PaperVenueServer:
     async def depth(self, request: web.Request) -> web.Response:
         name = self._venue(request)
         symbol = self._our_symbol(name, request.query.get("symbol", ""))
-        quote = self.book_source(name, symbol) if symbol else None
+        quote = self.books[name].visible(symbol) if symbol else None
         if quote is None:
             return _error(400, -1121, "Invalid symbol.")
         try:
