@@ -125,7 +125,11 @@ def test_fills_keep_every_decimal_no_float_rounding():
         async with paper_venue(paper, book) as (_server, url):
             async with started(ccxt_venue(url)) as adapter:
                 placed = await adapter.place(LegOrder("exact-1", "BTC/USD", Side.BUY, qty, price))
-                queried = await CcxtVenue(ccxt_venue(url), CREDS).query("exact-1")
+                fresh = CcxtVenue(ccxt_venue(url), CREDS)
+                try:
+                    queried = await fresh.query("exact-1")
+                finally:
+                    await fresh.close()
                 quote = await adapter.fetch_quote("BTC/USD", 10)
                 return placed, queried, quote
 
@@ -137,7 +141,7 @@ def test_fills_keep_every_decimal_no_float_rounding():
     assert trade.commission == price * qty * D(7) / D(10_000)
     assert D(repr(float(trade.commission))) != trade.commission  # what a float would have made of it
     assert queried.trades == placed.trades
-    assert quote.asks == [(price, D("2000000"))]
+    assert quote.asks == [(price, D("2000000") - qty)]  # the book left, to the last digit
 
 
 def test_duplicate_client_order_id_is_reported_as_duplicate_and_query_finds_it():
@@ -368,3 +372,14 @@ def test_the_paper_venues_depth_shows_what_orders_took_as_an_exchange_does():
     assert before.asks == [(D("42000.12"), D("0.123456789")), (D("42001"), D("5"))]
     assert after.asks == [(D("42001"), D("5") - (D("1") - D("0.123456789")))] and after.ts == before.ts
     assert after.bids == before.bids
+
+
+def test_a_quantity_below_the_lot_step_is_rejected_before_it_is_sent():
+    async def scenario():
+        async with paper_venue() as (server, url):
+            async with started(ccxt_venue(url)) as adapter:
+                report = await adapter.place(LegOrder("tiny-1", "BTC/USD", Side.BUY, D("0.0000000001"), D("42001")))
+                return report, server.attempts
+
+    report, attempts = asyncio.run(scenario())
+    assert report.status is LegStatus.REJECTED and "InvalidOrder" in report.error and not attempts

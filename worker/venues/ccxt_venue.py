@@ -258,15 +258,15 @@ class CcxtVenue:
             return self._rejected(order.client_order_id, f"{order.symbol} is not listed on {self.name}")
         self._placed_symbol[order.client_order_id] = order.symbol
         price = self._price_on_grid(unified, order)
-        with decimal.localcontext():
-            amount = self.exchange.amount_to_precision(unified, format(order.qty, "f")) if order.qty > 0 else "0"
-        if Decimal(amount) != order.qty:
-            log.warning("qty_off_lot_step", venue=self.name, client_order_id=order.client_order_id, qty=str(order.qty), sent=amount)
         params = {"timeInForce": "IOC", "clientOrderId": order.client_order_id}
         import ccxt
 
         try:
             with decimal.localcontext():
+                amount = self.exchange.amount_to_precision(unified, format(order.qty, "f"))
+                if Decimal(amount) != order.qty:
+                    log.warning("qty_off_lot_step", venue=self.name, client_order_id=order.client_order_id,
+                                qty=str(order.qty), sent=amount)
                 result = await self.exchange.create_order(unified, "limit", order.side.value, amount, format(price, "f"), params)
         except ccxt.DuplicateOrderId:
             return self._duplicate(order.client_order_id)
