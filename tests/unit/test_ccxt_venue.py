@@ -182,7 +182,7 @@ def test_refusals_are_rejected_not_unknown():
     small, unlisted, unsigned, at_start = asyncio.run(scenario())
     assert not at_start.unknown
     assert small.status is LegStatus.REJECTED and "NOTIONAL" in small.error and not small.duplicate
-    assert unlisted.status is LegStatus.REJECTED and "not listed" in unlisted.error
+    assert unlisted.status is LegStatus.REJECTED and "not in binance's symbols" in unlisted.error
     assert unsigned.status is LegStatus.REJECTED and "-1022" in unsigned.error
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import decimal
 import time
+from collections import OrderedDict
 from decimal import Decimal
 from typing import Any, Mapping
 from urllib.parse import urlsplit
@@ -49,6 +50,7 @@ log = structlog.get_logger("sor.venues.ccxt")
 DECIMAL_PLACES, SIGNIFICANT_DIGITS, TICK_SIZE = 2, 3, 4
 
 _CLASSES: dict[str, type] = {}
+_RECENT_ORDERS = 100_000
 
 #: Exchanges whose ccxt ``fetch_order`` looks an order up by our client order id (binance:
 #: ``origClientOrderId``). Elsewhere the order is found among the symbol's recent orders by
@@ -168,7 +170,8 @@ class CcxtVenue:
         self.timeout_s = timeout_s
         self.exchange: Any = None
         self.symbols: dict[str, str] = {}  # ours -> ccxt unified symbol, once started
-        self._placed_symbol: dict[str, str] = {}  # client order id -> our symbol (a query's first guess)
+        # client order id -> our symbol, for the recent orders: a query's first guess
+        self._placed_symbol: OrderedDict[str, str] = OrderedDict()
         self._start_lock = asyncio.Lock()
         self._started = False
 
@@ -234,11 +237,9 @@ class CcxtVenue:
         return by_id[0] if by_id else None
 
     def _unified(self, symbol: str) -> str | None:
-        """The ccxt symbol of one of our symbols, or ``None`` if the venue does not list it."""
-        if symbol in self.symbols:
-            return self.symbols[symbol]
-        market = self._market(self.venue.exchange_symbol(symbol))
-        return market["symbol"] if market else None
+        """The ccxt symbol of one of our symbols; ``None`` unless the venues file declares it
+        (a restarted worker looks orders up in the declared markets only)."""
+        return self.symbols.get(symbol)
 
     # -- orders -------------------------------------------------------------------------
 
@@ -255,8 +256,10 @@ class CcxtVenue:
         await self.start()
         unified = self._unified(order.symbol)
         if unified is None:
-            return self._rejected(order.client_order_id, f"{order.symbol} is not listed on {self.name}")
+            return self._rejected(order.client_order_id, f"{order.symbol} is not in {self.name}'s symbols")
         self._placed_symbol[order.client_order_id] = order.symbol
+        if len(self._placed_symbol) > _RECENT_ORDERS:
+            self._placed_symbol.popitem(last=False)
         price = self._price_on_grid(unified, order)
         params = {"timeInForce": "IOC", "clientOrderId": order.client_order_id}
         import ccxt
