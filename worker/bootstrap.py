@@ -122,7 +122,8 @@ def build_feed(settings: Settings, venues: Sequence[VenueConfig]) -> Feed:
     if not chosen:
         raise InputError("no venue with adapter = \"ccxt\" in the venues file: nothing for the feed to poll")
     timeout_s = settings.feed_timeout_ms / 1000
-    sources = {v.name: CcxtVenue(v, settings.venue_credentials.get(v.name), timeout_s=timeout_s) for v in chosen}
+    # Public order books only: the feed holds no API keys, whatever the settings carry.
+    sources = {v.name: CcxtVenue(v, None, timeout_s=timeout_s) for v in chosen}
     return Feed(settings, sources, {v.name: list(v.symbols) for v in chosen})
 
 
