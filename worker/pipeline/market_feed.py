@@ -93,6 +93,7 @@ class QuotePublisher:
         try:
             delivery = await self.producer.send(self.topic, encode(quote), key=quote.key.encode())
         except Exception as exc:  # noqa: BLE001 - the broker's trouble: count it, the next poll tries again
+            log.warning("feed_publish_failed", venue=quote.venue, symbol=quote.symbol, error=str(exc)[:300])
             self.on_error(quote.venue, quote.symbol, exc, 0.0, kind="publish")
             return
         delivery.add_done_callback(lambda f, v=quote.venue, s=quote.symbol: self._delivered(f, v, s))
