@@ -21,6 +21,7 @@ import structlog
 from aiokafka.errors import KafkaError
 
 from worker.config import Settings
+from worker.domain.errors import InputError
 from worker.domain.clock import now_ms
 from worker.domain.models import Side, VenueConfig, VenueQuote
 from worker.execution.breaker import CircuitBreakers
@@ -38,6 +39,7 @@ from worker.service.fencing import OwnershipFence
 from worker.service.intents import IntentService
 from worker.service.quotes import QuoteCache
 from worker.venues.base import VenueAdapter
+from worker.venues.lifecycle import close_adapters, start_adapters
 from worker.venues.paper import PaperVenue
 
 log = structlog.get_logger("sor.bootstrap")
@@ -53,6 +55,13 @@ def build_adapter(venue: VenueConfig, quotes: QuoteCache, credentials=None) -> V
         if not venue.url:
             raise ValueError(f"venue {venue.name}: adapter 'http' needs a url")
         return HttpVenue(venue, credentials=credentials)
+    if venue.adapter == "ccxt":
+        from worker.venues.ccxt_venue import CcxtVenue
+
+        if credentials is None:
+            raise InputError(f"venue {venue.name}: adapter 'ccxt' trades with API keys: set SOR_VENUE_CREDENTIALS__"
+                             f"{venue.name.upper()}__API_KEY and __API_SECRET (or SOR_SECRETS_DIR)")
+        return CcxtVenue(venue, credentials=credentials)
     raise ValueError(f"venue {venue.name}: unknown adapter {venue.adapter!r}")
 
 
@@ -157,6 +166,7 @@ class WorkerApp:
     stats: Stats
     metrics: Metrics
     health: Health
+    venue_rules: dict[str, VenueConfig]
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -175,9 +185,10 @@ class WorkerApp:
             stack.push_async_callback(self.producer.stop)
             if self.worker.compactor is not None:  # its queued writes go out before the producer stops
                 stack.push_async_callback(self.worker.compactor.close)
-            for adapter in self.adapters.values():
-                await adapter.start()
-                stack.push_async_callback(adapter.close)
+            # All at once; a venue that learns its lot rules at start (ccxt's load_markets)
+            # hands them over before any book is prepared or any intent routed.
+            self.use_venues(await start_adapters(self.adapters, self.venues))
+            stack.push_async_callback(close_adapters, self.adapters)
             await self.feed.start()
             stack.push_async_callback(self.feed.stop)
             await self.feed.catch_up()  # every book is loaded before the first intent
@@ -200,6 +211,13 @@ class WorkerApp:
             log.info("ready", books=len(self.quotes))
             await self.worker.run(stop)
             supervisor.raise_failure()
+
+    def use_venues(self, venues: list[VenueConfig]) -> None:
+        """The venues as the router must see them (rules filled in by the exchanges)."""
+        self.venues[:] = venues
+        self.service.venues[:] = venues
+        self.venue_rules.clear()  # the prewarm's view, shared with the quote feed
+        self.venue_rules.update({v.name: v for v in venues})
 
     def gauges(self) -> dict:
         """Scrape-time gauges: quote ages, in-flight, lag per partition, breakers, readiness."""
@@ -241,14 +259,15 @@ def build(settings: Settings, venues: Sequence[VenueConfig], *, clients: KafkaCl
     dead = DeadLetters(producer, s.topics.dlq, lambda topic="": metrics.dead_letters.labels(topic).inc(),
                        max_value_bytes=s.dlq_max_value_bytes, max_error_chars=s.dlq_max_error_chars,
                        on_failed=lambda topic="": metrics.dead_letter_failures.labels(topic).inc())
-    feed = QuoteFeed(s, quotes, dead.send, on_update=partial(prewarm, {v.name: v for v in venues}), clients=clients)
+    venue_rules = {v.name: v for v in venues}
+    feed = QuoteFeed(s, quotes, dead.send, on_update=partial(prewarm, venue_rules), clients=clients)
     compactor = JournalCompactor(producer, s.topics.journal, index, s.dedupe_retention_ms)
     read_records = partial(read_partitions, s, s.topics.journal, model=JournalRecord, clients=clients)
     read_journal = partial(compactor.read, read_records)
     worker = IntentWorker(s, service, None, producer, dead, read_journal, index=index,
                           fence=OwnershipFence(lease_s=0.6 * s.session_timeout_ms / 1000), health=health, stats=stats, metrics=metrics,
                           compactor=compactor)
-    app = WorkerApp(s, venues, clients, quotes, adapters, producer, feed, service, worker, stats, metrics, health)
+    app = WorkerApp(s, venues, clients, quotes, adapters, producer, feed, service, worker, stats, metrics, health, venue_rules)
     metrics.watch(app.gauges)
     return app
 
@@ -272,7 +291,7 @@ async def serve_paper_venue(settings: Settings, venues: Sequence[VenueConfig], p
         supervisor = Supervisor(stop, health)
         stack.push_async_callback(supervisor.close)
         supervisor.spawn("quote-feed", feed.run)
-        runner = await serve(PaperVenueServer(list(venues), quotes.get), port, host)
+        runner = await serve(PaperVenueServer(list(venues), quotes.get, settings.venue_credentials), port, host)
         stack.push_async_callback(runner.cleanup)
         await stop.wait()
         supervisor.raise_failure()
@@ -375,3 +394,52 @@ def serve_api(settings: Settings, venues: Sequence[VenueConfig], port: int | Non
             yield ApiServer(url=url, port=actual, app=app, quotes=quotes, gateway=gateway)
 
     return serving()
+
+
+# --- `sor feed` -----------------------------------------------------------------------------
+
+
+@dataclass
+class Feed:
+    """``sor feed``, wired: the ccxt venues it polls, the poller and the publisher's settings."""
+
+    settings: Settings
+    sources: dict[str, VenueAdapter]
+    symbols: dict[str, list[str]]
+
+
+def build_feed(settings: Settings, venues: Sequence[VenueConfig]) -> Feed:
+    """The market-data feed over every ``adapter = "ccxt"`` venue and its ``symbols``."""
+    from worker.venues.ccxt_venue import CcxtVenue
+
+    chosen = [v for v in venues if v.adapter == "ccxt"]
+    if not chosen:
+        raise InputError("no venue with adapter = \"ccxt\" in the venues file: nothing for the feed to poll")
+    timeout_s = settings.feed_timeout_ms / 1000
+    # Public order books only: the feed holds no API keys, whatever the settings carry.
+    sources = {v.name: CcxtVenue(v, None, timeout_s=timeout_s) for v in chosen}
+    return Feed(settings, sources, {v.name: list(v.symbols) for v in chosen})
+
+
+async def run_feed(feed: Feed, stop: asyncio.Event) -> None:
+    """Poll and publish until ``stop`` is set: metrics and health on ``settings.http_port``
+    (ready while quotes are being published)."""
+    from worker.pipeline.market_feed import QuotePublisher
+    from worker.venues.market_data import BookPoller
+
+    s = feed.settings
+    async with contextlib.AsyncExitStack() as stack:
+        await ensure_topics(s, [s.topics.quotes])
+        producer = await KafkaClients(s).producer(role="feed")
+        stack.push_async_callback(producer.stop)
+        stack.push_async_callback(producer.flush)  # runs first: what was polled goes out
+        publisher = QuotePublisher(producer, s.topics.quotes, fresh_ms=max(s.max_quote_age_ms, 3 * s.feed_interval_ms))
+        if s.http_port is not None:
+            health = Health(condition=publisher.ready)
+            health.started = True
+            runner = await start_http(s.http_port, publisher.metrics, health, s.http_host)
+            stack.push_async_callback(runner.cleanup)
+        stack.push_async_callback(close_adapters, feed.sources)
+        poller = BookPoller(feed.sources, feed.symbols, publisher.publish, publisher.on_error, s.feed_interval_ms / 1000,
+                            s.feed_depth, s.feed_timeout_ms / 1000)
+        await poller.run(stop)

@@ -144,6 +144,11 @@ class Settings(BaseSettings):
     dedupe_retention_ms: int = Field(default=86_400_000, ge=60_000)
     # `sor paper-venue` listens here; compose and Kubernetes set 0.0.0.0.
     paper_venue_host: str = "127.0.0.1"
+    # `sor feed`: how often each venue's book is polled, how many levels, and how long one
+    # request may take before it counts as failed (that venue only; the others go on).
+    feed_interval_ms: int = Field(default=500, ge=10, le=600_000)
+    feed_depth: int = Field(default=20, ge=1, le=5_000)
+    feed_timeout_ms: int = Field(default=3_000, ge=10, le=600_000)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,

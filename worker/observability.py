@@ -26,9 +26,10 @@ class Health:
     recovery, a dead feed) is logged once when it opens and turns ``/readyz`` to 503 until
     it is resolved."""
 
-    def __init__(self) -> None:
+    def __init__(self, condition: Callable[[], bool] | None = None) -> None:
         self.started = False
         self._problems: dict[str, str] = {}
+        self._condition = condition  # a live check on top of the problems (the feed: quotes fresh)
 
     def problem(self, key: str, detail: str) -> None:
         if key not in self._problems:
@@ -40,7 +41,7 @@ class Health:
             log.info("problem_resolved", problem=key)
 
     def ready(self) -> bool:
-        return self.started and not self._problems
+        return self.started and not self._problems and (self._condition is None or self._condition())
 
     def problems(self) -> dict[str, str]:
         return dict(self._problems)

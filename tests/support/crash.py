@@ -14,6 +14,7 @@ import random
 import signal
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -30,19 +31,31 @@ from worker.pipeline.kafka import ensure_topics
 VENUES = [("binance", 10, "0.00001"), ("kraken", 26, "0.00000001"), ("coinbase", 40, "0.00000001")]
 
 
-def venues_toml(port: int, **faults) -> str:
+#: ccxt's binance class against the paper venue: spot markets only (no margin or currency
+#: endpoints), and no client-side throttling (the paper venue has no rate limit).
+CCXT_TABLE = ('adapter = "ccxt"\nexchange = "binance"\nsymbols = { "BTC/USD" = "BTC/USD" }\nrate_limit_ms = 1\n'
+              'options = { fetchCurrencies = false, fetchMargins = false, fetchMarkets = { types = ["spot"] } }\n')
+#: The same API keys for the paper venue (which checks signatures) and the worker (which signs).
+CCXT_ENV = {"SOR_VENUE_CREDENTIALS": json.dumps({name: {"api_key": f"{name}-key", "api_secret": f"{name}-secret"} for name, _, _ in VENUES})}
+
+
+def venues_toml(port: int, adapter: str = "http", lot_rules: bool = True, **faults) -> str:
+    """The crash harness's venues; ``adapter = "ccxt"`` puts ccxt's binance class in front of
+    every paper venue. Without ``lot_rules`` the file leaves them to the exchange."""
     out = []
     for name, fee, step in VENUES:
         knobs = "".join(f"{k} = {v}\n" for k, v in {"latency_ms": 30, **faults.get(name, {})}.items())
-        out.append(f'[[venues]]\nname = "{name}"\ntaker_fee_bps = "{fee}"\nstep_size = "{step}"\nadapter = "http"\n'
+        table = CCXT_TABLE if adapter == "ccxt" else f'adapter = "{adapter}"\n'
+        rules = f'step_size = "{step}"\n' if lot_rules else ""
+        out.append(f'[[venues]]\nname = "{name}"\ntaker_fee_bps = "{fee}"\n{rules}{table}'
                    f'url = "http://127.0.0.1:{port}/{name}"\n{knobs}')
     return "\n".join(out)
 
 
 class PaperVenueProcess:
-    def __init__(self, bootstrap: str, venues_file: Path, topics: TopicSet, port: int):
+    def __init__(self, bootstrap: str, venues_file: Path, topics: TopicSet, port: int, env: dict | None = None):
         self.port = port
-        env = {**os.environ, **topics.env, "SOR_LOG_LEVEL": "warning"}
+        env = {**os.environ, **topics.env, "SOR_LOG_LEVEL": "warning", **(env or {})}
         self.proc = subprocess.Popen([SOR, "paper-venue", "--port", str(port), "--venues", str(venues_file), "--bootstrap-servers", bootstrap],
                                      env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(port, 60)
@@ -55,6 +68,36 @@ class PaperVenueProcess:
         if self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(10)
+
+
+class FeedProcess:
+    """``sor feed`` as a subprocess: polls the paper venues through ccxt into the quotes topic."""
+
+    def __init__(self, bootstrap: str, venues_file: Path, topics: TopicSet, env: dict | None = None, interval_ms: int = 100):
+        self.http_port = free_port()
+        env = {**os.environ, **topics.env, **(env or {})}
+        self.proc = subprocess.Popen([SOR, "feed", "--venues", str(venues_file), "--bootstrap-servers", bootstrap,
+                                      "--interval-ms", str(interval_ms), "--http-port", str(self.http_port)],
+                                     env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=lambda: self.lines.extend(r.decode(errors="replace").rstrip() for r in self.proc.stdout),
+                                        daemon=True)
+        self._reader.start()
+        wait_for_port(self.http_port, 60)
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=10) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def stop(self) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(20)
+        self._reader.join(2)
+        return self.proc.returncode
 
 
 def book(venue: str, mid: float, ts: int) -> dict:
@@ -103,20 +146,32 @@ class CrashReport:
 class Harness:
     """Broker given; starts the paper venue, publishes books, runs and kills workers."""
 
-    def __init__(self, bootstrap: str, workdir: Path, faults: dict | None = None, worker_env: dict | None = None, partitions: int = 3):
+    def __init__(self, bootstrap: str, workdir: Path, faults: dict | None = None, worker_env: dict | None = None, partitions: int = 3,
+                 adapter: str = "http", feed: bool = False, worker_lot_rules: bool = True):
+        """``adapter = "ccxt"``: the worker trades through ccxt's binance class. ``feed``: the
+        books go to a topic of their own that only the paper venue reads, and ``sor feed``
+        publishes what the paper venue shows (through ccxt) to the worker's quotes topic.
+        Without ``worker_lot_rules`` the worker's venues file leaves them to the exchange."""
         self.bootstrap = bootstrap
         self.topics = TopicSet()
         self.workdir = workdir
+        self.books_topic = self.topics.name("books") if feed else self.topics.quotes
         names = {k: getattr(self.topics, k) for k in Topics.model_fields}
-        run(ensure_topics(Settings(bootstrap_servers=bootstrap, topics=Topics(**names), topic_partitions=partitions)))
+        run(ensure_topics(Settings(bootstrap_servers=bootstrap, topics=Topics(**names), topic_partitions=partitions),
+                          [*names.values(), self.books_topic]))
         now = time.time_ns() // 1_000_000
-        produce_json(bootstrap, self.topics.quotes, [(f"{v}:BTC/USD", book(v, 42_000 + 3 * i, now)) for i, (v, _, _) in enumerate(VENUES)])
+        produce_json(bootstrap, self.books_topic, [(f"{v}:BTC/USD", book(v, 42_000 + 3 * i, now)) for i, (v, _, _) in enumerate(VENUES)])
         self.port = free_port()
+        paper_file = workdir / "paper-venues.toml"
+        paper_file.write_text(venues_toml(self.port, adapter, **(faults or {})))
         self.venues_file = workdir / "venues.toml"
-        self.venues_file.write_text(venues_toml(self.port, **(faults or {})))
-        self.venue = PaperVenueProcess(bootstrap, self.venues_file, self.topics, self.port)
+        self.venues_file.write_text(venues_toml(self.port, adapter, lot_rules=worker_lot_rules, **(faults or {})))
+        keys = CCXT_ENV if adapter == "ccxt" else {}
+        self.venue = PaperVenueProcess(bootstrap, paper_file, self.topics, self.port,
+                                       env={**keys, "SOR_TOPICS__QUOTES": self.books_topic})
+        self.feed = FeedProcess(bootstrap, self.venues_file, self.topics, env=keys) if feed else None
         self.worker_env = {"SOR_SESSION_TIMEOUT_MS": "6000", "SOR_HEARTBEAT_INTERVAL_MS": "1000", "SOR_LEG_TIMEOUT_MS": "1500",
-                           "SOR_MAX_QUOTE_AGE_MS": "3600000", "SOR_TOPIC_PARTITIONS": str(partitions), **(worker_env or {})}
+                           "SOR_MAX_QUOTE_AGE_MS": "3600000", "SOR_TOPIC_PARTITIONS": str(partitions), **keys, **(worker_env or {})}
         self.workers: list[WorkerProcess] = []
         self.intent_ids: list[str] = []
         self._stop_books = threading.Event()
@@ -132,7 +187,7 @@ class Harness:
                 while not self._stop_books.is_set():
                     now = time.time_ns() // 1_000_000
                     for i, (v, _, _) in enumerate(VENUES):
-                        await producer.send(self.topics.quotes, json.dumps(book(v, 42_000 + 3 * i, now)).encode(), key=f"{v}:BTC/USD".encode())
+                        await producer.send(self.books_topic, json.dumps(book(v, 42_000 + 3 * i, now)).encode(), key=f"{v}:BTC/USD".encode())
                     await producer.flush()
                     await asyncio.sleep(every_s)
             finally:
@@ -193,7 +248,7 @@ class Harness:
         rep.faults = stats["faults"]
         ledger = Counter()
         for name, _, _ in VENUES:
-            for order in self.venue.get(f"/{name}/api/v3/allOrders?symbol=BTC/USD"):
+            for order in self.venue.get(f"/_paper/orders/{name}"):
                 for f in order["fills"]:
                     ledger[(order["clientOrderId"], Decimal(f["price"]), Decimal(f["qty"]))] += 1
         published = Counter()
@@ -215,15 +270,17 @@ class Harness:
         self._books.join(5)
         for w in self.workers:
             w.kill()
+        if self.feed is not None:
+            self.feed.stop()
         self.venue.stop()
 
 
 def kill_loop(bootstrap: str, workdir: Path, intents: int = 500, kills: int = 10, seed: int = 7, faults: dict | None = None,
-              drain_timeout_s: float = 240) -> CrashReport:
+              drain_timeout_s: float = 240, adapter: str = "http") -> CrashReport:
     """Publish ``intents``, SIGKILL the worker ``kills`` times at random moments, let it finish."""
     rng = random.Random(seed)
     started = time.monotonic()
-    h = Harness(bootstrap, workdir, faults=faults)
+    h = Harness(bootstrap, workdir, faults=faults, adapter=adapter)
     try:
         worker = h.start_worker()
         h.publish_intents(intents, seed)

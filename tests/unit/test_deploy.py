@@ -76,3 +76,44 @@ def test_manifests_have_probes_limits_secrets_pdb_and_keda():
     assert so["spec"]["maxReplicaCount"] == partitions
     assert so["spec"]["triggers"][0]["type"] == "kafka" and so["spec"]["triggers"][0]["metadata"]["topic"] == "sor.intents.v1"
     assert "Secret" not in docs  # referenced, never committed
+
+
+def test_compose_ccxt_override_runs_the_feed_in_place_of_the_simulators_quotes():
+    doc = yaml.safe_load((ROOT / "docker-compose.ccxt.yml").read_text())
+    services = doc["services"]
+    feed = services["feed"]
+    assert feed["build"] == "." and feed["command"][0] == "feed" and feed["environment"]["SOR_BOOTSTRAP_SERVERS"] == "kafka:9092"
+    books = services["market-data"]["environment"]["SOR_TOPICS__QUOTES"]
+    assert books != "sor.quotes.v1" and services["paper-venue"]["environment"]["SOR_TOPICS__QUOTES"] == books
+    assert services["worker"]["depends_on"]["feed"]["condition"] == "service_healthy"
+    from worker.config import load_venues
+
+    mounted = {v.split(":")[0] for s in ("feed", "worker") for v in services[s]["volumes"]}
+    [path] = mounted
+    assert all(v.adapter == "ccxt" and v.symbols for v in load_venues(ROOT / path))
+
+
+def test_live_overlay_adds_the_feed_and_ccxt_venues():
+    overlay = ROOT / "deploy/overlays/live"
+    kust = yaml.safe_load((overlay / "kustomization.yaml").read_text())
+    assert "../../base" in kust["resources"]
+    for res in kust["resources"][1:] + [p["path"] for p in kust["patches"]]:
+        assert (overlay / res).exists(), res
+    [venues] = kust["configMapGenerator"]
+    assert venues["name"] == "sor-venues" and venues["behavior"] == "replace"
+    feed = yaml.safe_load((overlay / "feed-deployment.yaml").read_text())
+    c = feed["spec"]["template"]["spec"]["containers"][0]
+    assert feed["kind"] == "Deployment" and feed["spec"]["replicas"] == 1 and c["args"] == ["feed"]
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz" and c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert c["resources"]["limits"]["memory"] and feed["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert not any("sor-venue-credentials" in str(e) for e in c["env"])  # the feed reads public books only
+    from worker.config import load_venues
+
+    live = load_venues(overlay / "venues.toml")
+    assert len(live) >= 2 and all(v.adapter == "ccxt" and v.exchange and v.symbols for v in live)
+    patch = yaml.safe_load((overlay / "worker-credentials.yaml").read_text())
+    keys = {e["name"] for e in patch["spec"]["template"]["spec"]["containers"][0]["env"]}
+    worker = _manifests()["Deployment"][0]["spec"]["template"]["spec"]["containers"][0]
+    keys |= {e["name"] for e in worker["env"]}
+    for v in live:
+        assert {f"SOR_VENUE_CREDENTIALS__{v.name.upper()}__API_KEY", f"SOR_VENUE_CREDENTIALS__{v.name.upper()}__API_SECRET"} <= keys

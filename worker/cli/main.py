@@ -43,6 +43,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--venues", dest="venues_file", required=True, help="venues TOML file")
     p.add_argument("--bootstrap-servers", dest="bootstrap_servers", help="HOST:PORT (SOR_BOOTSTRAP_SERVERS)")
 
+    p = sub.add_parser("feed", help="poll the order books of the ccxt venues, publish them as quotes; until SIGTERM")
+    p.add_argument("--venues", dest="venues_file", help="venues TOML file (SOR_VENUES_FILE); its adapter = \"ccxt\" venues")
+    p.add_argument("--bootstrap-servers", dest="bootstrap_servers", help="HOST:PORT[,...] (SOR_BOOTSTRAP_SERVERS)")
+    p.add_argument("--interval-ms", dest="interval_ms", type=int, help="between polls of one book (SOR_FEED_INTERVAL_MS)")
+    p.add_argument("--depth", type=int, help="levels per side (SOR_FEED_DEPTH)")
+    p.add_argument("--http-port", dest="http_port", type=int, help="metrics/health port (SOR_HTTP_PORT)")
+
     p = sub.add_parser("sim", help="run the market-data (quotes) or OMS (intents) simulator")
     p.add_argument("what", choices=["market", "oms"])
     p.add_argument("--bootstrap-servers", dest="bootstrap_servers")
@@ -116,6 +123,10 @@ def main(argv: list[str] | None = None) -> int:
         from worker.cli import report
 
         return report.main(args)
+    if args.command == "feed":
+        from worker.cli import feed
+
+        return feed.main(args)
     if args.command == "sim":
         from worker.cli import sim
 

@@ -59,11 +59,16 @@ def worker(overrides: dict) -> int:
     sor_logging.configure(settings.log_format, settings.log_level)
     from aiokafka.errors import KafkaError
 
+    from worker.venues.base import VenueError
+
     try:
         asyncio.run(_serve(settings, venues))
     except KeyboardInterrupt:
         pass
-    except (KafkaError, OSError) as exc:
+    except InputError as exc:
+        print(f"sor worker: error: {exc}", file=sys.stderr)
+        return 2
+    except (KafkaError, OSError, VenueError) as exc:
         print(f"sor worker: error: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:  # a background failure surfaced on the main loop (already logged in full)

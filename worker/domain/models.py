@@ -201,8 +201,23 @@ class VenueConfig(_Model):
     step_size: Quantity = Decimal("0.00000001")
     min_qty: Minimum = Decimal(0)
     min_notional: Minimum = Decimal(0)
-    adapter: Literal["paper", "http"] = "paper"
+    adapter: Literal["paper", "http", "ccxt"] = "paper"
+    #: ``http``: the venue's base URL. ``ccxt``: re-roots every API URL of the exchange here
+    #: (``http://127.0.0.1:PORT/binance`` for ``sor paper-venue``), so nothing leaves it.
     url: str | None = None
+    # ccxt adapter (``adapter = "ccxt"``): the ccxt exchange id, its constructor options, the
+    # exchange's sandbox/testnet, explicit API URLs (deep-merged into ccxt's ``urls``) and our
+    # symbols -> the exchange's (ccxt unified symbol or raw market id; default: the same).
+    # Lot rules left out of the file come from the exchange's markets; the file's values win.
+    exchange: Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]+$")] | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+    sandbox: bool = False
+    urls: dict[str, Any] = Field(default_factory=dict)
+    symbols: dict[Identifier, Identifier] = Field(default_factory=dict)
+    #: ccxt's ``rateLimit`` (ms per request-weight unit); default: ccxt's for the exchange.
+    rate_limit_ms: Annotated[int, Field(ge=0, le=60_000)] | None = None
+    #: The price grid; served by ``sor paper-venue`` (PRICE_FILTER), read from real exchanges.
+    tick_size: Price | None = None
     # Paper-venue fault injection; ignored by real adapters.
     latency_ms: Annotated[int, Field(ge=0, le=60_000)] = 0
     reject_rate: Annotated[float, Field(ge=0, le=1, validation_alias=AliasChoices("reject_rate", "failure_rate"))] = 0.0
@@ -213,6 +228,20 @@ class VenueConfig(_Model):
     lost_response_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
     timeout_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
     timeout_ms: Annotated[int, Field(ge=1, le=600_000)] = 2_000
+
+    @model_validator(mode="after")
+    def _adapter_needs(self) -> "VenueConfig":
+        if self.adapter == "ccxt" and not self.exchange:
+            raise ValueError("exchange: required when adapter is 'ccxt' (a ccxt exchange id, e.g. 'binance')")
+        if self.adapter == "ccxt" and not self.symbols:
+            # Orders are looked up by client order id per market after a restart, and the feed
+            # polls these markets: they must be declared.
+            raise ValueError("symbols: required when adapter is 'ccxt' (ours -> the exchange's, e.g. {\"BTC/USD\" = \"BTC/USDT\"})")
+        return self
+
+    def exchange_symbol(self, symbol: str) -> str:
+        """The venue's name for one of our symbols (the ``symbols`` map, else the same)."""
+        return self.symbols.get(symbol, symbol)
 
 
 #: ``[price, size]``: both exact and bounded, size > 0.

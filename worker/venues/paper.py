@@ -82,6 +82,21 @@ class PaperBook:
         status = LegStatus.FILLED if filled == order.qty else (LegStatus.PARTIAL if filled > 0 else LegStatus.EXPIRED)
         return OrderReport(order.client_order_id, order_id, status, filled, tuple(trades))
 
+    def visible(self, symbol: str) -> VenueQuote | None:
+        """The book as the venue shows it now: the latest snapshot less what orders took from
+        it (what a real exchange's depth shows after trades; same snapshot time)."""
+        quote = self._book_source(symbol)
+        held = self._consumed.get(symbol)
+        if quote is None or held is None or held[0] is not quote or not held[1]:
+            return quote
+        taken = held[1]
+
+        def left(levels):
+            rest = ((p, q - taken.get(p, ZERO)) for p, q in levels)
+            return [(p, q) for p, q in rest if q > 0]
+
+        return quote.model_copy(update={"bids": left(quote.bids), "asks": left(quote.asks)})
+
     def _consumed_for(self, symbol: str, quote: VenueQuote) -> dict[Decimal, Decimal]:
         held = self._consumed.get(symbol)
         if held is None or held[0] is not quote:
