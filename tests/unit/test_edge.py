@@ -438,3 +438,34 @@ def test_an_intent_fenced_before_its_journal_record_runs_when_redelivered():
         assert [r["intent_id"] for r in results(producer)] == ["again"]
 
     asyncio.run(main())
+
+
+def test_a_stop_waits_one_shutdown_timeout_then_fences_and_cancels_what_is_left():
+    """A leg that never answers: the stop lets it run for one shutdown timeout, then fences
+    the partition and cancels the intent (the next owner recovers it from the journal). Its
+    offset stays uncommitted, and the revocation that follows has nothing left to wait for
+    (a stop used to take two shutdown timeouts)."""
+
+    async def main():
+        worker, consumer, producer, adapters, journal = make_edge(settings=Settings(commit_interval_ms=10, shutdown_timeout_s=0.2))
+        hung = asyncio.Event()
+
+        async def never_answers(order):
+            hung.set()
+            await asyncio.Event().wait()
+
+        for adapter in adapters.values():
+            adapter.place = never_answers
+        await consumer.assign(TP)
+        consumer.feed(TP, 0, encode(make_intent("0.5", intent_id="hung")))
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        await until(hung.is_set)
+        stop.set()
+        await task
+        assert not any(t for ts in worker.tasks.values() for t in ts if not t.done())
+        assert TP.partition not in worker.fence._owned  # fenced: nothing more is placed for it
+        assert consumer.committed_offsets.get(TP) is None
+        assert journal.latest()["hung"].state.value != "completed"  # in flight: recovered by the next owner
+
+    asyncio.run(main())

@@ -135,7 +135,9 @@ class IntentWorker:
         pending = [t for ts in self.tasks.values() for t in ts]
         if pending:
             log.info("draining", in_flight=len(pending))
-            await asyncio.wait(pending, timeout=self.settings.shutdown_timeout_s)
+            # Bounded once: the revocation when the consumer leaves the group finds nothing
+            # left to wait for, so a stop takes one shutdown timeout, not two.
+            await self._finish_or_cancel(pending, {tp.partition for tp in self.tasks}, "shutdown_with_intents_in_flight")
         # 3. flush outputs
         await self.producer.flush()
         # 4. then commit inputs
@@ -313,18 +315,26 @@ class IntentWorker:
             self._paused = False
             log.info("backpressure_resumed", in_flight=self.stats.in_flight)
 
+    async def _finish_or_cancel(self, pending: list[asyncio.Task], partitions: set[int], event: str) -> None:
+        """Let ``pending`` finish within the shutdown timeout; then fence their partitions
+        (nothing more is placed) and cancel the rest: the next owner recovers them from the
+        journal."""
+        _, late = await asyncio.wait(pending, timeout=self.settings.shutdown_timeout_s)
+        if late:
+            self.fence.revoke(partitions)
+            for task in late:
+                task.cancel()
+            log.warning(event, cancelled=len(late))
+            await asyncio.wait(late)
+
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         """Stop placing for the revoked partitions at once, let legs already on the wire
         finish (bounded), cancel the rest, and commit what finished before they move."""
-        self.fence.revoke(tp.partition for tp in revoked)
+        partitions = {tp.partition for tp in revoked}
+        self.fence.revoke(partitions)
         pending = [t for tp in revoked for t in self.tasks.get(tp, ())]
         if pending:
-            _, late = await asyncio.wait(pending, timeout=self.settings.shutdown_timeout_s)
-            for task in late:
-                task.cancel()  # the new owner recovers them from the journal
-            if late:
-                log.warning("revoked_with_intents_in_flight", cancelled=len(late))
-                await asyncio.wait(late)
+            await self._finish_or_cancel(pending, partitions, "revoked_with_intents_in_flight")
         await self._commit(only=set(revoked))
         self.tracker.forget(revoked)
         self.sweeper.forget({tp.partition for tp in revoked})
