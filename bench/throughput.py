@@ -1,0 +1,396 @@
+"""Throughput of ``sor worker`` against a bare Kafka passthrough, in one run on one broker.
+
+    .venv/bin/python bench/throughput.py            # 2,000 intents per leg, ~2-3 min
+    .venv/bin/python bench/throughput.py --quick    # 400 intents, ~1 min
+    .venv/bin/python bench/throughput.py --profile worker.prof   # leg (a) only, worker under cProfile
+
+Legs, all on one embedded Tansu broker, 5 paper venues without latency, 4 symbols, market intents,
+quotes re-published every 200 ms by this process:
+
+a. one ``sor worker`` subprocess drains N intents that wait in the topic: intents/s from the first
+   to the last result (``sor.executions.v1``); then records and bytes per intent by topic.
+b. a bare passthrough subprocess (consume -> orjson parse -> produce the same count and size of
+   records per intent as the worker wrote in (a) -> commit) drains the same N intents.
+c. intent-to-result p50/p99 at a fixed offered load of half the capacity measured in (a).
+d. a second worker joins the same group: intents/s of two instances, and the ratio to one.
+
+The machine is shared, so the figures that mean something are the ratios of one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from worker.broker import EmbeddedBroker, free_port  # noqa: E402
+from worker.config import Settings, load_venues  # noqa: E402
+from worker.pipeline.kafka import KafkaClients, ensure_topics  # noqa: E402
+from worker.sim.market import MarketSimulator  # noqa: E402
+
+VENUES_FILE = ROOT / "examples" / "venues.toml"
+# Mids high enough that the simulator's 2-decimal ladders keep distinct levels.
+SYMBOLS = {"BTC/USD": 42_000.0, "ETH/USD": 3_000.0, "BTC/EUR": 39_000.0, "ETH/EUR": 2_800.0}
+GROUP = "bench-workers"
+PASSTHROUGH_IN = "bench.passthrough.intents"
+PASSTHROUGH_OUT = "bench.passthrough.out"
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def market_intent(run: str, n: int, rng: random.Random) -> tuple[bytes, bytes]:
+    symbol = rng.choice(list(SYMBOLS))
+    qty = round(rng.uniform(0.002, 0.05), 4)  # the simulator's level sizes do not scale with price; books refill every 200 ms
+    intent = {"intent_id": f"{run}-{n:06d}", "account_id": f"acct-{n % 9 + 1}", "symbol": symbol,
+              "side": rng.choice(["buy", "sell"]), "type": "market", "qty": str(qty), "algorithm": "sor",
+              "time_in_force": "IOC", "created_at": time.time_ns() // 1_000_000}
+    return intent["intent_id"].encode(), orjson.dumps(intent)
+
+
+class Bench:
+    """The load generator, the quote publisher and the result observer (this process)."""
+
+    def __init__(self, settings: Settings, workdir: Path):
+        self.settings = settings
+        self.clients = KafkaClients(settings)
+        self.workdir = workdir
+        self.rng = random.Random(12)
+        self.arrivals: dict[bytes, float] = {}   # result key -> monotonic arrival time
+        self.statuses: Counter = Counter()
+        self.pt_counts: Counter = Counter()      # passthrough: records seen per intent key
+        self.pt_done: dict[bytes, float] = {}
+        self.pt_per_intent = 0
+        self.workers: list[subprocess.Popen] = []
+        self.trickle = False
+
+    async def start(self) -> None:
+        self.producer = await self.clients.producer(role="bench")
+        self.tasks = [asyncio.create_task(self.publish_quotes()),
+                      asyncio.create_task(self.observe(self.settings.topics.executions, self.on_result)),
+                      asyncio.create_task(self.observe(PASSTHROUGH_OUT, self.on_passthrough)),
+                      asyncio.create_task(self.keep_alive())]
+        t = self.settings.topics
+        self.volume: dict[str, list[int]] = {}   # topic -> [records, key+value bytes] seen since start
+        for topic in (t.plans, t.fills, t.executions, t.journal):
+            self.volume[topic] = [0, 0]
+            self.tasks.append(asyncio.create_task(self.observe(topic, self.on_outcome)))
+
+    def on_outcome(self, record, now: float) -> None:
+        seen = self.volume[record.topic]
+        seen[0] += 1
+        seen[1] += len(record.value or b"") + len(record.key or b"")
+
+    async def keep_alive(self) -> None:
+        """A trickle of intents (5/s) between the measured phases. Why: the worker's ownership
+        lease is only renewed by a commit, so a worker idle longer than the lease (half the
+        session timeout) holds its next intents forever (issue: fence lease never renewed when idle)."""
+        n = 0
+        while True:
+            if self.trickle:
+                key, value = market_intent("idle", n, self.rng)
+                await self.producer.send(self.settings.topics.intents, value, key=key)
+                n += 1
+            await asyncio.sleep(0.2)
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.producer.stop()
+
+    async def publish_quotes(self) -> None:
+        venues = load_venues(VENUES_FILE)
+        sims = [MarketSimulator(venues, symbol, mid, seed=i) for i, (symbol, mid) in enumerate(SYMBOLS.items())]
+        while True:
+            for sim in sims:
+                sim.step()
+                await sim.publish_all(self.producer, self.settings.topics.quotes)
+            await asyncio.sleep(0.2)
+
+    async def observe(self, topic: str, handle) -> None:
+        # A short fetch wait: the observer must not add its own poll delay to the latencies it measures.
+        consumer = self.clients.consumer(topic, role="bench-observer", auto_offset_reset="latest", fetch_max_wait_ms=5)
+        await consumer.start()
+        try:
+            while True:
+                batches = await consumer.getmany(timeout_ms=100)
+                now = time.monotonic()
+                for records in batches.values():
+                    for record in records:
+                        handle(record, now)
+        finally:
+            await consumer.stop()
+
+    def on_result(self, record, now: float) -> None:
+        self.arrivals.setdefault(record.key, now)
+        self.statuses[orjson.loads(record.value).get("status")] += 1
+
+    def on_passthrough(self, record, now: float) -> None:
+        self.pt_counts[record.key] += 1
+        if self.pt_counts[record.key] == self.pt_per_intent:
+            self.pt_done[record.key] = now
+
+    async def send_intents(self, run: str, n: int, topic: str | None = None, rate: float | None = None) -> dict[bytes, float]:
+        """Produce n intents (all at once, or paced at ``rate``/s); returns key -> send time."""
+        topic = topic or self.settings.topics.intents
+        sent, futures = {}, []
+        start = time.monotonic()
+        for i in range(n):
+            if rate:
+                delay = start + i / rate - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            key, value = market_intent(run, i, self.rng)
+            sent[key] = time.monotonic()
+            futures.append(await self.producer.send(topic, value, key=key))
+        await asyncio.gather(*futures)
+        return sent
+
+    async def wait_for(self, keys, done: dict, timeout_s: float) -> list[float]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and not all(k in done for k in keys):
+            await asyncio.sleep(0.05)
+        missing = sum(k not in done for k in keys)
+        if missing:
+            raise RuntimeError(f"{missing} of {len(keys)} intents got no result within {timeout_s:.0f}s")
+        return [done[k] for k in keys]
+
+    def spawn_worker(self, name: str, profile: Path | None = None) -> tuple[subprocess.Popen, int]:
+        port = free_port()
+        prefix = [sys.executable, "-m", "cProfile", "-o", str(profile)] if profile else [sys.executable]
+        cmd = [*prefix, "-m", "worker.cli.main", "worker", "--venues", str(VENUES_FILE),
+               "--bootstrap-servers", self.settings.bootstrap_servers, "--group-id", GROUP,
+               "--max-quote-age-ms", "60000", "--http-port", str(port)]
+        env = {**os.environ, "SOR_CLIENT_ID": f"bench-{name}"}
+        log = open(self.workdir / f"{name}.log", "wb")
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        self.workers.append(proc)
+        return proc, port
+
+    async def wait_ready(self, port: int, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as resp:
+                    if resp.status == 200:
+                        return
+            except OSError:
+                pass
+            await asyncio.sleep(0.2)
+        raise RuntimeError(f"worker on :{port} not ready within {timeout_s}s")
+
+    async def drain(self, run: str, n: int, timeout_s: float) -> float:
+        """Intents/s of the running worker(s) on n intents put in the topic at once."""
+        self.trickle = False
+        sent = await self.send_intents(run, n)
+        times = await self.wait_for(list(sent), self.arrivals, timeout_s)
+        self.trickle = True
+        return (n - 1) / max(max(times) - min(times), 1e-3)
+
+    def stop_workers(self) -> None:
+        for proc in self.workers:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.workers:
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.workers.clear()
+
+
+async def passthrough_child(bootstrap: str, sizes: list[int], n: int) -> None:
+    """The bare leg: consume -> orjson parse -> produce len(sizes) records -> commit."""
+    settings = Settings(bootstrap_servers=bootstrap, client_id="bench-passthrough")
+    clients = KafkaClients(settings)
+    producer = await clients.producer(role="out")
+    consumer = clients.consumer(PASSTHROUGH_IN, group_id="bench-passthrough", auto_offset_reset="earliest")
+    await consumer.start()
+    payloads = [b"x" * size for size in sizes]
+    seen = 0
+    try:
+        while seen < n:
+            batches = await consumer.getmany(timeout_ms=200, max_records=500)
+            futures = []
+            for records in batches.values():
+                for record in records:
+                    intent = orjson.loads(record.value)
+                    key = intent["intent_id"].encode()
+                    for payload in payloads:
+                        futures.append(await producer.send(PASSTHROUGH_OUT, payload, key=key))
+                    seen += 1
+            await asyncio.gather(*futures)
+            if batches:
+                await consumer.commit()
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+async def run_bench(args) -> None:
+    n = 400 if args.quick else args.intents
+    workdir = Path(tempfile.mkdtemp(prefix="sor-bench-"))
+    with EmbeddedBroker(log_path=workdir / "broker.log") as broker:
+        settings = Settings(bootstrap_servers=broker.bootstrap, client_id="bench")
+        t = settings.topics
+        await ensure_topics(settings)
+        await ensure_topics(settings, [PASSTHROUGH_IN, PASSTHROUGH_OUT])
+        bench = Bench(settings, workdir)
+        await bench.start()
+        try:
+            await asyncio.sleep(1.0)  # quotes of every venue and symbol are in the topic
+            print(f"# sor worker throughput, {n} market intents, 5 paper venues, 4 symbols (logs in {workdir})", file=sys.stderr)
+
+            # (a) one worker
+            profile = Path(args.profile).resolve() if args.profile else None
+            _, port = bench.spawn_worker("worker-1", profile)
+            await bench.wait_ready(port)
+            await bench.drain("warm", 50, 60)
+            before = {topic: list(v) for topic, v in bench.volume.items()}
+            one = await bench.drain("one", n, 600)
+            bench.trickle = False
+            await asyncio.sleep(1.0)  # the last journal records land (shorter than the fence lease)
+            outcome = {topic: (v[0] - before[topic][0], v[1] - before[topic][1]) for topic, v in bench.volume.items()}
+            processed = n
+            print(f"(a) 1 worker: {one:.0f} intents/s", file=sys.stderr)
+            if profile:
+                bench.stop_workers()
+                print_bytes(outcome, processed)
+                print_profile(profile)
+                return
+
+            # (c) latency at half capacity
+            rate = one / 2
+            count = max(100, int(rate * (5 if args.quick else 10)))
+            bench.trickle = False
+            sent = await bench.send_intents("lat", count, rate=rate)
+            arrivals = await bench.wait_for(list(sent), bench.arrivals, 120)
+            latencies = [(a - sent[k]) * 1000 for k, a in zip(sent, arrivals)]
+            bench.trickle = True
+            p50, p99 = percentile(latencies, 0.5), percentile(latencies, 0.99)
+
+            # (d) a second instance joins the group
+            _, port2 = bench.spawn_worker("worker-2")
+            await bench.wait_ready(port2)
+            await asyncio.sleep(4)  # the group rebalances onto both instances
+            await bench.drain("warm2", 50, 60)
+            two = await bench.drain("two", n, 600)
+            print(f"(d) 2 workers: {two:.0f} intents/s", file=sys.stderr)
+            bench.stop_workers()
+            bench.trickle = False
+            # (b) passthrough with the same records per intent
+            sizes = []
+            for topic, (records, size) in outcome.items():
+                per = round(records / processed)
+                sizes += [size // max(records, 1)] * per
+            bench.pt_per_intent = len(sizes)
+            await bench.send_intents("pt", n, PASSTHROUGH_IN)
+            child = subprocess.Popen([sys.executable, __file__, "--passthrough-child", broker.bootstrap,
+                                      "--sizes", ",".join(map(str, sizes)), "--intents", str(n)], cwd=ROOT)
+            keys = [f"pt-{i:06d}".encode() for i in range(n)]
+            times = await bench.wait_for(keys, bench.pt_done, 300)
+            child.wait(60)
+            passthrough = (n - 1) / (max(times) - min(times))
+            print(f"(b) passthrough: {passthrough:.0f} intents/s", file=sys.stderr)
+
+        finally:
+            bench.stop_workers()
+            await bench.stop()
+
+    print(f"\n| measure | value |\n|---|---|")
+    print(f"| worker, 1 instance | {one:.0f} intents/s |")
+    print(f"| bare passthrough (same records/bytes per intent) | {passthrough:.0f} intents/s |")
+    print(f"| ratio worker / passthrough | {one / passthrough:.2f} |")
+    print(f"| intent-to-result p50 / p99 at {rate:.0f} intents/s (half capacity) | {p50:.1f} ms / {p99:.1f} ms |")
+    print(f"| worker, 2 instances (same group) | {two:.0f} intents/s |")
+    print(f"| ratio 2 / 1 instances | {two / one:.2f} |")
+    print(f"| outcome statuses | {dict(bench.statuses)} |")
+    print_bytes(outcome, processed)
+
+
+def print_bytes(outcome: dict[str, tuple[int, int]], processed: int) -> None:
+    print(f"\n| topic | records / intent | bytes / record | bytes / intent |\n|---|---|---|---|")
+    total_r = total_b = 0
+    for topic, (records, size) in outcome.items():
+        total_r += records
+        total_b += size
+        print(f"| {topic} | {records / processed:.2f} | {size // max(records, 1)} | {size / processed:.0f} |")
+    print(f"| **total** | {total_r / processed:.2f} | {total_b // max(total_r, 1)} | {total_b / processed:.0f} |")
+
+
+GROUPS = [  # (group, substrings of "file:function"), first match wins
+    ("logging (structlog)", ("structlog", "logging/__init__", "worker/logging")),
+    ("journal", ("journal",)),
+    ("routing", ("worker/routing",)),
+    ("executor / paper venue", ("worker/execution", "worker/venues")),
+    ("Kafka I/O (aiokafka)", ("aiokafka", "kafka/", "pipeline/kafka", "pipeline/clients")),
+    ("pydantic validation / serialization", ("pydantic", "codec", "domain/models")),
+    ("asyncio / selectors", ("asyncio", "selectors")),
+]
+
+
+def classify(key: tuple) -> str:
+    filename, _, func = key
+    where = f"{filename}:{func}"
+    for name, needles in GROUPS:
+        if any(n in where for n in needles):
+            return name
+    if "pydantic_core" in where or "validate" in func or "model_dump" in func or "to_json" in func:
+        return "pydantic validation / serialization"
+    return "other"
+
+
+def print_profile(path: Path, top: int = 25) -> None:
+    import pstats
+
+    stats = pstats.Stats(str(path))
+    total = sum(v[2] for v in stats.stats.values())  # tottime summed = profiled CPU
+    groups: Counter = Counter()
+    for key, (cc, nc, tt, ct, callers) in stats.stats.items():
+        groups[classify(key)] += tt
+    print(f"\n### Worker profile, self time by group (total {total:.2f} s)\n\n| group | self time s | share |\n|---|---|---|")
+    for name, tt in groups.most_common():
+        print(f"| {name} | {tt:.2f} | {tt / total:.0%} |")
+    for order, index in (("cumulative", 3), ("tottime", 2)):
+        rows = sorted(stats.stats.items(), key=lambda kv: kv[1][index], reverse=True)[:top]
+        print(f"\n### Top {top} by {order}\n\n| ncalls | tottime s | cumtime s | function | group |\n|---|---|---|---|---|")
+        for (filename, line, func), (cc, nc, tt, ct, _) in rows:
+            short = filename.split("site-packages/")[-1].replace(str(ROOT) + "/", "")
+            print(f"| {nc} | {tt:.2f} | {ct:.2f} | `{short}:{line}({func})` | {classify((filename, line, func))} |")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--intents", type=int, default=2_000, help="intents per drain leg")
+    parser.add_argument("--quick", action="store_true", help="400 intents per leg")
+    parser.add_argument("--profile", help="run leg (a) only, with the worker under cProfile writing here")
+    parser.add_argument("--passthrough-child", help=argparse.SUPPRESS)
+    parser.add_argument("--sizes", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.passthrough_child:
+        asyncio.run(passthrough_child(args.passthrough_child, [int(s) for s in args.sizes.split(",")], args.intents))
+        return 0
+    asyncio.run(run_bench(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
