@@ -104,7 +104,7 @@ async def read_partitions(settings: Settings, topic: str, partitions: list[int],
                         continue
                     try:
                         latest[rec.key] = parse(rec.value)
-                    except ValueError as exc:
+                    except (ValueError, TypeError) as exc:  # pydantic and the exact-number fallback
                         log.error("journal_record_unreadable", partition=rec.partition, offset=rec.offset, error=str(exc)[:500])
             await drop_reached(consumer, ends)
     finally:
