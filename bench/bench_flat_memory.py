@@ -22,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import rss_mib  # noqa: E402
 from tests.support.scenarios import make_intent  # noqa: E402
 from worker import logging as sor_logging  # noqa: E402
 from worker.bootstrap import prewarm  # noqa: E402
@@ -38,14 +39,6 @@ from worker.venues.paper import PaperVenue  # noqa: E402
 
 D = Decimal
 DAY = 86_400_000
-
-
-def rss_mib() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
 
 
 def snapshot(rng: random.Random, venue: str, symbol: str, ts: int, levels: int) -> VenueQuote:

@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import orjson  # noqa: E402
 from aiokafka import AIOKafkaProducer  # noqa: E402
 
+from bench.common import rss_mib  # noqa: E402
 from tests.support.fakes import MemoryJournal  # noqa: E402
 from tests.support.scenarios import make_intent, random_market  # noqa: E402
 from worker import logging as sor_logging  # noqa: E402
@@ -46,14 +47,6 @@ from worker.venues.paper import PaperVenue  # noqa: E402
 
 D = Decimal
 PARTITIONS = 3
-
-
-def rss_mib() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
 
 
 async def completed_entry(venues, quotes):

@@ -277,3 +277,21 @@ def test_toml_floats_in_a_venues_file_are_exact_decimals(tmp_path):
     path.write_text('[[venues]]\nname = "a"\ntaker_fee_bps = 7.5\nstep_size = 1e-8\nreject_rate = 0.02\n')
     (venue,) = load_venues(path)
     assert (venue.taker_fee_bps, venue.step_size, venue.reject_rate) == (D("7.5"), D("1E-8"), 0.02)
+
+
+def test_money_helpers_are_exact_at_the_bounds_whatever_the_ambient_context():
+    """The largest accepted quantity on the smallest accepted step needs 36 digits: the
+    executor's and the paper venue's lot rounding and VWAPs must not depend on the caller's
+    28-digit default context (DivisionImpossible) or on a narrower one."""
+    import decimal
+
+    from worker.domain.money import average_price, ceil_to_step, floor_to_step
+
+    qty, step = Decimal("999999999999999999.123456789012345678"), Decimal("1e-18")
+    with decimal.localcontext(decimal.Context(prec=80)):
+        notional = qty * Decimal("42155.5")  # exact
+    for ctx in (decimal.Context(), decimal.Context(prec=5)):
+        with decimal.localcontext(ctx):
+            assert floor_to_step(qty, step) == qty
+            assert ceil_to_step(qty + Decimal("1e-19"), step) == qty + step
+            assert average_price(notional, qty) == Decimal("42155.5")

@@ -109,6 +109,72 @@ def summary(collector: Collector, sent: int, duplicates: int, garbage: int, elap
     return "\n".join(lines)
 
 
+#: With ``--ccxt`` the simulator and the paper venue use a books topic of their own: the worker
+#: then sees only the books that went through ccxt and ``sor feed``.
+PAPER_BOOKS_TOPIC = "sor.paper-books.v1"
+
+
+def ccxt_venues(port: int) -> list:
+    """The demo venues as a live venues file writes them (examples/venues-ccxt.toml): ccxt's
+    own ``binance`` class in front of each local paper venue. No lot rules: they come from the
+    paper venue's exchangeInfo (``load_markets``). Fees stay explicit."""
+    from worker.domain.models import VenueConfig
+    from worker.sim.venues import DEMO_VENUES
+
+    options = {"fetchCurrencies": False, "fetchMargins": False, "fetchMarkets": {"types": ["spot"]}}
+    return [VenueConfig(name=v.name, taker_fee_bps=v.taker_fee_bps, maker_fee_bps=v.maker_fee_bps, adapter="ccxt",
+                        exchange="binance", url=f"http://127.0.0.1:{port}/{v.name}", symbols={"BTC/USD": "BTC/USD"},
+                        rate_limit_ms=1, options=options)
+            for v in DEMO_VENUES]
+
+
+async def start_ccxt_path(settings, stack: contextlib.AsyncExitStack):
+    """``sor paper-venue`` (Binance-style HTTP, signed) and ``sor feed`` in this process, on
+    ``stack``. Returns the worker's settings (paper API keys) and its ccxt venues."""
+    import aiohttp
+
+    from worker.bootstrap import build_feed, run_feed, serve_paper_venue
+    from worker.broker import free_port
+    from worker.config import VenueCredentials
+    from worker.sim.venues import DEMO_VENUES
+
+    port = free_port()
+    keys = {v.name: VenueCredentials(api_key=f"demo-{v.name}", api_secret="demo-paper-secret") for v in DEMO_VENUES}
+    settings = settings.model_copy(update={"venue_credentials": keys, "feed_interval_ms": 100})
+    books = settings.model_copy(update={"topics": settings.topics.model_copy(update={"quotes": PAPER_BOOKS_TOPIC}),
+                                        "client_id": "sor-demo-paper-venue"})
+    venue_task = asyncio.create_task(serve_paper_venue(books, DEMO_VENUES, port, "127.0.0.1"), name="paper-venue")
+    stack.push_async_callback(_cancel, venue_task)
+    async with aiohttp.ClientSession() as http:  # up when it answers ping, as a client sees it
+        for _ in range(300):
+            if venue_task.done():
+                venue_task.result()
+            try:
+                async with http.get(f"http://127.0.0.1:{port}/{DEMO_VENUES[0].name}/api/v3/ping") as resp:
+                    if resp.status == 200:
+                        break
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    venues = ccxt_venues(port)
+    stop_feed = asyncio.Event()
+    feed_task = asyncio.create_task(run_feed(build_feed(settings.model_copy(update={"http_port": None}), venues), stop_feed))
+
+    async def stop_the_feed() -> None:
+        stop_feed.set()
+        await asyncio.gather(feed_task, return_exceptions=True)
+
+    stack.push_async_callback(stop_the_feed)
+    _say(f"[demo] ccxt path: paper venues (Binance API, signed) on http://127.0.0.1:{port}/<venue>; "
+         f"books {PAPER_BOOKS_TOPIC} -> sor feed (ccxt binance) -> {settings.topics.quotes}; orders through ccxt")
+    return settings, venues
+
+
+async def _cancel(task: asyncio.Task) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
 async def run(args) -> int:
     from worker import logging as sor_logging
     from worker.bootstrap import build
@@ -129,17 +195,22 @@ async def run(args) -> int:
         _say(f"[demo] embedded broker (Tansu) on {bootstrap}")
     started = time.monotonic()
     exits = None
+    backends = contextlib.AsyncExitStack()  # the ccxt path's paper venue and feed: closed after the worker
     try:
         settings = Settings(bootstrap_servers=bootstrap, group_id="sor-demo", client_id="sor-demo", log_format="console",
                             log_level="warning", http_port=getattr(args, "http_port", None),
                             api_keys={DEMO_API_KEY: {"secret": DEMO_API_SECRET, "account_id": "acct-demo"}})
         exits = contextlib.AsyncExitStack()
-        app = build(settings, DEMO_VENUES)
         await ensure_topics(settings)
+        venues, books_topic = DEMO_VENUES, settings.topics.quotes
+        if getattr(args, "ccxt", False):
+            books_topic = PAPER_BOOKS_TOPIC
+            settings, venues = await start_ccxt_path(settings, backends)
+        app = build(settings, venues)
         producer = await app.clients.producer(role="demo-sim")
         market = MarketSimulator(DEMO_VENUES, seed=args.seed)
-        await market.publish_all(producer, settings.topics.quotes)
-        market_task = asyncio.create_task(market.run(producer, settings.topics.quotes))
+        await market.publish_all(producer, books_topic)
+        market_task = asyncio.create_task(market.run(producer, books_topic))
         _say(f"[demo] market data: {', '.join(v.name for v in DEMO_VENUES)} publishing BTC/USD books every 100 ms")
 
         stop = asyncio.Event()
@@ -154,7 +225,7 @@ async def run(args) -> int:
         api_port = getattr(args, "api_port", None)
         if api_port is not None:
             try:
-                api = await exits.enter_async_context(serve_api(settings, DEMO_VENUES, port=api_port))
+                api = await exits.enter_async_context(serve_api(settings, app.venues, port=api_port))
                 _say(f"[demo] HTTP API on {api.url} (OpenAPI {api.url}/docs; try: curl {api.url}/v1/route/BTC/USD; "
                      f"Binance-style orders signed with key {DEMO_API_KEY!r}, secret {DEMO_API_SECRET!r})")
             except OSError as exc:
@@ -212,6 +283,7 @@ async def run(args) -> int:
     finally:
         if exits is not None:
             await exits.aclose()
+        await backends.aclose()
         if broker:
             broker.stop()
 

@@ -87,6 +87,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap-servers", dest="bootstrap_servers", help="use this Kafka instead of an embedded broker")
     p.add_argument("--http-port", dest="http_port", type=int, default=8081, help="/metrics, /healthz, /readyz while it runs")
     p.add_argument("--report-dir", dest="report_dir", default=".", help="where the best-execution report (HTML + CSV) is written")
+    p.add_argument("--ccxt", action="store_true",
+                   help="trade and read books through ccxt's own binance class, pointed at the local paper venues (offline)")
     p.add_argument("--api-port", dest="api_port", type=int, default=8090, help="the HTTP API (`sor api`) while it runs; 0 picks a free port")
     return parser
 

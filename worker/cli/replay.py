@@ -10,7 +10,7 @@ from worker.domain.errors import InputError
 
 
 def main(args) -> int:
-    from worker.cli.run import load_settings
+    from worker.cli.service import load_settings
     from worker.config import load_venues
     from worker.domain.models import Algorithm
     from worker.replay import Range, parse_time, run_republish, run_what_if

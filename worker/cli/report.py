@@ -61,7 +61,7 @@ async def read_topics(settings, rng) -> tuple[list[bytes], list[bytes], dict[str
 
 
 def main(args) -> int:
-    from worker.cli.run import load_settings
+    from worker.cli.service import load_settings
     from worker.replay import Range, parse_time
     from worker.report import build, write_data
 

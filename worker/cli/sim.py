@@ -41,7 +41,7 @@ async def _oms(settings, intents: int, rate: float, mid: float) -> None:
 
 
 def main(args) -> int:
-    from worker.cli.run import load_settings
+    from worker.cli.service import load_settings
 
     settings = load_settings({"bootstrap_servers": args.bootstrap_servers})
     try:

@@ -3,7 +3,13 @@ the one rounding rule for averages (VWAPs, net prices)."""
 
 from __future__ import annotations
 
+import decimal
 from decimal import Decimal
+
+#: The one decimal context of every money computation (routing, execution, TCA), whatever the
+#: caller's ambient context: 60 digits hold every exact product and sum of bounded inputs
+#: (|x| < 1e18, at most 18 places), so a plan or a VWAP in the worker equals ``sor plan``'s.
+MONEY_CONTEXT = decimal.Context(prec=60, rounding=decimal.ROUND_HALF_EVEN)
 
 ZERO = Decimal(0)
 #: Basis points per unit: a fee of ``f`` bps is the rate ``f / BPS``.
@@ -16,15 +22,18 @@ BPS_QUANTUM = Decimal("0.0001")
 
 def floor_to_step(qty: Decimal, step: Decimal) -> Decimal:
     """The largest multiple of ``step`` not above ``qty``."""
-    return (qty // step) * step
+    with decimal.localcontext(MONEY_CONTEXT):
+        return (qty // step) * step
 
 
 def ceil_to_step(qty: Decimal, step: Decimal) -> Decimal:
     """The smallest multiple of ``step`` not below ``qty``."""
-    units = qty // step
-    return units * step if units * step == qty else (units + 1) * step
+    with decimal.localcontext(MONEY_CONTEXT):
+        units = qty // step
+        return units * step if units * step == qty else (units + 1) * step
 
 
 def average_price(total: Decimal, qty: Decimal) -> Decimal:
     """``total / qty`` rounded to ``PRICE_QUANTUM``: every VWAP and net price in the events."""
-    return (total / qty).quantize(PRICE_QUANTUM).normalize()
+    with decimal.localcontext(MONEY_CONTEXT):
+        return (total / qty).quantize(PRICE_QUANTUM).normalize()

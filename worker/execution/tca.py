@@ -15,10 +15,10 @@ from decimal import Decimal
 from typing import Sequence
 
 from worker.domain.models import ExecutionResult, Fill, OrderIntent, RoutePlan, Side, Tca, base_asset, quote_asset, trusted
-from worker.domain.money import BPS, BPS_QUANTUM, ZERO, average_price
+from worker.domain.money import BPS, BPS_QUANTUM, MONEY_CONTEXT, ZERO, average_price
 
 #: Sums of price x qty x fee products must not round before the final quantize.
-_CONTEXT = decimal.Context(prec=60, rounding=decimal.ROUND_HALF_EVEN)
+_CONTEXT = MONEY_CONTEXT
 #: fill_rate is a ratio; 6 places resolve one part in a million of the intent's quantity.
 FILL_RATE_QUANTUM = Decimal("0.000001")
 

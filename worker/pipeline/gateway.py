@@ -21,7 +21,7 @@ from worker.domain.clock import Clock, now_ms
 from worker.domain.errors import InputError
 from worker.domain.models import ExecutionResult, OrderIntent
 from worker.pipeline.codec import decode, encode
-from worker.pipeline.kafka import KafkaClients, drop_reached
+from worker.pipeline.kafka import KafkaClients, assign_all, drop_reached
 from worker.service.results import ResultBook, Settled
 
 log = structlog.get_logger("sor.api.gateway")
@@ -49,17 +49,7 @@ class KafkaIntentGateway:
         self.consumer = self.clients.consumer(role="api-results")
         await self.consumer.start()
         topic = self.settings.topics.executions
-        partitions = self.consumer.partitions_for_topic(topic)
-        for _ in range(50):
-            if partitions:
-                break
-            await asyncio.sleep(0.1)
-            await self.consumer.topics()
-            partitions = self.consumer.partitions_for_topic(topic)
-        if not partitions:
-            raise KafkaError(f"topic {topic} has no partitions")
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        self.consumer.assign(tps)
+        tps = await assign_all(self.consumer, topic)
         await self._seek_lookback(tps)
         targets = {tp: off for tp, off in (await self.consumer.end_offsets(tps)).items() if off > 0}
         deadline = time.monotonic() + timeout_s

@@ -58,6 +58,23 @@ async def ensure_topics(settings: Settings, names: list[str] | None = None, comp
         await admin.close()
 
 
+async def assign_all(consumer: AIOKafkaConsumer, topic: str, wait_s: float = 5.0) -> list[TopicPartition]:
+    """Assign every partition of ``topic`` to ``consumer`` (no group); waits up to ``wait_s``
+    for the metadata of a topic created just now."""
+    partitions = consumer.partitions_for_topic(topic)
+    for _ in range(int(wait_s / 0.1)):
+        if partitions:
+            break
+        await asyncio.sleep(0.1)
+        await consumer.topics()
+        partitions = consumer.partitions_for_topic(topic)
+    if not partitions:
+        raise KafkaError(f"topic {topic} has no partitions")
+    tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+    consumer.assign(tps)
+    return tps
+
+
 async def drop_reached(consumer: AIOKafkaConsumer, targets: dict) -> None:
     """Forget the partitions whose position reached their target offset."""
     for tp in list(targets):
@@ -87,7 +104,7 @@ async def read_partitions(settings: Settings, topic: str, partitions: list[int],
                         continue
                     try:
                         latest[rec.key] = parse(rec.value)
-                    except ValueError as exc:
+                    except (ValueError, TypeError) as exc:  # pydantic and the exact-number fallback
                         log.error("journal_record_unreadable", partition=rec.partition, offset=rec.offset, error=str(exc)[:500])
             await drop_reached(consumer, ends)
     finally:
@@ -205,17 +222,7 @@ class QuoteFeed:
         self.consumer = self.clients.consumer(role="quotes")
         await self.consumer.start()
         topic = self.settings.topics.quotes
-        partitions = self.consumer.partitions_for_topic(topic)
-        for _ in range(50):
-            if partitions:
-                break
-            await asyncio.sleep(0.1)
-            await self.consumer.topics()
-            partitions = self.consumer.partitions_for_topic(topic)
-        if not partitions:
-            raise KafkaError(f"topic {topic} has no partitions")
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        self.consumer.assign(tps)
+        tps = await assign_all(self.consumer, topic)
         starts = await self.start_offsets(tps)
         for tp, offset in starts.items():
             self.consumer.seek(tp, offset)
