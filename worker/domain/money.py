@@ -11,6 +11,15 @@ from decimal import Decimal
 #: (|x| < 1e18, at most 18 places), so a plan or a VWAP in the worker equals ``sor plan``'s.
 MONEY_CONTEXT = decimal.Context(prec=60, rounding=decimal.ROUND_HALF_EVEN)
 
+
+
+def _money_context() -> decimal.Context:
+    # Never narrower than MONEY_CONTEXT; a caller that widened it on purpose (the router, for
+    # a plan whose exact sums need more than 60 digits) keeps its width.
+    ambient = decimal.getcontext()
+    return ambient if ambient.prec > MONEY_CONTEXT.prec and ambient.rounding == MONEY_CONTEXT.rounding else MONEY_CONTEXT
+
+
 ZERO = Decimal(0)
 #: Basis points per unit: a fee of ``f`` bps is the rate ``f / BPS``.
 BPS = Decimal(10_000)
@@ -22,18 +31,18 @@ BPS_QUANTUM = Decimal("0.0001")
 
 def floor_to_step(qty: Decimal, step: Decimal) -> Decimal:
     """The largest multiple of ``step`` not above ``qty``."""
-    with decimal.localcontext(MONEY_CONTEXT):
+    with decimal.localcontext(_money_context()):
         return (qty // step) * step
 
 
 def ceil_to_step(qty: Decimal, step: Decimal) -> Decimal:
     """The smallest multiple of ``step`` not below ``qty``."""
-    with decimal.localcontext(MONEY_CONTEXT):
+    with decimal.localcontext(_money_context()):
         units = qty // step
         return units * step if units * step == qty else (units + 1) * step
 
 
 def average_price(total: Decimal, qty: Decimal) -> Decimal:
     """``total / qty`` rounded to ``PRICE_QUANTUM``: every VWAP and net price in the events."""
-    with decimal.localcontext(MONEY_CONTEXT):
+    with decimal.localcontext(_money_context()):
         return (total / qty).quantize(PRICE_QUANTUM).normalize()
