@@ -309,6 +309,21 @@ class ApiServer:
     app: object
     quotes: QuoteCache
     gateway: object
+    supervisor: Supervisor | None = None
+
+    async def until_stopped_or_failed(self, stop: asyncio.Event) -> None:
+        """Wait for ``stop``; a background task that kept failing (the quote feed) ends the
+        wait too and is raised here, so the process exits non-zero and is restarted."""
+        if self.supervisor is None:
+            await stop.wait()
+            return
+        waits = [asyncio.create_task(stop.wait()), asyncio.create_task(self.supervisor.stop.wait())]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waits:
+                task.cancel()
+        self.supervisor.raise_failure()
 
 
 def build_api(settings: Settings, venues: Sequence[VenueConfig], quotes: QuoteCache, gateway, ready):
@@ -391,7 +406,7 @@ def serve_api(settings: Settings, venues: Sequence[VenueConfig], port: int | Non
             # results), then the Kafka side; the server's first callback is then a no-op.
             stack.push_async_callback(stop_server)
             log.info("api_started", url=url, books=len(quotes), results=len(book))
-            yield ApiServer(url=url, port=actual, app=app, quotes=quotes, gateway=gateway)
+            yield ApiServer(url=url, port=actual, app=app, quotes=quotes, gateway=gateway, supervisor=supervisor)
 
     return serving()
 

@@ -325,3 +325,29 @@ def test_result_book_shares_one_reply_and_forgets_unpublished_intents():
         assert book.pending("i-2") is None and await book.wait("i-2", 0.01) is None
 
     asyncio.run(scenario())
+
+
+def test_sor_api_exits_when_its_quote_feed_keeps_failing():
+    """A background task that the supervisor gave up on ends `sor api` with its error (exit 1,
+    the orchestrator restarts it) instead of leaving a process that is never ready again."""
+    import asyncio
+
+    from worker.bootstrap import ApiServer, Supervisor
+    from worker.observability import Health
+
+    async def main():
+        supervisor = Supervisor(asyncio.Event(), Health(), give_up_s=0.05)
+
+        async def feed():
+            raise ConnectionError("broker gone")
+
+        supervisor.spawn("quote-feed", feed)
+        server = ApiServer(url="http://x", port=0, app=None, quotes=None, gateway=None, supervisor=supervisor)
+        try:
+            await server.until_stopped_or_failed(asyncio.Event())
+        except ConnectionError as exc:
+            return str(exc)
+        finally:
+            await supervisor.close()
+
+    assert asyncio.run(main()) == "broker gone"

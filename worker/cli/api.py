@@ -10,8 +10,8 @@ from worker.cli.service import run_until_signalled
 async def _serve(settings, venues, stop: asyncio.Event) -> None:
     from worker.bootstrap import serve_api
 
-    async with serve_api(settings, venues):
-        await stop.wait()
+    async with serve_api(settings, venues) as server:
+        await server.until_stopped_or_failed(stop)
 
 
 def main(overrides: dict) -> int:
