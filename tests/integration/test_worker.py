@@ -289,3 +289,26 @@ def test_metrics_and_readiness_of_a_running_worker(bootstrap, topics, worker):
     assert "sor_dead_letters_total" in text and "sor_consumer_lag" in text and "sor_quote_age_seconds" in text
     assert "sor_ready 1.0" in text
     assert w.stop() == 0
+
+
+def test_a_journal_with_fewer_partitions_than_the_intents_stops_start_up_with_a_clear_error(bootstrap, topics, venues_file):
+    """The issue's 6-partition reproduction: topics created by hand, the journal not
+    co-partitioned. Start-up used to sit on an offsets request for a journal partition that
+    does not exist; now it exits 2 naming the setting."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    async def create() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(topics.intents, 6, 1), NewTopic(topics.quotes, 6, 1), NewTopic(topics.journal, 1, 1)])
+        finally:
+            await admin.close()
+
+    run(create())
+    w = WorkerProcess(bootstrap, venues_file, topics)
+    try:
+        assert w.proc.wait(60) == 2
+    finally:
+        w.kill()
+    assert any("topics.journal:" in line and "co-partitioned" in line for line in w.lines), "\n".join(w.lines[-10:])

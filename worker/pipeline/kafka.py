@@ -42,6 +42,8 @@ async def ensure_topics(settings: Settings, names: list[str] | None = None, comp
     try:
         existing = set(await admin.list_topics())
         missing = [n for n in names if n not in existing]
+        if topics.journal in names and {topics.journal, topics.intents} <= existing:
+            await _check_co_partitioned(admin, topics.intents, topics.journal)
         if not missing:
             return
         partitions = {n: settings.topic_partitions for n in missing}
@@ -56,6 +58,16 @@ async def ensure_topics(settings: Settings, names: list[str] | None = None, comp
         log.info("topics_created", topics=missing, partitions=partitions)
     finally:
         await admin.close()
+
+
+async def _check_co_partitioned(admin, intents: str, journal: str) -> None:
+    """Recovery reads journal partition p for intents partition p: a journal with fewer
+    partitions than the intents topic would leave intents unrecoverable (and used to stall
+    start-up on an offsets request for a partition that does not exist)."""
+    described = {d["topic"]: len(d["partitions"]) for d in await admin.describe_topics([intents, journal])}
+    if described.get(journal, 0) < described.get(intents, 0):
+        raise InputError(f"topics.journal: {journal} has {described.get(journal)} partitions but {intents} has "
+                         f"{described.get(intents)}; the journal must have at least as many (co-partitioned)")
 
 
 async def assign_all(consumer: AIOKafkaConsumer, topic: str, wait_s: float = 5.0) -> list[TopicPartition]:
