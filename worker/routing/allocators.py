@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections import OrderedDict
 from operator import itemgetter
 from dataclasses import dataclass
 from decimal import Decimal
@@ -22,7 +21,7 @@ from typing import Sequence
 
 from worker.domain.models import Side, VenueRoute
 from worker.domain.money import ZERO, floor_to_step
-from worker.routing.book import Lots, SideBook, floor_units, from_units
+from worker.routing.book import Lots, SideBook, SnapshotSetMemo, floor_units, from_units
 
 #: Branch-and-bound nodes before settling for the best plan found (reported as optimal=False).
 DEFAULT_NODE_LIMIT = 2_000
@@ -189,18 +188,17 @@ class _MergedLevels:
         return seen[k]
 
 
-_MARKETS: OrderedDict[tuple[tuple[int, ...], tuple[int, ...]], Market] = OrderedDict()
-_MARKETS_SIZE = 64
+#: Markets of the latest snapshots: a handful per symbol and side (limit depths, venue filters).
+_MARKETS = SnapshotSetMemo(per_group=16)
 
 
 def market(quoted: Sequence[SideBook], books: Sequence[SideBook]) -> Market:
     """The memoised :class:`Market` of ``books`` (eligible, ranked) among ``quoted``."""
-    key = (tuple(map(id, quoted)), tuple(map(id, books)))
+    key = (tuple(map(id, quoted)), tuple(map(id, books)))  # the market holds them: their ids stay theirs
     hit = _MARKETS.get(key)
     if hit is None:
-        hit = _MARKETS[key] = Market(quoted, books)
-        if len(_MARKETS) > _MARKETS_SIZE:
-            _MARKETS.popitem(last=False)
+        first = (quoted or books)[0].prep
+        hit = _MARKETS.put(first.quote.symbol, first.side is Side.BUY, key, Market(quoted, books))
     return hit
 
 
