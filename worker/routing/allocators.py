@@ -17,6 +17,7 @@ import math
 from operator import itemgetter
 from dataclasses import dataclass
 from decimal import Decimal
+from bisect import bisect_left, bisect_right
 from typing import Sequence
 
 from worker.domain.models import Side, VenueRoute
@@ -158,34 +159,75 @@ class Market:
 class _MergedLevels:
     """Every usable level of every venue in fee-adjusted price order, merged lazily.
 
-    Entries are ``(rate, venue, level)``: ties go to the better-ranked venue, then the better
-    level. All branch-and-bound nodes share this order (bounds only clip venues); most walks
-    stop after a handful of levels, so most of the merge is never done.
+    Entries are ``(rate, venue, level, lots before the level, lots up to its end)``: ties go
+    to the better-ranked venue, then the better level. All branch-and-bound nodes share this
+    order (bounds only clip venues); most walks stop after a handful of levels, so most of the
+    merge is never done. ``fill[k]`` and ``cost[k]`` are what the entries before ``k`` hold at
+    the root's bounds (every venue up to its depth within the limit, on its step), so the
+    root's relaxation is a bisection instead of a walk.
     """
 
-    __slots__ = ("_books", "_heap", "seen")
+    __slots__ = ("_books", "_heap", "seen", "fill", "cost")
 
     def __init__(self, books: Sequence[Lots]):
         self._books = books
         self._heap = [(b.rates[0], i, 0) for i, b in enumerate(books) if b.usable > 0]
         heapq.heapify(self._heap)
-        self.seen: list[tuple[int, int, int]] = []
+        self.seen: list[tuple[int, int, int, int, int]] = []
+        self.fill: list[int] = [0]
+        self.cost: list[int] = [0]
 
-    def get(self, k: int) -> tuple[int, int, int] | None:
+    def get(self, k: int) -> tuple[int, int, int, int, int] | None:
         """The ``k``-th entry, merging up to it; ``None`` past the last level."""
-        seen, heap, books = self.seen, self._heap, self._books
+        seen, heap = self.seen, self._heap
         while k >= len(seen):
             if not heap:
                 return None
-            item = heap[0]
-            seen.append(item)
-            i, j = item[1], item[2] + 1
-            book = books[i]
-            if j < book.usable:
-                heapq.heapreplace(heap, (book.rates[j], i, j))
-            else:
-                heapq.heappop(heap)
+            self._next()
         return seen[k]
+
+    def _next(self) -> None:
+        heap = self._heap
+        rate, i, j = heap[0]
+        book = self._books[i]
+        cum = book.cum
+        before, after = cum[j], cum[j + 1]
+        self.seen.append((rate, i, j, before, after))
+        top = book.max_qty  # the root's bound
+        held = (after if after < top else top) - (before if before < top else top)
+        self.fill.append(self.fill[-1] + held)
+        self.cost.append(self.cost[-1] + rate * held)
+        j += 1
+        if j < book.usable:
+            heapq.heapreplace(heap, (book.rates[j], i, j))
+        else:
+            heapq.heappop(heap)
+
+    def root(self, target: int) -> "_Relaxed":
+        """The relaxation at the root's bounds: what :func:`_rebalance` gives walking from
+        the top, found by bisection on the prefix sums."""
+        books, fill = self._books, self.fill
+        while fill[-1] < target and self._heap:
+            self._next()
+        if fill[-1] < target:  # every level taken: each venue holds its whole depth
+            return _Relaxed(fill[-1], self.cost[-1], [b.max_qty for b in books], len(self.seen))
+        k = bisect_left(fill, target) - 1  # the entry where the walk stops, part taken
+        rate, s, j, _, _ = self.seen[k]
+        x = []
+        for i, b in enumerate(books):
+            # Entries before k are those below (rate, s, j): levels of cheaper venues up to
+            # an equal rate, of later venues below it.
+            if i == s:
+                c = j
+            elif i < s:
+                c = bisect_right(b.rates, rate, 0, b.usable)
+            else:
+                c = bisect_left(b.rates, rate, 0, b.usable)
+            held = b.cum[c]
+            x.append(held if held < b.max_qty else b.max_qty)
+        rem = target - fill[k]
+        x[s] += rem
+        return _Relaxed(target, self.cost[k] + rate * rem, x, k)
 
 
 #: Markets of the latest snapshots: a handful per symbol and side (limit depths, venue filters).
@@ -211,18 +253,16 @@ def _rebalance(books: Sequence[Lots], levels: _MergedLevels, x: list[int], lo: S
     (never below a venue's lower bound, never from ``pinned``). Both keep the relaxation
     exactly optimal, since each venue's cost is convex in quantity.
     """
+    seen = levels.seen
     if fill < target:
         rem = target - fill
-        seen = levels.seen
-        while rem > 0:
-            if k < len(seen):
-                rate, i, j = seen[k]
-            else:
-                item = levels.get(k)
-                if item is None:
+        while True:
+            try:
+                rate, i, _, _, cap = seen[k]
+            except IndexError:
+                if levels.get(k) is None:
                     break
-                rate, i, j = item
-            cap = books[i].cum[j + 1]
+                rate, i, _, _, cap = seen[k]
             h = hi[i]
             if cap > h:
                 cap = h
@@ -239,12 +279,10 @@ def _rebalance(books: Sequence[Lots], levels: _MergedLevels, x: list[int], lo: S
             k += 1
         return _Relaxed(target - rem, cost, x, k)
     excess = fill - target
-    seen = levels.seen
     k = min(k, len(seen) - 1)
     while excess > 0 and k >= 0:
-        rate, v, j = seen[k]
+        rate, v, _, floor, _ = seen[k]
         if v != pinned:
-            floor = books[v].cum[j]
             if lo[v] > floor:
                 floor = lo[v]
             give = x[v] - floor
@@ -298,13 +336,12 @@ def _fine_idle(books: Sequence[Lots], lattice: _Lattice, x: list[int], lo: list[
     trading = lattice.grid([q > 0 and h > 0 for q, h in zip(x, hi)])
     if trading == 0:
         return []
-    return [j for j in idle if books[j].step % trading != 0]
+    return [j for j in idle if books[j].step % trading]
 
 
-def _with(bounds: list[int], changes: dict[int, int]) -> list[int]:
-    out = list(bounds)
-    for i, v in changes.items():
-        out[i] = v
+def _with(bounds: list[int], i: int, value: int) -> list[int]:
+    out = bounds[:]
+    out[i] = value
     return out
 
 
@@ -317,24 +354,27 @@ def _branches(books: Sequence[Lots], lattice: _Lattice, node: _Relaxed, lo: list
         i = node.violation = _violation(books, x)
     book = books[i]
     if x[i] < book.min_qty:  # semi-continuous: 0 or >= min_qty
-        yield lo, _with(hi, {i: 0}), -1, (i,)
-        yield _with(lo, {i: book.min_qty}), hi, i, (i,)
+        yield lo, _with(hi, i, 0), -1, (i,)
+        yield _with(lo, i, book.min_qty), hi, i, (i,)
         return
     fine = _fine_idle(books, lattice, x, lo, hi)
     if fine:
-        yield lo, _with(hi, dict.fromkeys(fine, 0)), -1, tuple(fine)
+        none = hi[:]
         for j in fine:
-            yield _with(lo, {j: books[j].min_qty}), hi, j, (j,)
+            none[j] = 0
+        yield lo, none, -1, tuple(fine)
+        for j in fine:
+            yield _with(lo, j, books[j].min_qty), hi, j, (j,)
         return
     step = book.step
     down = x[i] // step * step
     if down >= max(lo[i], book.min_qty):
-        yield lo, _with(hi, {i: down}), -1, (i,)
+        yield lo, _with(hi, i, down), -1, (i,)
     elif lo[i] == 0:
-        yield lo, _with(hi, {i: 0}), -1, (i,)
+        yield lo, _with(hi, i, 0), -1, (i,)
     up = down + step
     if up <= hi[i]:
-        yield _with(lo, {i: max(lo[i], up)}), hi, i, (i,)
+        yield _with(lo, i, max(lo[i], up)), hi, i, (i,)
 
 
 def _child(books: Sequence[Lots], levels: _MergedLevels, lattice: _Lattice, parent: _Relaxed, lo: list[int],
@@ -369,7 +409,8 @@ def _repair(books: Sequence[Lots], x: list[int], lo: list[int], hi: list[int], t
     order = []
     for i, (b, q) in enumerate(zip(books, y)):
         if hi[i] > q:
-            level = b.level_at(q)
+            cum = b.cum  # Lots.level_at, inlined
+            level = bisect_right(cum, q) - 1 if q < cum[-1] else len(b.rates)
             order.append((b.rates[level] if level < b.usable else b.rates[-1], i))
     order.sort()
     for _, i in order:
@@ -420,14 +461,15 @@ def solve_lots(books: Sequence[Lots], qty: int, node_limit: int = DEFAULT_NODE_L
     levels = _MergedLevels(books) if merged is None else merged
     lattice = _Lattice(books, qty, grids)
     root_lo, root_hi = [0] * n, [b.max_qty for b in books]
-    root = _rebalance(books, levels, [0] * n, root_lo, root_hi, 0, 0, lattice.target(root_hi), 0)
+    target = lattice.target(root_hi)
+    root = levels.root(target) if target > 0 else _rebalance(books, levels, [0] * n, root_lo, root_hi, 0, 0, target, 0)
     root.violation = _violation(books, root.x)
     if root.violation is None:
         return root.x, True, 0
 
     # A quick feasible plan (round every venue down to its rules) makes pruning bite early.
     best_x = [_clipped(b, q) for b, q in zip(books, root.x)]
-    best_key = (-sum(best_x), sum(b.signed_cost(q) for b, q in zip(books, best_x) if q > 0))
+    best_key = (-sum(best_x), sum([b.signed_cost(q) for b, q in zip(books, best_x) if q > 0]))
     nodes = 0
 
     def offer(candidate: list[int]) -> None:
