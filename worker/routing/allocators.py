@@ -390,32 +390,61 @@ def _child(books: Sequence[Lots], levels: _MergedLevels, lattice: _Lattice, pare
             q = hi[i]
         if q != was:
             b = books[i]
-            cost += b.signed_cost(q) - b.signed_cost(was)
+            cost += _signed_cost(b, q) - _signed_cost(b, was)
             fill += q - was
             x[i] = q
     return _rebalance(books, levels, x, lo, hi, cost, fill, lattice.target(hi), parent.stop, pinned)
+
+
+def _signed_cost(book: Lots, qty: int) -> int:
+    """:meth:`Lots.signed_cost` as a function: the search calls it at every node."""
+    if qty <= 0:
+        return 0
+    cum = book.cum
+    j = bisect_left(cum, qty) - 1
+    return book.costs[j] + (qty - cum[j]) * book.rates[j]
+
+
+def _cost_of(books: Sequence[Lots], x: Sequence[int]) -> int:
+    """Fee-inclusive signed cost of the plan ``x``."""
+    total = 0
+    for b, q in zip(books, x):
+        if q > 0:
+            cum = b.cum
+            j = bisect_left(cum, q) - 1
+            total += b.costs[j] + (q - cum[j]) * b.rates[j]
+    return total
 
 
 def _repair(books: Sequence[Lots], x: list[int], lo: list[int], hi: list[int], target: int) -> list[int]:
     """A feasible plan near a relaxed one: every venue rounded down to its rules, then the
     remainder placed in whole steps on the venues with the cheapest next unit."""
     y = []
-    for b, q, l in zip(books, x, lo):
-        r = q // b.step * b.step
-        y.append(r if r >= b.min_qty or r == 0 else (l if l > 0 else 0))
-    rem = target - sum(y)
+    rem = target
+    for b, q, low in zip(books, x, lo):
+        r = q - q % b.step
+        if r and r < b.min_qty:
+            r = low if low > 0 else 0
+        y.append(r)
+        rem -= r
     if rem <= 0:
         return y
     order = []
-    for i, (b, q) in enumerate(zip(books, y)):
-        if hi[i] > q:
+    i = 0
+    for b, q, h in zip(books, y, hi):
+        if h > q:
             cum = b.cum  # Lots.level_at, inlined
             level = bisect_right(cum, q) - 1 if q < cum[-1] else len(b.rates)
             order.append((b.rates[level] if level < b.usable else b.rates[-1], i))
+        i += 1
     order.sort()
     for _, i in order:
         b = books[i]
-        add = min(rem, hi[i] - y[i]) // b.step * b.step
+        step = b.step
+        add = hi[i] - y[i]
+        if add > rem:
+            add = rem
+        add -= add % step
         if add <= 0 or (y[i] == 0 and add < b.min_qty):
             continue
         y[i] += add
@@ -468,32 +497,52 @@ def solve_lots(books: Sequence[Lots], qty: int, node_limit: int = DEFAULT_NODE_L
         return root.x, True, 0
 
     # A quick feasible plan (round every venue down to its rules) makes pruning bite early.
-    best_x = [_clipped(b, q) for b, q in zip(books, root.x)]
-    best_key = (-sum(best_x), sum([b.signed_cost(q) for b, q in zip(books, best_x) if q > 0]))
+    best_x = []
+    for b, q in zip(books, root.x):  # _clipped, inlined
+        q -= q % b.step
+        if q > b.max_qty:
+            q = b.max_qty
+        best_x.append(q if q >= b.min_qty else 0)
+    # The incumbent's key is (best_fill, best_cost), compared like the nodes' keys; its cost
+    # is only computed when a comparison ties on the fill (most incumbents fill less).
+    best_fill = -sum(best_x)
+    best_cost: int | None = None
     nodes = 0
 
+    def better(key: tuple[int, int]) -> bool:
+        """``key < (best_fill, best_cost)``."""
+        nonlocal best_cost
+        if key[0] != best_fill:
+            return key[0] < best_fill
+        if best_cost is None:
+            best_cost = _cost_of(books, best_x)
+        return key[1] < best_cost
+
     def offer(candidate: list[int]) -> None:
-        nonlocal best_key, best_x
-        fill = sum(candidate)
-        if -fill > best_key[0]:
+        nonlocal best_fill, best_cost, best_x
+        fill = -sum(candidate)
+        if fill > best_fill:
             return  # fills less than the incumbent: its cost does not matter
-        key = (-fill, sum(b.signed_cost(q) for b, q in zip(books, candidate) if q > 0))
-        if key < best_key:
-            best_key, best_x = key, candidate
+        if fill < best_fill:
+            best_fill, best_cost, best_x = fill, None, candidate
+        else:
+            cost = _cost_of(books, candidate)
+            if better((fill, cost)):
+                best_cost, best_x = cost, candidate
 
     def expand(lo, hi, node):
         """Open children that might beat the incumbent, best bound first."""
-        nonlocal best_key, best_x
-        if -best_key[0] < node.fill:  # the incumbent does not fill what this node could yet
+        nonlocal best_fill, best_cost, best_x
+        if -best_fill < node.fill:  # the incumbent does not fill what this node could yet
             offer(_repair(books, node.x, lo, hi, lattice.target(hi)))
         kids = []
         for c_lo, c_hi, pinned, changed in _branches(books, lattice, node, lo, hi):
             child = _child(books, levels, lattice, node, c_lo, c_hi, pinned, changed, qty)
-            if child is None or child.key >= best_key:
+            if child is None or not better(child.key):
                 continue
             child.violation = _violation(books, child.x)
             if child.violation is None:
-                best_key, best_x = child.key, child.x
+                (best_fill, best_cost), best_x = child.key, child.x
                 continue
             kids.append((child.key, c_lo, c_hi, child))
         kids.sort(key=itemgetter(0))
@@ -519,7 +568,7 @@ def solve_lots(books: Sequence[Lots], qty: int, node_limit: int = DEFAULT_NODE_L
     optimal = True
     while frontier:
         key, _, lo, hi, node = heapq.heappop(frontier)
-        if key >= best_key:
+        if not better(key):
             frontier.clear()  # best-first: no open node can beat the incumbent
             break
         nodes += 1
