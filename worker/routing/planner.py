@@ -39,14 +39,15 @@ from worker.routing.allocators import (
     solve_lots,
 )
 from worker.routing.book import (
+    _EXACT,
     MAX_ROUTING_DIGITS,
     ROUTING_CONTEXT,
+    PreparedSide,
     BookState,
     SideBook,
     SnapshotSetMemo,
     floor_units,
     forget_prepared_books,
-    from_units,
     routing_context,
     to_units,
 )
@@ -72,7 +73,7 @@ class _Lineup:
     """
 
     __slots__ = ("quotes", "venues", "eligible", "routes", "excluded", "stale", "quoted", "market", "digits",
-                 "as_of", "quotes_of_legs")
+                 "as_of", "legs", "singles")
 
     def __init__(self, quotes: tuple, venues: tuple, eligible: list[SideBook], routes: list[VenueRoute],
                  excluded: list[Exclusion | None], stale: list[tuple[int, str, VenueQuote]], quoted: list[SideBook]):
@@ -83,7 +84,19 @@ class _Lineup:
         self.digits = max((b.prep.digits + b.step_digits for b in quoted), default=-1)
         self.as_of = max((b.prep.quote.ts for b in eligible), default=None)
         by_name = {r.provider: r for r in routes}
-        self.quotes_of_legs = [(by_name[b.name].bid_price, by_name[b.name].ask_price) for b in eligible]
+        mk = self.market
+        #: Per eligible book, what its leg reads: (name, lots per step unit, step exponent, lots
+        #: up to each level, prefix notionals and quantities, prices, fee rate, bid, ask).
+        self.legs: list[tuple] = []
+        #: Per quoted book, its single-venue benchmark: (lots up to each level, signed costs, rates, prep).
+        self.singles: list[tuple] = []
+        if mk is not None:
+            for b, view in zip(eligible, mk.lots):
+                exponent = b.venue.step_size.as_tuple().exponent
+                prep, r = b.prep, by_name[b.name]
+                self.legs.append((b.name, 10 ** (mk.q_digits + exponent), exponent, view.cum, prep.cum_notional,  # type: ignore[operator]
+                                  prep.cum_qty, prep.prices, prep.fee_rate, r.bid_price, r.ask_price))
+            self.singles = [(view.cum, view.costs, view.rates, b.prep) for b, view in zip(quoted, mk.quoted_lots)]
 
 
 #: Line-ups of the latest snapshots: a few per symbol and side (limits, venue filters).
@@ -278,6 +291,14 @@ def _model(cls: type[M], fields: frozenset[str], data: dict[str, Any]) -> M:
     return obj
 
 
+def _net_vwap(sign: int, prep: PreparedSide, j: int, qty: Decimal) -> Decimal:
+    """``SideBook.net_vwap`` of ``qty``, whose last unit is on level ``j`` (known from the lots)."""
+    return sign * (prep.factor * (prep.cum_notional[j] + (qty - prep.cum_qty[j]) * prep.prices[j])) / qty
+
+
+_scaleb = _EXACT.scaleb
+
+
 def _plan(intent: OrderIntent, total: Decimal, lineup: _Lineup, excluded: list[Exclusion], round_no: int,
           algorithm: Algorithm, node_limit: int) -> RoutePlan:
     side = intent.side
@@ -286,31 +307,29 @@ def _plan(intent: OrderIntent, total: Decimal, lineup: _Lineup, excluded: list[E
     mk = lineup.market
     legs: list[PlanLeg] = []
     notional_sum = fees = planned = ZERO
-    if x:
-        q = mk.q_digits  # type: ignore[union-attr]
-        for book, view, lots, (bid, ask) in zip(lineup.eligible, mk.lots, x, lineup.quotes_of_legs):  # type: ignore[union-attr]
-            if lots <= 0:
-                continue
-            leg_qty = from_units(lots, q).quantize(book.venue.step_size)  # venue precision; exact, it is on the step
-            prep = book.prep
-            touched = bisect_left(view.cum, lots)  # levels touched; the last holds the leg's last unit
-            last = touched - 1
-            notional = prep.cum_notional[last] + (leg_qty - prep.cum_qty[last]) * prep.prices[last]
-            fee = notional * prep.fee_rate
-            legs.append(_model(PlanLeg, _LEG_FIELDS, {
-                "provider": book.name,
-                "qty": leg_qty,
-                "estimated_price": average_price(notional, leg_qty),
-                "estimated_fee": fee,
-                "estimated_notional": notional,
-                "bid_price": bid,
-                "ask_price": ask,
-                "worst_price": prep.prices[last],
-                "levels": touched,
-            }))
-            notional_sum += notional
-            fees += fee
-            planned += leg_qty
+    for (name, unit, exponent, cum, cum_notional, cum_qty, prices, fee_rate, bid, ask), lots in zip(lineup.legs, x):
+        if lots <= 0:
+            continue
+        # The leg at the venue's precision (the step's exponent): exact, it is on the step.
+        leg_qty = _scaleb(Decimal(lots // unit), exponent)
+        touched = bisect_left(cum, lots)  # levels touched; the last holds the leg's last unit
+        last = touched - 1
+        notional = cum_notional[last] + (leg_qty - cum_qty[last]) * prices[last]
+        fee = notional * fee_rate
+        legs.append(_model(PlanLeg, _LEG_FIELDS, {
+            "provider": name,
+            "qty": leg_qty,
+            "estimated_price": average_price(notional, leg_qty),
+            "estimated_fee": fee,
+            "estimated_notional": notional,
+            "bid_price": bid,
+            "ask_price": ask,
+            "worst_price": prices[last],
+            "levels": touched,
+        }))
+        notional_sum += notional
+        fees += fee
+        planned += leg_qty
 
     vwap = net = savings_worst = savings_best = best_net = worst_net = None
     if planned > 0:
@@ -319,23 +338,22 @@ def _plan(intent: OrderIntent, total: Decimal, lineup: _Lineup, excluded: list[E
         # Single-venue benchmarks: the same quantity sent whole to one venue, walking its
         # whole visible book (the seed compares against the worst venue). The same quantity
         # everywhere: the signed costs rank the venues, and only two averages are divided out.
-        worst_book = best_book = None
-        lots = floor_units(planned, mk.q_digits)  # exact: every leg is on a step of this grid
+        worst = best = None
+        lots = floor_units(planned, mk.q_digits)  # type: ignore[union-attr]  # exact: every leg is on a step of this grid
         worst_cost = best_cost = 0
-        for b, view in zip(lineup.quoted, mk.quoted_lots):  # type: ignore[union-attr]
-            cum = view.cum
-            if 0 < lots <= cum[-1]:
+        for cum, costs, rates, prep in lineup.singles:
+            if lots <= cum[-1]:
                 j = bisect_left(cum, lots) - 1  # Lots.signed_cost, inlined: ten books per plan
-                cost = view.costs[j] + (lots - cum[j]) * view.rates[j]
-                if worst_book is None or cost > worst_cost:
-                    worst_book, worst_cost = b, cost
-                if best_book is None or cost < best_cost:
-                    best_book, best_cost = b, cost
-        if worst_book is not None:
-            worst, best = worst_book.net_vwap(planned), best_book.net_vwap(planned)
-            savings_worst = _savings_bps(side, worst, net)
-            savings_best = _savings_bps(side, best, net)
-            best_net, worst_net = best.quantize(PRICE_QUANTUM).normalize(), worst.quantize(PRICE_QUANTUM).normalize()
+                cost = costs[j] + (lots - cum[j]) * rates[j]
+                if worst is None or cost > worst_cost:
+                    worst, worst_cost = (prep, j), cost
+                if best is None or cost < best_cost:
+                    best, best_cost = (prep, j), cost
+        if worst is not None:
+            worst_vwap, best_vwap = _net_vwap(sign, *worst, planned), _net_vwap(sign, *best, planned)  # type: ignore[misc]
+            savings_worst = _savings_bps(side, worst_vwap, net)
+            savings_best = _savings_bps(side, best_vwap, net)
+            best_net, worst_net = best_vwap.quantize(PRICE_QUANTUM).normalize(), worst_vwap.quantize(PRICE_QUANTUM).normalize()
 
     plan_id = plan_id_for(intent.intent_id, round_no)
     return _model(RoutePlan, _PLAN_FIELDS, {
