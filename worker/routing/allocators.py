@@ -81,8 +81,9 @@ class _Lattice:
 
     __slots__ = ("units", "qty", "_memo", "_full")
 
-    def __init__(self, books: Sequence[Lots], qty: int, memo: dict[tuple[bool, ...], int] | None = None):
-        self.units = [b.step for b in books]
+    def __init__(self, books: Sequence[Lots], qty: int, memo: dict[tuple[bool, ...], int] | None = None,
+                 units: list[int] | None = None):
+        self.units = [b.step for b in books] if units is None else units
         self.qty = qty
         self._memo = {} if memo is None else memo
         self._full = -1
@@ -134,7 +135,7 @@ class Market:
     in units of ``10**-(q_digits + p_digits + 4 + f_digits)``, exact for every book here.
     """
 
-    __slots__ = ("quoted", "books", "q_digits", "p_digits", "f_digits", "quoted_lots", "lots", "grids", "_merged")
+    __slots__ = ("quoted", "books", "q_digits", "p_digits", "f_digits", "quoted_lots", "lots", "steps", "grids", "_merged")
 
     def __init__(self, quoted: Sequence[SideBook], books: Sequence[SideBook]):
         self.quoted, self.books = quoted, books  # held: their ids key the memo
@@ -144,6 +145,7 @@ class Market:
         self.f_digits = f = max(b.prep.fee_digits for b in every)
         self.quoted_lots = [b.lots(q, p, f) for b in quoted]
         self.lots = [b.lots(q, p, f) for b in books]
+        self.steps = [b.step for b in self.lots]
         self.grids: dict[tuple[bool, ...], int] = {}  # lattice per set of open venues
         self._merged: _MergedLevels | None = None
 
@@ -476,19 +478,21 @@ def allocate_sor(books: Sequence[SideBook], qty: Decimal, node_limit: int = DEFA
     if not books:
         return Allocation({})
     mk = market(books if quoted is None else quoted, books)
-    x, optimal, nodes = solve_lots(mk.lots, floor_units(qty, mk.q_digits), node_limit, mk.merged, mk.grids)
+    x, optimal, nodes = solve_lots(mk.lots, floor_units(qty, mk.q_digits), node_limit, mk.merged, mk.grids, mk.steps)
     q = mk.q_digits
     return Allocation({b.name: from_units(v, q) for b, v in zip(books, x) if v > 0}, optimal=optimal, nodes=nodes)
 
 
 def solve_lots(books: Sequence[Lots], qty: int, node_limit: int = DEFAULT_NODE_LIMIT,
                merged: _MergedLevels | None = None,
-               grids: dict[tuple[bool, ...], int] | None = None) -> tuple[list[int], bool, int]:
+               grids: dict[tuple[bool, ...], int] | None = None,
+               steps: list[int] | None = None) -> tuple[list[int], bool, int]:
     """The branch and bound of :func:`allocate_sor` in lots: (lots per book, proven optimal,
-    nodes expanded). ``merged`` and ``grids`` are the memoised merge and lattices of ``books``."""
+    nodes expanded). ``merged``, ``grids`` and ``steps`` are the memoised merge, lattices and
+    steps of ``books``."""
     n = len(books)
     levels = _MergedLevels(books) if merged is None else merged
-    lattice = _Lattice(books, qty, grids)
+    lattice = _Lattice(books, qty, grids, steps)
     root_lo, root_hi = [0] * n, [b.max_qty for b in books]
     target = lattice.target(root_hi)
     root = levels.root(target) if target > 0 else _rebalance(books, levels, [0] * n, root_lo, root_hi, 0, 0, target, 0)

@@ -64,6 +64,8 @@ def to_units(value: Decimal, digits: int) -> int:
 
 def floor_units(value: Decimal, digits: int) -> int:
     """``floor(value * 10**digits)``: a quantity floored onto the lot grid ``10**-digits``."""
+    if value >= 0:
+        return int(_EXACT.scaleb(value, digits))  # int() truncates: the floor of a positive number
     return int(_EXACT.scaleb(value, digits).to_integral_value(rounding=decimal.ROUND_FLOOR))
 
 
