@@ -379,25 +379,6 @@ def _branches(books: Sequence[Lots], lattice: _Lattice, node: _Relaxed, lo: list
         yield _with(lo, i, max(lo[i], up)), hi, i, (i,)
 
 
-def _child(books: Sequence[Lots], levels: _MergedLevels, lattice: _Lattice, parent: _Relaxed, lo: list[int],
-           hi: list[int], pinned: int, changed: tuple[int, ...], qty: int) -> _Relaxed | None:
-    """A child's relaxation, derived from its parent's instead of walked from the top."""
-    x = parent.x[:]
-    cost, fill = parent.cost, parent.fill
-    for i in changed:
-        q = was = x[i]
-        if q < lo[i]:
-            q = lo[i]
-        elif q > hi[i]:
-            q = hi[i]
-        if q != was:
-            b = books[i]
-            cost += _signed_cost(b, q) - _signed_cost(b, was)
-            fill += q - was
-            x[i] = q
-    return _rebalance(books, levels, x, lo, hi, cost, fill, lattice.target(hi), parent.stop, pinned)
-
-
 def _signed_cost(book: Lots, qty: int) -> int:
     """:meth:`Lots.signed_cost` as a function: the search calls it at every node."""
     if qty <= 0:
@@ -541,8 +522,25 @@ def solve_lots(books: Sequence[Lots], qty: int, node_limit: int = DEFAULT_NODE_L
             offer(_repair(books, node.x, lo, hi, lattice.target(hi)))
         kids = []
         for c_lo, c_hi, pinned, changed in _branches(books, lattice, node, lo, hi):
-            child = _child(books, levels, lattice, node, c_lo, c_hi, pinned, changed, qty)
-            if child is None or not better(child.key):
+            # The child's relaxation, derived from its parent's instead of walked from the top.
+            x = node.x[:]
+            cost, fill = node.cost, node.fill
+            for i in changed:
+                q = was = x[i]
+                if q < c_lo[i]:
+                    q = c_lo[i]
+                elif q > c_hi[i]:
+                    q = c_hi[i]
+                if q != was:
+                    b = books[i]
+                    cost += _signed_cost(b, q) - _signed_cost(b, was)
+                    fill += q - was
+                    x[i] = q
+            child = _rebalance(books, levels, x, c_lo, c_hi, cost, fill, lattice.target(c_hi), node.stop, pinned)
+            if child is None:
+                continue
+            key = child.key
+            if key[0] > best_fill or (key[0] == best_fill and not better(key)):
                 continue
             child.violation = _violation(books, child.x)
             if child.violation is None:
