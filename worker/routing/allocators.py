@@ -169,10 +169,11 @@ class _MergedLevels:
     root's relaxation is a bisection instead of a walk.
     """
 
-    __slots__ = ("_books", "_heap", "seen", "fill", "cost")
+    __slots__ = ("_books", "_heap", "seen", "fill", "cost", "top")
 
     def __init__(self, books: Sequence[Lots]):
         self._books = books
+        self.top = [b.max_qty for b in books]  # the root's upper bounds (never mutated: children copy)
         self._heap = [(b.rates[0], i, 0) for i, b in enumerate(books) if b.usable > 0]
         heapq.heapify(self._heap)
         self.seen: list[tuple[int, int, int, int, int]] = []
@@ -474,7 +475,7 @@ def solve_lots(books: Sequence[Lots], qty: int, node_limit: int = DEFAULT_NODE_L
     n = len(books)
     levels = _MergedLevels(books) if merged is None else merged
     lattice = _Lattice(books, qty, grids, steps)
-    root_lo, root_hi = [0] * n, [b.max_qty for b in books]
+    root_lo, root_hi = [0] * n, levels.top
     target = lattice.target(root_hi)
     root = levels.root(target) if target > 0 else _rebalance(books, levels, [0] * n, root_lo, root_hi, 0, 0, target, 0)
     root.violation = _violation(books, root.x)

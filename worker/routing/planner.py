@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import decimal
 from bisect import bisect_left, bisect_right
-from decimal import Decimal
+from decimal import Decimal, getcontext, setcontext
 from operator import itemgetter
 from typing import Any, Mapping, Sequence, TypeVar
 
@@ -244,7 +244,9 @@ def route(
     exact sums need more, so extreme but valid numbers never raise.
     """
     chosen = intent.algorithm if algorithm is None else Algorithm(algorithm)
-    with decimal.localcontext(ROUTING_CONTEXT):
+    caller = getcontext()
+    setcontext(_CONTEXT)  # what localcontext(ROUTING_CONTEXT) does, without a copy per plan
+    try:
         total = intent.qty if qty is None else qty
         lineup = _lineup(intent, books, venues, now_ms, max_quote_age_ms, unavailable or {})
         excluded = _excluded(lineup, now_ms, max_quote_age_ms) if lineup.stale else list(lineup.excluded)
@@ -252,8 +254,15 @@ def route(
         ctx = routing_context(lineup.digits + max(0, total.adjusted() + 1) + 10 if lineup.digits >= 0 else 0)
         if ctx is ROUTING_CONTEXT:
             return _plan(intent, total, lineup, excluded, round_no, chosen, node_limit)  # type: ignore[arg-type]
+    finally:
+        setcontext(caller)
     with decimal.localcontext(ctx):
         return _plan(intent, total, lineup, excluded, round_no, chosen, node_limit)  # type: ignore[arg-type]
+
+
+#: The routing context the planner runs in: a private copy of ROUTING_CONTEXT, so the flags
+#: its operations raise never touch the shared one (nothing reads them; no trap is enabled).
+_CONTEXT = ROUTING_CONTEXT.copy()
 
 
 def _lots(algorithm: Algorithm, lineup: _Lineup, side: Side, total: Decimal, node_limit: int) -> tuple[list[int], bool]:
