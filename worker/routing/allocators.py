@@ -158,6 +158,10 @@ class Market:
         return self._merged
 
 
+#: Entries between two marks of what the venues hold at the root (see _MergedLevels.root).
+_MARK = 16
+
+
 class _MergedLevels:
     """Every usable level of every venue in fee-adjusted price order, merged lazily.
 
@@ -169,7 +173,7 @@ class _MergedLevels:
     root's relaxation is a bisection instead of a walk.
     """
 
-    __slots__ = ("_books", "_heap", "seen", "fill", "cost", "top")
+    __slots__ = ("_books", "_heap", "seen", "fill", "cost", "top", "_held", "_marks")
 
     def __init__(self, books: Sequence[Lots]):
         self._books = books
@@ -179,6 +183,8 @@ class _MergedLevels:
         self.seen: list[tuple[int, int, int, int, int]] = []
         self.fill: list[int] = [0]
         self.cost: list[int] = [0]
+        self._held = [0] * len(books)  # per venue, what the entries merged so far hold at the root
+        self._marks = [self._held[:]]  # _marks[m]: _held before entry m * _MARK
 
     def get(self, k: int) -> tuple[int, int, int, int, int] | None:
         """The ``k``-th entry, merging up to it; ``None`` past the last level."""
@@ -197,9 +203,13 @@ class _MergedLevels:
         before, after = cum[j], cum[j + 1]
         self.seen.append((rate, i, j, before, after))
         top = book.max_qty  # the root's bound
-        held = (after if after < top else top) - (before if before < top else top)
+        up_to = after if after < top else top
+        held = up_to - (before if before < top else top)
         self.fill.append(self.fill[-1] + held)
         self.cost.append(self.cost[-1] + rate * held)
+        self._held[i] = up_to
+        if len(self.seen) % _MARK == 0:
+            self._marks.append(self._held[:])
         j += 1
         if j < book.usable:
             heapq.heapreplace(heap, (book.rates[j], i, j))
@@ -215,19 +225,14 @@ class _MergedLevels:
         if fill[-1] < target:  # every level taken: each venue holds its whole depth
             return _Relaxed(fill[-1], self.cost[-1], [b.max_qty for b in books], len(self.seen))
         k = bisect_left(fill, target) - 1  # the entry where the walk stops, part taken
-        rate, s, j, _, _ = self.seen[k]
-        x = []
-        for i, b in enumerate(books):
-            # Entries before k are those below (rate, s, j): levels of cheaper venues up to
-            # an equal rate, of later venues below it.
-            if i == s:
-                c = j
-            elif i < s:
-                c = bisect_right(b.rates, rate, 0, b.usable)
-            else:
-                c = bisect_left(b.rates, rate, 0, b.usable)
-            held = b.cum[c]
-            x.append(held if held < b.max_qty else b.max_qty)
+        seen, top = self.seen, self.top
+        # What every venue holds before entry k: the nearest mark, then the entries after it.
+        start = k - k % _MARK
+        x = self._marks[start // _MARK][:]
+        for t in range(start, k):
+            _, i, _, _, after = seen[t]
+            x[i] = after if after < top[i] else top[i]
+        rate, s = seen[k][0], seen[k][1]
         rem = target - fill[k]
         x[s] += rem
         return _Relaxed(target, self.cost[k] + rate * rem, x, k)
@@ -333,10 +338,20 @@ def _fine_idle(books: Sequence[Lots], lattice: _Lattice, x: list[int], lo: list[
     on them first (skip them all, or trade one) ends the step-by-step shuffling of such a
     remainder between coarse venues.
     """
-    idle = [j for j, q in enumerate(x) if q == 0 and lo[j] == 0 and hi[j] > 0]
+    idle = []
+    open_ = []  # per venue: trading and allowed to
+    j = 0
+    for q, h in zip(x, hi):
+        if q:
+            open_.append(h > 0)
+        else:
+            open_.append(False)
+            if h > 0 and lo[j] == 0:
+                idle.append(j)
+        j += 1
     if not idle:
         return idle
-    trading = lattice.grid([q > 0 and h > 0 for q, h in zip(x, hi)])
+    trading = lattice.grid(open_)
     if trading == 0:
         return []
     return [j for j in idle if books[j].step % trading]
