@@ -154,11 +154,9 @@ class SnapshotSetMemo:
         self.per_group = per_group
         self._values: dict = {}
         self._groups: dict[tuple[str, bool], list] = {}  # (symbol, is buy) -> keys, oldest first
+        #: The value put under a key, or ``None``: the dict's own lookup (one per plan).
+        self.get = self._values.get
         _SET_MEMOS.append(self)
-
-    def get(self, key):
-        """The value put under ``key``, or ``None``."""
-        return self._values.get(key)
 
     def put(self, symbol: str, is_buy: bool, key, value):
         """Keep ``value`` under ``key`` until a snapshot of ``symbol`` is replaced."""

@@ -113,7 +113,8 @@ def _lineup(
 ) -> _Lineup:
     """The memoised line-up of this plan; what changes from plan to plan (which quotes are
     stale) is part of the key."""
-    quotes = [books.get(v.name) for v in venues]
+    get = books.get
+    quotes = [get(v.name) for v in venues]
     stale: tuple[int, ...] = ()
     if now_ms is not None and max_quote_age_ms is not None:
         stale = tuple([i for i, q in enumerate(quotes) if q is not None and now_ms - q.ts > max_quote_age_ms])
