@@ -118,12 +118,13 @@ class _Relaxed:
     ``key`` orders nodes lexicographically: fill as much as the books allow, then at the
     lowest signed cost."""
 
-    __slots__ = ("fill", "cost", "x", "stop", "key", "violation")
+    __slots__ = ("fill", "cost", "x", "stop", "key", "violation", "target")
 
     def __init__(self, fill: int, cost: int, x: list[int], stop: int):
         self.fill, self.cost, self.x, self.stop = fill, cost, x, stop
         self.key = (-fill, cost)
         self.violation: int | None = None  # the venue to branch on, once checked
+        self.target = 0  # the most the node can fill (its lattice), set by the search
 
 
 class Market:
@@ -494,6 +495,7 @@ def solve_lots(books: Sequence[Lots], qty: int, node_limit: int = DEFAULT_NODE_L
     target = lattice.target(root_hi)
     root = levels.root(target) if target > 0 else _rebalance(books, levels, [0] * n, root_lo, root_hi, 0, 0, target, 0)
     root.violation = _violation(books, root.x)
+    root.target = target
     if root.violation is None:
         return root.x, True, 0
 
@@ -535,7 +537,7 @@ def solve_lots(books: Sequence[Lots], qty: int, node_limit: int = DEFAULT_NODE_L
         """Open children that might beat the incumbent, best bound first."""
         nonlocal best_fill, best_cost, best_x
         if -best_fill < node.fill:  # the incumbent does not fill what this node could yet
-            offer(_repair(books, node.x, lo, hi, lattice.target(hi)))
+            offer(_repair(books, node.x, lo, hi, node.target))
         kids = []
         for c_lo, c_hi, pinned, changed in _branches(books, lattice, node, lo, hi):
             # The child's relaxation, derived from its parent's instead of walked from the top.
@@ -552,9 +554,11 @@ def solve_lots(books: Sequence[Lots], qty: int, node_limit: int = DEFAULT_NODE_L
                     cost += _signed_cost(b, q) - _signed_cost(b, was)
                     fill += q - was
                     x[i] = q
-            child = _rebalance(books, levels, x, c_lo, c_hi, cost, fill, lattice.target(c_hi), node.stop, pinned)
+            target = node.target if c_hi is hi else lattice.target(c_hi)  # the lattice follows the open venues
+            child = _rebalance(books, levels, x, c_lo, c_hi, cost, fill, target, node.stop, pinned)
             if child is None:
                 continue
+            child.target = target
             key = child.key
             if key[0] > best_fill or (key[0] == best_fill and not better(key)):
                 continue
