@@ -339,20 +339,10 @@ def _fine_idle(books: Sequence[Lots], lattice: _Lattice, x: list[int], lo: list[
     on them first (skip them all, or trade one) ends the step-by-step shuffling of such a
     remainder between coarse venues.
     """
-    idle = []
-    open_ = []  # per venue: trading and allowed to
-    j = 0
-    for q, h in zip(x, hi):
-        if q:
-            open_.append(h > 0)
-        else:
-            open_.append(False)
-            if h > 0 and lo[j] == 0:
-                idle.append(j)
-        j += 1
+    idle = [j for j, q in enumerate(x) if q == 0 and lo[j] == 0 and hi[j] > 0]
     if not idle:
         return idle
-    trading = lattice.grid(open_)
+    trading = lattice.grid([q > 0 and h > 0 for q, h in zip(x, hi)])
     if trading == 0:
         return []
     return [j for j in idle if books[j].step % trading]
