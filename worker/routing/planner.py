@@ -9,7 +9,7 @@ from __future__ import annotations
 import decimal
 from bisect import bisect_left, bisect_right
 from decimal import Decimal, getcontext, setcontext
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from typing import Any, Mapping, Sequence, TypeVar
 
 from pydantic import BaseModel
@@ -99,6 +99,8 @@ class _Lineup:
             self.singles = [(view.cum, view.costs, view.rates, b.prep) for b, view in zip(quoted, mk.quoted_lots)]
 
 
+_NAME = attrgetter("name")
+
 #: Line-ups of the latest snapshots: a few per symbol and side (limits, venue filters).
 _LINEUPS = SnapshotSetMemo(per_group=32)
 
@@ -113,8 +115,7 @@ def _lineup(
 ) -> _Lineup:
     """The memoised line-up of this plan; what changes from plan to plan (which quotes are
     stale) is part of the key."""
-    get = books.get
-    quotes = [get(v.name) for v in venues]
+    quotes = list(map(books.get, map(_NAME, venues)))
     stale: tuple[int, ...] = ()
     if now_ms is not None and max_quote_age_ms is not None:
         stale = tuple([i for i, q in enumerate(quotes) if q is not None and now_ms - q.ts > max_quote_age_ms])
@@ -307,6 +308,7 @@ def _net_vwap(sign: int, prep: PreparedSide, j: int, qty: Decimal) -> Decimal:
 
 
 _scaleb = _EXACT.scaleb
+_INFINITY = float("inf")
 
 
 def _plan(intent: OrderIntent, total: Decimal, lineup: _Lineup, excluded: list[Exclusion], round_no: int,
@@ -350,14 +352,14 @@ def _plan(intent: OrderIntent, total: Decimal, lineup: _Lineup, excluded: list[E
         # everywhere: the signed costs rank the venues, and only two averages are divided out.
         worst = best = None
         lots = floor_units(planned, mk.q_digits)  # type: ignore[union-attr]  # exact: every leg is on a step of this grid
-        worst_cost = best_cost = 0
+        worst_cost, best_cost = -_INFINITY, _INFINITY  # the first book that can take it is both
         for cum, costs, rates, prep in lineup.singles:
             if lots <= cum[-1]:
                 j = bisect_left(cum, lots) - 1  # Lots.signed_cost, inlined: ten books per plan
                 cost = costs[j] + (lots - cum[j]) * rates[j]
-                if worst is None or cost > worst_cost:
+                if cost > worst_cost:
                     worst, worst_cost = (prep, j), cost
-                if best is None or cost < best_cost:
+                if cost < best_cost:
                     best, best_cost = (prep, j), cost
         if worst is not None:
             worst_vwap, best_vwap = _net_vwap(sign, *worst, planned), _net_vwap(sign, *best, planned)  # type: ignore[misc]
