@@ -118,7 +118,8 @@ def _lineup(
     quotes = list(map(books.get, map(_NAME, venues)))
     stale: tuple[int, ...] = ()
     if now_ms is not None and max_quote_age_ms is not None:
-        stale = tuple([i for i, q in enumerate(quotes) if q is not None and now_ms - q.ts > max_quote_age_ms])
+        # A quote dated in the future is as untrustworthy as an old one: |age| is what counts.
+        stale = tuple([i for i, q in enumerate(quotes) if q is not None and abs(now_ms - q.ts) > max_quote_age_ms])
     limit, is_buy = intent.limit_price, intent.side is Side.BUY
     key = (intent.symbol, is_buy, None if limit is None else str(limit), None if intent.venues is None else tuple(intent.venues),
            tuple(unavailable.items()) if unavailable else (), stale, tuple(map(id, venues)), tuple(map(id, quotes)))
@@ -284,6 +285,7 @@ def _lots(algorithm: Algorithm, lineup: _Lineup, side: Side, total: Decimal, nod
 #: Every field is set when the router builds these models (see :func:`_model`).
 _LEG_FIELDS = frozenset(PlanLeg.model_fields)
 _PLAN_FIELDS = frozenset(RoutePlan.model_fields)
+_COMPLETE: dict[type, bool] = {}  # per model: does the router's dict hold every field, in order?
 _new = object.__new__
 _set_dict = BaseModel.__dict__["__dict__"].__set__
 _set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
@@ -293,7 +295,15 @@ _set_private = BaseModel.__dict__["__pydantic_private__"].__set__
 
 def _model(cls: type[M], fields: frozenset[str], data: dict[str, Any]) -> M:
     """:func:`~worker.domain.models.trusted` for a model whose every field is in ``data``, in
-    declaration order: the router builds one per leg and plan, and this is five times faster."""
+    declaration order: the router builds one per leg and plan, and this is five times faster.
+
+    Should the model gain a field the router does not set, ``trusted`` builds it instead (with
+    the field's default, in declaration order), so a plan is never missing a field."""
+    complete = _COMPLETE.get(cls)
+    if complete is None:
+        complete = _COMPLETE[cls] = list(data) == list(cls.model_fields)
+    if not complete:
+        return trusted(cls, **data)
     obj = _new(cls)
     _set_dict(obj, data)
     _set_fields_set(obj, set(fields))
