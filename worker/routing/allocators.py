@@ -422,7 +422,11 @@ def _repair(books: Sequence[Lots], x: list[int], lo: list[int], hi: list[int], t
     order = []
     i = 0
     for b, q, h in zip(books, y, hi):
-        if h > q:
+        # A venue that cannot take a whole step of the remainder now never will (the remainder
+        # only shrinks): leave it out of the order rather than skip it below.
+        room = h - q if h - q < rem else rem
+        room -= room % b.step
+        if room > 0 and (q or room >= b.min_qty):
             cum = b.cum  # Lots.level_at, inlined
             level = bisect_right(cum, q) - 1 if q < cum[-1] else len(b.rates)
             order.append((b.rates[level] if level < b.usable else b.rates[-1], i))
@@ -544,7 +548,13 @@ def solve_lots(books: Sequence[Lots], qty: int, node_limit: int = DEFAULT_NODE_L
                     cost += _signed_cost(b, q) - _signed_cost(b, was)
                     fill += q - was
                     x[i] = q
-            target = node.target if c_hi is hi else lattice.target(c_hi)  # the lattice follows the open venues
+            # The lattice follows which venues are open: unchanged unless a bound closed one.
+            target = node.target
+            if c_hi is not hi:
+                for i in changed:
+                    if not c_hi[i] and hi[i]:
+                        target = lattice.target(c_hi)
+                        break
             child = _rebalance(books, levels, x, c_lo, c_hi, cost, fill, target, node.stop, pinned)
             if child is None:
                 continue
