@@ -194,12 +194,6 @@ def forget_prepared_books() -> None:
         memo.clear()
 
 
-def is_latest(quote: VenueQuote) -> bool:
-    """Whether ``quote`` is the snapshot memoised for its venue and symbol."""
-    memo = _LATEST.get((quote.venue, quote.symbol))
-    return memo is not None and memo.quote is quote
-
-
 def bounded_put(memo: dict, key, value):
     """``memo[key] = value``, starting ``memo`` afresh once it holds :data:`PER_SNAPSHOT_SIZE` entries."""
     if len(memo) >= PER_SNAPSHOT_SIZE:
