@@ -13,16 +13,16 @@ from tests.support.oracles import Venue
 D = Decimal
 
 
-def make_intent(qty, side="buy", limit=None, algorithm="sor", tif="IOC", intent_id="t-1", **extra) -> OrderIntent:
+def make_intent(qty, side="buy", limit=None, algorithm="sor", tif="IOC", intent_id="t-1", symbol="BTC/USD", **extra) -> OrderIntent:
     return OrderIntent(
-        intent_id=intent_id, account_id="acct", symbol="BTC/USD", side=side,
+        intent_id=intent_id, account_id="acct", symbol=symbol, side=side,
         type="limit" if limit is not None else "market", qty=D(str(qty)),
         limit_price=None if limit is None else D(str(limit)), time_in_force=tif, algorithm=algorithm, **extra,
     )
 
 
-def make_quote(venue: str, asks=(), bids=(), ts: int = 1_000) -> VenueQuote:
-    return VenueQuote(venue=venue, symbol="BTC/USD", ts=ts,
+def make_quote(venue: str, asks=(), bids=(), ts: int = 1_000, symbol: str = "BTC/USD") -> VenueQuote:
+    return VenueQuote(venue=venue, symbol=symbol, ts=ts,
                       asks=[(D(str(p)), D(str(q))) for p, q in asks], bids=[(D(str(p)), D(str(q))) for p, q in bids])
 
 
@@ -90,7 +90,7 @@ def small_scenarios(draw, max_venues: int = 3, max_levels: int = 3):
 
 
 def random_market(rng: random.Random, n_venues: int = 10, n_levels: int = 50, side: str = "buy",
-                  aligned: bool = True, mid: float = 42_000.0):
+                  aligned: bool = True, mid: float = 42_000.0, symbol: str = "BTC/USD"):
     """Realistic-looking books: ~1 bp tick, growing sizes, venue-specific steps and minimums.
 
     With ``aligned`` every level's size is on its venue's step, as on a real exchange.
@@ -114,7 +114,7 @@ def random_market(rng: random.Random, n_venues: int = 10, n_levels: int = 50, si
                 size = max(step, (size // step) * step)
             levels.append((D(f"{price:.2f}"), size))
         if side == "buy":
-            quotes[name] = make_quote(name, asks=levels)
+            quotes[name] = make_quote(name, asks=levels, symbol=symbol)
         else:
-            quotes[name] = make_quote(name, bids=[(D(f"{2 * mid - float(p):.2f}"), s) for p, s in levels])
+            quotes[name] = make_quote(name, bids=[(D(f"{2 * mid - float(p):.2f}"), s) for p, s in levels], symbol=symbol)
     return venues, quotes

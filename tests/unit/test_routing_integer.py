@@ -23,7 +23,7 @@ from tests.support.scenarios import (
     unchecked_venue,
 )
 from worker.domain.models import Algorithm, Side, VenueConfig
-from worker.routing.book import ROUTING_CONTEXT, _MEMO
+from worker.routing.book import ROUTING_CONTEXT, forget_prepared_books
 from worker.routing.planner import route
 from worker.routing.ranking import venue_route
 
@@ -114,7 +114,7 @@ def test_routing_ignores_the_ambient_context():
     reference = route(intent, long_quotes(), LONG_VENUES).model_dump_json()
     for ctx in (decimal.Context(prec=3), decimal.Context(prec=28, rounding=decimal.ROUND_DOWN),
                 decimal.Context(prec=200, traps=[decimal.Inexact, decimal.Rounded])):
-        _MEMO.clear()
+        forget_prepared_books()
         with decimal.localcontext(ctx):
             assert route(intent, long_quotes(), LONG_VENUES).model_dump_json() == reference
     assert ROUTING_CONTEXT.prec == 60

@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections import OrderedDict
 from operator import itemgetter
 from dataclasses import dataclass
 from decimal import Decimal
+from bisect import bisect_left, bisect_right
 from typing import Sequence
 
 from worker.domain.models import Side, VenueRoute
 from worker.domain.money import ZERO, floor_to_step
-from worker.routing.book import Lots, SideBook, floor_units, from_units
+from worker.routing.book import Lots, SideBook, SnapshotSetMemo, floor_units, from_units
 
 #: Branch-and-bound nodes before settling for the best plan found (reported as optimal=False).
 DEFAULT_NODE_LIMIT = 2_000
@@ -81,8 +81,9 @@ class _Lattice:
 
     __slots__ = ("units", "qty", "_memo", "_full")
 
-    def __init__(self, books: Sequence[Lots], qty: int, memo: dict[tuple[bool, ...], int] | None = None):
-        self.units = [b.step for b in books]
+    def __init__(self, books: Sequence[Lots], qty: int, memo: dict[tuple[bool, ...], int] | None = None,
+                 units: list[int] | None = None):
+        self.units = [b.step for b in books] if units is None else units
         self.qty = qty
         self._memo = {} if memo is None else memo
         self._full = -1
@@ -117,12 +118,13 @@ class _Relaxed:
     ``key`` orders nodes lexicographically: fill as much as the books allow, then at the
     lowest signed cost."""
 
-    __slots__ = ("fill", "cost", "x", "stop", "key", "violation")
+    __slots__ = ("fill", "cost", "x", "stop", "key", "violation", "target")
 
     def __init__(self, fill: int, cost: int, x: list[int], stop: int):
         self.fill, self.cost, self.x, self.stop = fill, cost, x, stop
         self.key = (-fill, cost)
         self.violation: int | None = None  # the venue to branch on, once checked
+        self.target = 0  # the most the node can fill (its lattice), set by the search
 
 
 class Market:
@@ -134,7 +136,7 @@ class Market:
     in units of ``10**-(q_digits + p_digits + 4 + f_digits)``, exact for every book here.
     """
 
-    __slots__ = ("quoted", "books", "q_digits", "p_digits", "f_digits", "quoted_lots", "lots", "grids", "_merged")
+    __slots__ = ("quoted", "books", "q_digits", "p_digits", "f_digits", "quoted_lots", "lots", "steps", "grids", "_merged")
 
     def __init__(self, quoted: Sequence[SideBook], books: Sequence[SideBook]):
         self.quoted, self.books = quoted, books  # held: their ids key the memo
@@ -144,6 +146,7 @@ class Market:
         self.f_digits = f = max(b.prep.fee_digits for b in every)
         self.quoted_lots = [b.lots(q, p, f) for b in quoted]
         self.lots = [b.lots(q, p, f) for b in books]
+        self.steps = [b.step for b in self.lots]
         self.grids: dict[tuple[bool, ...], int] = {}  # lattice per set of open venues
         self._merged: _MergedLevels | None = None
 
@@ -156,51 +159,97 @@ class Market:
         return self._merged
 
 
+#: Entries between two marks of what the venues hold at the root (see _MergedLevels.root).
+_MARK = 16
+
+
 class _MergedLevels:
     """Every usable level of every venue in fee-adjusted price order, merged lazily.
 
-    Entries are ``(rate, venue, level)``: ties go to the better-ranked venue, then the better
-    level. All branch-and-bound nodes share this order (bounds only clip venues); most walks
-    stop after a handful of levels, so most of the merge is never done.
+    Entries are ``(rate, venue, level, lots before the level, lots up to its end)``: ties go
+    to the better-ranked venue, then the better level. All branch-and-bound nodes share this
+    order (bounds only clip venues); most walks stop after a handful of levels, so most of the
+    merge is never done. ``fill[k]`` and ``cost[k]`` are what the entries before ``k`` hold at
+    the root's bounds (every venue up to its depth within the limit, on its step), so the
+    root's relaxation is a bisection instead of a walk.
     """
 
-    __slots__ = ("_books", "_heap", "seen")
+    __slots__ = ("_books", "_heap", "seen", "fill", "cost", "top", "_held", "_marks")
 
     def __init__(self, books: Sequence[Lots]):
         self._books = books
+        self.top = [b.max_qty for b in books]  # the root's upper bounds (never mutated: children copy)
         self._heap = [(b.rates[0], i, 0) for i, b in enumerate(books) if b.usable > 0]
         heapq.heapify(self._heap)
-        self.seen: list[tuple[int, int, int]] = []
+        self.seen: list[tuple[int, int, int, int, int]] = []
+        self.fill: list[int] = [0]
+        self.cost: list[int] = [0]
+        self._held = [0] * len(books)  # per venue, what the entries merged so far hold at the root
+        self._marks = [self._held[:]]  # _marks[m]: _held before entry m * _MARK
 
-    def get(self, k: int) -> tuple[int, int, int] | None:
+    def get(self, k: int) -> tuple[int, int, int, int, int] | None:
         """The ``k``-th entry, merging up to it; ``None`` past the last level."""
-        seen, heap, books = self.seen, self._heap, self._books
+        seen, heap = self.seen, self._heap
         while k >= len(seen):
             if not heap:
                 return None
-            item = heap[0]
-            seen.append(item)
-            i, j = item[1], item[2] + 1
-            book = books[i]
-            if j < book.usable:
-                heapq.heapreplace(heap, (book.rates[j], i, j))
-            else:
-                heapq.heappop(heap)
+            self._next()
         return seen[k]
 
+    def _next(self) -> None:
+        heap = self._heap
+        rate, i, j = heap[0]
+        book = self._books[i]
+        cum = book.cum
+        before, after = cum[j], cum[j + 1]
+        self.seen.append((rate, i, j, before, after))
+        top = book.max_qty  # the root's bound
+        up_to = after if after < top else top
+        held = up_to - (before if before < top else top)
+        self.fill.append(self.fill[-1] + held)
+        self.cost.append(self.cost[-1] + rate * held)
+        self._held[i] = up_to
+        if len(self.seen) % _MARK == 0:
+            self._marks.append(self._held[:])
+        j += 1
+        if j < book.usable:
+            heapq.heapreplace(heap, (book.rates[j], i, j))
+        else:
+            heapq.heappop(heap)
 
-_MARKETS: OrderedDict[tuple[tuple[int, ...], tuple[int, ...]], Market] = OrderedDict()
-_MARKETS_SIZE = 64
+    def root(self, target: int) -> "_Relaxed":
+        """The relaxation at the root's bounds: what :func:`_rebalance` gives walking from
+        the top, found by bisection on the prefix sums."""
+        books, fill = self._books, self.fill
+        while fill[-1] < target and self._heap:
+            self._next()
+        if fill[-1] < target:  # every level taken: each venue holds its whole depth
+            return _Relaxed(fill[-1], self.cost[-1], [b.max_qty for b in books], len(self.seen))
+        k = bisect_left(fill, target) - 1  # the entry where the walk stops, part taken
+        seen, top = self.seen, self.top
+        # What every venue holds before entry k: the nearest mark, then the entries after it.
+        start = k - k % _MARK
+        x = self._marks[start // _MARK][:]
+        for t in range(start, k):
+            _, i, _, _, after = seen[t]
+            x[i] = after if after < top[i] else top[i]
+        rate, s = seen[k][0], seen[k][1]
+        rem = target - fill[k]
+        x[s] += rem
+        return _Relaxed(target, self.cost[k] + rate * rem, x, k)
+
+
+#: Markets of the latest snapshots: a handful per symbol and side (limit depths, venue filters).
+_MARKETS = SnapshotSetMemo(per_group=16)
 
 
 def market(quoted: Sequence[SideBook], books: Sequence[SideBook]) -> Market:
     """The memoised :class:`Market` of ``books`` (eligible, ranked) among ``quoted``."""
-    key = (tuple(map(id, quoted)), tuple(map(id, books)))
+    key = (tuple(map(id, quoted)), tuple(map(id, books)))  # the market holds them: their ids stay theirs
     hit = _MARKETS.get(key)
     if hit is None:
-        hit = _MARKETS[key] = Market(quoted, books)
-        if len(_MARKETS) > _MARKETS_SIZE:
-            _MARKETS.popitem(last=False)
+        first = (quoted or books)[0].prep
+        hit = _MARKETS.put(first.quote.symbol, first.side is Side.BUY, key, Market(quoted, books))
     return hit
 
 
@@ -213,18 +262,16 @@ def _rebalance(books: Sequence[Lots], levels: _MergedLevels, x: list[int], lo: S
     (never below a venue's lower bound, never from ``pinned``). Both keep the relaxation
     exactly optimal, since each venue's cost is convex in quantity.
     """
+    seen = levels.seen
     if fill < target:
         rem = target - fill
-        seen = levels.seen
-        while rem > 0:
-            if k < len(seen):
-                rate, i, j = seen[k]
-            else:
-                item = levels.get(k)
-                if item is None:
+        while True:
+            try:
+                rate, i, _, _, cap = seen[k]
+            except IndexError:
+                if levels.get(k) is None:
                     break
-                rate, i, j = item
-            cap = books[i].cum[j + 1]
+                rate, i, _, _, cap = seen[k]
             h = hi[i]
             if cap > h:
                 cap = h
@@ -241,12 +288,10 @@ def _rebalance(books: Sequence[Lots], levels: _MergedLevels, x: list[int], lo: S
             k += 1
         return _Relaxed(target - rem, cost, x, k)
     excess = fill - target
-    seen = levels.seen
     k = min(k, len(seen) - 1)
     while excess > 0 and k >= 0:
-        rate, v, j = seen[k]
+        rate, v, _, floor, _ = seen[k]
         if v != pinned:
-            floor = books[v].cum[j]
             if lo[v] > floor:
                 floor = lo[v]
             give = x[v] - floor
@@ -300,13 +345,12 @@ def _fine_idle(books: Sequence[Lots], lattice: _Lattice, x: list[int], lo: list[
     trading = lattice.grid([q > 0 and h > 0 for q, h in zip(x, hi)])
     if trading == 0:
         return []
-    return [j for j in idle if books[j].step % trading != 0]
+    return [j for j in idle if books[j].step % trading]
 
 
-def _with(bounds: list[int], changes: dict[int, int]) -> list[int]:
-    out = list(bounds)
-    for i, v in changes.items():
-        out[i] = v
+def _with(bounds: list[int], i: int, value: int) -> list[int]:
+    out = bounds[:]
+    out[i] = value
     return out
 
 
@@ -319,64 +363,82 @@ def _branches(books: Sequence[Lots], lattice: _Lattice, node: _Relaxed, lo: list
         i = node.violation = _violation(books, x)
     book = books[i]
     if x[i] < book.min_qty:  # semi-continuous: 0 or >= min_qty
-        yield lo, _with(hi, {i: 0}), -1, (i,)
-        yield _with(lo, {i: book.min_qty}), hi, i, (i,)
+        yield lo, _with(hi, i, 0), -1, (i,)
+        yield _with(lo, i, book.min_qty), hi, i, (i,)
         return
     fine = _fine_idle(books, lattice, x, lo, hi)
     if fine:
-        yield lo, _with(hi, dict.fromkeys(fine, 0)), -1, tuple(fine)
+        none = hi[:]
         for j in fine:
-            yield _with(lo, {j: books[j].min_qty}), hi, j, (j,)
+            none[j] = 0
+        yield lo, none, -1, tuple(fine)
+        for j in fine:
+            yield _with(lo, j, books[j].min_qty), hi, j, (j,)
         return
     step = book.step
     down = x[i] // step * step
     if down >= max(lo[i], book.min_qty):
-        yield lo, _with(hi, {i: down}), -1, (i,)
+        yield lo, _with(hi, i, down), -1, (i,)
     elif lo[i] == 0:
-        yield lo, _with(hi, {i: 0}), -1, (i,)
+        yield lo, _with(hi, i, 0), -1, (i,)
     up = down + step
     if up <= hi[i]:
-        yield _with(lo, {i: max(lo[i], up)}), hi, i, (i,)
+        yield _with(lo, i, max(lo[i], up)), hi, i, (i,)
 
 
-def _child(books: Sequence[Lots], levels: _MergedLevels, lattice: _Lattice, parent: _Relaxed, lo: list[int],
-           hi: list[int], pinned: int, changed: tuple[int, ...], qty: int) -> _Relaxed | None:
-    """A child's relaxation, derived from its parent's instead of walked from the top."""
-    x = parent.x[:]
-    cost, fill = parent.cost, parent.fill
-    for i in changed:
-        q = was = x[i]
-        if q < lo[i]:
-            q = lo[i]
-        elif q > hi[i]:
-            q = hi[i]
-        if q != was:
-            b = books[i]
-            cost += b.signed_cost(q) - b.signed_cost(was)
-            fill += q - was
-            x[i] = q
-    return _rebalance(books, levels, x, lo, hi, cost, fill, lattice.target(hi), parent.stop, pinned)
+def _signed_cost(book: Lots, qty: int) -> int:
+    """:meth:`Lots.signed_cost` as a function: the search calls it at every node."""
+    if qty <= 0:
+        return 0
+    cum = book.cum
+    j = bisect_left(cum, qty) - 1
+    return book.costs[j] + (qty - cum[j]) * book.rates[j]
+
+
+def _cost_of(books: Sequence[Lots], x: Sequence[int]) -> int:
+    """Fee-inclusive signed cost of the plan ``x``."""
+    total = 0
+    for b, q in zip(books, x):
+        if q > 0:
+            cum = b.cum
+            j = bisect_left(cum, q) - 1
+            total += b.costs[j] + (q - cum[j]) * b.rates[j]
+    return total
 
 
 def _repair(books: Sequence[Lots], x: list[int], lo: list[int], hi: list[int], target: int) -> list[int]:
     """A feasible plan near a relaxed one: every venue rounded down to its rules, then the
     remainder placed in whole steps on the venues with the cheapest next unit."""
     y = []
-    for b, q, l in zip(books, x, lo):
-        r = q // b.step * b.step
-        y.append(r if r >= b.min_qty or r == 0 else (l if l > 0 else 0))
-    rem = target - sum(y)
+    rem = target
+    for b, q, low in zip(books, x, lo):
+        r = q - q % b.step
+        if r and r < b.min_qty:
+            r = low if low > 0 else 0
+        y.append(r)
+        rem -= r
     if rem <= 0:
         return y
     order = []
-    for i, (b, q) in enumerate(zip(books, y)):
-        if hi[i] > q:
-            level = b.level_at(q)
+    i = 0
+    for b, q, h in zip(books, y, hi):
+        # A venue that cannot take a whole step of the remainder now never will (the remainder
+        # only shrinks): leave it out of the order rather than skip it below.
+        room = h - q if h - q < rem else rem
+        room -= room % b.step
+        if room > 0 and (q or room >= b.min_qty):
+            cum = b.cum  # Lots.level_at, inlined
+            level = bisect_right(cum, q) - 1 if q < cum[-1] else len(b.rates)
             order.append((b.rates[level] if level < b.usable else b.rates[-1], i))
+        i += 1
     order.sort()
     for _, i in order:
         b = books[i]
-        add = min(rem, hi[i] - y[i]) // b.step * b.step
+        step = b.step
+        add = hi[i] - y[i]
+        if add > rem:
+            add = rem
+        add -= add % step
         if add <= 0 or (y[i] == 0 and add < b.min_qty):
             continue
         y[i] += add
@@ -408,52 +470,101 @@ def allocate_sor(books: Sequence[SideBook], qty: Decimal, node_limit: int = DEFA
     if not books:
         return Allocation({})
     mk = market(books if quoted is None else quoted, books)
-    x, optimal, nodes = solve_lots(mk.lots, floor_units(qty, mk.q_digits), node_limit, mk.merged, mk.grids)
+    x, optimal, nodes = solve_lots(mk.lots, floor_units(qty, mk.q_digits), node_limit, mk.merged, mk.grids, mk.steps)
     q = mk.q_digits
     return Allocation({b.name: from_units(v, q) for b, v in zip(books, x) if v > 0}, optimal=optimal, nodes=nodes)
 
 
 def solve_lots(books: Sequence[Lots], qty: int, node_limit: int = DEFAULT_NODE_LIMIT,
                merged: _MergedLevels | None = None,
-               grids: dict[tuple[bool, ...], int] | None = None) -> tuple[list[int], bool, int]:
+               grids: dict[tuple[bool, ...], int] | None = None,
+               steps: list[int] | None = None) -> tuple[list[int], bool, int]:
     """The branch and bound of :func:`allocate_sor` in lots: (lots per book, proven optimal,
-    nodes expanded). ``merged`` and ``grids`` are the memoised merge and lattices of ``books``."""
+    nodes expanded). ``merged``, ``grids`` and ``steps`` are the memoised merge, lattices and
+    steps of ``books``."""
     n = len(books)
     levels = _MergedLevels(books) if merged is None else merged
-    lattice = _Lattice(books, qty, grids)
-    root_lo, root_hi = [0] * n, [b.max_qty for b in books]
-    root = _rebalance(books, levels, [0] * n, root_lo, root_hi, 0, 0, lattice.target(root_hi), 0)
+    lattice = _Lattice(books, qty, grids, steps)
+    root_lo, root_hi = [0] * n, levels.top
+    target = lattice.target(root_hi)
+    root = levels.root(target) if target > 0 else _rebalance(books, levels, [0] * n, root_lo, root_hi, 0, 0, target, 0)
     root.violation = _violation(books, root.x)
+    root.target = target
     if root.violation is None:
         return root.x, True, 0
 
     # A quick feasible plan (round every venue down to its rules) makes pruning bite early.
-    best_x = [_clipped(b, q) for b, q in zip(books, root.x)]
-    best_key = (-sum(best_x), sum(b.signed_cost(q) for b, q in zip(books, best_x) if q > 0))
+    best_x = []
+    for b, q in zip(books, root.x):  # _clipped, inlined
+        q -= q % b.step
+        if q > b.max_qty:
+            q = b.max_qty
+        best_x.append(q if q >= b.min_qty else 0)
+    # The incumbent's key is (best_fill, best_cost), compared like the nodes' keys; its cost
+    # is only computed when a comparison ties on the fill (most incumbents fill less).
+    best_fill = -sum(best_x)
+    best_cost: int | None = None
     nodes = 0
 
+    def better(key: tuple[int, int]) -> bool:
+        """``key < (best_fill, best_cost)``."""
+        nonlocal best_cost
+        if key[0] != best_fill:
+            return key[0] < best_fill
+        if best_cost is None:
+            best_cost = _cost_of(books, best_x)
+        return key[1] < best_cost
+
     def offer(candidate: list[int]) -> None:
-        nonlocal best_key, best_x
-        fill = sum(candidate)
-        if -fill > best_key[0]:
+        nonlocal best_fill, best_cost, best_x
+        fill = -sum(candidate)
+        if fill > best_fill:
             return  # fills less than the incumbent: its cost does not matter
-        key = (-fill, sum(b.signed_cost(q) for b, q in zip(books, candidate) if q > 0))
-        if key < best_key:
-            best_key, best_x = key, candidate
+        if fill < best_fill:
+            best_fill, best_cost, best_x = fill, None, candidate
+        else:
+            cost = _cost_of(books, candidate)
+            if better((fill, cost)):
+                best_cost, best_x = cost, candidate
 
     def expand(lo, hi, node):
         """Open children that might beat the incumbent, best bound first."""
-        nonlocal best_key, best_x
-        if -best_key[0] < node.fill:  # the incumbent does not fill what this node could yet
-            offer(_repair(books, node.x, lo, hi, lattice.target(hi)))
+        nonlocal best_fill, best_cost, best_x
+        if -best_fill < node.fill:  # the incumbent does not fill what this node could yet
+            offer(_repair(books, node.x, lo, hi, node.target))
         kids = []
         for c_lo, c_hi, pinned, changed in _branches(books, lattice, node, lo, hi):
-            child = _child(books, levels, lattice, node, c_lo, c_hi, pinned, changed, qty)
-            if child is None or child.key >= best_key:
+            # The child's relaxation, derived from its parent's instead of walked from the top.
+            x = node.x[:]
+            cost, fill = node.cost, node.fill
+            for i in changed:
+                q = was = x[i]
+                if q < c_lo[i]:
+                    q = c_lo[i]
+                elif q > c_hi[i]:
+                    q = c_hi[i]
+                if q != was:
+                    b = books[i]
+                    cost += _signed_cost(b, q) - _signed_cost(b, was)
+                    fill += q - was
+                    x[i] = q
+            # The lattice follows which venues are open: unchanged unless a bound closed one.
+            target = node.target
+            if c_hi is not hi:
+                for i in changed:
+                    if not c_hi[i] and hi[i]:
+                        target = lattice.target(c_hi)
+                        break
+            child = _rebalance(books, levels, x, c_lo, c_hi, cost, fill, target, node.stop, pinned)
+            if child is None:
+                continue
+            child.target = target
+            key = child.key
+            if key[0] > best_fill or (key[0] == best_fill and not better(key)):
                 continue
             child.violation = _violation(books, child.x)
             if child.violation is None:
-                best_key, best_x = child.key, child.x
+                (best_fill, best_cost), best_x = child.key, child.x
                 continue
             kids.append((child.key, c_lo, c_hi, child))
         kids.sort(key=itemgetter(0))
@@ -479,7 +590,7 @@ def solve_lots(books: Sequence[Lots], qty: int, node_limit: int = DEFAULT_NODE_L
     optimal = True
     while frontier:
         key, _, lo, hi, node = heapq.heappop(frontier)
-        if key >= best_key:
+        if not better(key):
             frontier.clear()  # best-first: no open node can beat the incumbent
             break
         nodes += 1

@@ -24,11 +24,11 @@ from functools import lru_cache
 from typing import Sequence
 
 from worker.domain.models import Side, VenueConfig, VenueQuote
-from worker.domain.money import BPS, ZERO, floor_to_step
+from worker.domain.money import BPS, MONEY_CONTEXT, ZERO, floor_to_step
 
 #: The one context of every routing computation: enough digits that sums of
 #: price x qty x fee products never round on realistic books.
-ROUTING_CONTEXT = decimal.Context(prec=60, rounding=decimal.ROUND_HALF_EVEN)
+ROUTING_CONTEXT = MONEY_CONTEXT  # the one money context (worker.domain.money), by its routing name
 #: Exact integer-valued conversions (scaling by a power of ten never rounds here).
 _EXACT = decimal.Context(prec=decimal.MAX_PREC, Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN)
 #: A book whose exact arithmetic would need more digits than this is not routable: it would
@@ -64,6 +64,8 @@ def to_units(value: Decimal, digits: int) -> int:
 
 def floor_units(value: Decimal, digits: int) -> int:
     """``floor(value * 10**digits)``: a quantity floored onto the lot grid ``10**-digits``."""
+    if value >= 0:
+        return int(_EXACT.scaleb(value, digits))  # int() truncates: the floor of a positive number
     return int(_EXACT.scaleb(value, digits).to_integral_value(rounding=decimal.ROUND_FLOOR))
 
 
@@ -76,7 +78,7 @@ def from_units(units: int, digits: int) -> Decimal:
 class PreparedSide:
     """Prefix sums and integer views of one side of one quote: computed once per quote."""
 
-    quote: VenueQuote  # held so the id() in the memo key cannot be recycled while cached
+    quote: VenueQuote
     side: Side
     keys: tuple[Decimal, ...]  # sign * price: ascending on both sides, for bisecting the limit
     prices: tuple[Decimal, ...]
@@ -94,24 +96,124 @@ class PreparedSide:
     derived: dict = field(default_factory=dict)  # per-venue values of this quote, memoised
 
 
-_MEMO: OrderedDict[tuple[int, bool, Decimal], PreparedSide] = OrderedDict()
-_MEMO_SIZE = 8192
+@dataclass(slots=True, eq=False)
+class SnapshotMemo:
+    """What routing derived from one venue's latest snapshot of one symbol.
+
+    Replaced as a whole when a newer snapshot of the same venue and symbol is routed, so
+    nothing derived from an older snapshot outlives it: memory follows the number of venue
+    and symbol pairs, never the number of snapshots seen.
+    """
+
+    quote: VenueQuote
+    sides: dict = field(default_factory=dict)  # (is buy, taker fee) -> PreparedSide
+    entries: dict = field(default_factory=dict)  # (id(venue), is buy) -> ranking.venue_entry tuple
+
+
+#: The latest snapshot's memo per (venue, symbol), oldest first.
+_LATEST: OrderedDict[tuple[str, str], SnapshotMemo] = OrderedDict()
+#: (venue, symbol) pairs kept: far more than any deployment routes; beyond it the pair whose
+#: snapshot is oldest is prepared again if it is routed again.
+LATEST_SIZE = 4096
+#: Entries kept per snapshot (venue configurations, limit depths): a deployment has a handful;
+#: only a caller that invents new ones for every plan reaches it, and then starts afresh.
+PER_SNAPSHOT_SIZE = 256
+
+
+def snapshot_memo(quote: VenueQuote) -> SnapshotMemo:
+    """The memo of ``quote``: a fresh one, replacing its venue and symbol's previous snapshot,
+    the first time ``quote`` is seen."""
+    key = (quote.venue, quote.symbol)
+    memo = _LATEST.get(key)
+    if memo is None or memo.quote is not quote:
+        if memo is not None:
+            del _LATEST[key]  # re-inserted last: the pairs in use stay clear of eviction
+            _forget_symbol(quote.symbol)
+        memo = _LATEST[key] = SnapshotMemo(quote)
+        if len(_LATEST) > LATEST_SIZE:
+            (_, symbol), _ = _LATEST.popitem(last=False)
+            _forget_symbol(symbol)
+    return memo
+
+
+def _forget_symbol(symbol: str) -> None:
+    for memo in _SET_MEMOS:
+        memo.forget(symbol)
+
+
+class SnapshotSetMemo:
+    """Values derived from several snapshots of one symbol (a market, a plan's line-up).
+
+    Grouped by symbol and side; a symbol's values are dropped as soon as any of its
+    snapshots is replaced (:func:`snapshot_memo`), so only values of the latest snapshots
+    are kept, at most ``per_group`` per symbol and side (limits, venue filters), oldest
+    dropped first.
+    """
+
+    def __init__(self, per_group: int) -> None:
+        self.per_group = per_group
+        self._values: dict = {}
+        self._groups: dict[tuple[str, bool], list] = {}  # (symbol, is buy) -> keys, oldest first
+        #: The value put under a key, or ``None``: the dict's own lookup (one per plan).
+        self.get = self._values.get
+        _SET_MEMOS.append(self)
+
+    def put(self, symbol: str, is_buy: bool, key, value):
+        """Keep ``value`` under ``key`` until a snapshot of ``symbol`` is replaced."""
+        keys = self._groups.setdefault((symbol, is_buy), [])
+        if key in self._values:
+            keys.remove(key)
+        elif len(keys) >= self.per_group:
+            del self._values[keys.pop(0)]
+        keys.append(key)
+        self._values[key] = value
+        return value
+
+    def forget(self, symbol: str) -> None:
+        """Drop every value derived from ``symbol``'s snapshots."""
+        for is_buy in (True, False):
+            for key in self._groups.pop((symbol, is_buy), ()):
+                del self._values[key]
+
+    def clear(self) -> None:
+        self._values.clear()
+        self._groups.clear()
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+
+_SET_MEMOS: list[SnapshotSetMemo] = []
+
+
+def forget_prepared_books() -> None:
+    """Drop every memoised snapshot and everything derived from it: the next plans prepare
+    their books again, as the first intent after a snapshot does (benchmarks)."""
+    _LATEST.clear()
+    for memo in _SET_MEMOS:
+        memo.clear()
+
+
+def bounded_put(memo: dict, key, value):
+    """``memo[key] = value``, starting ``memo`` afresh once it holds :data:`PER_SNAPSHOT_SIZE` entries."""
+    if len(memo) >= PER_SNAPSHOT_SIZE:
+        memo.clear()
+    memo[key] = value
+    return value
 
 
 def prepare_side(quote: VenueQuote, side: Side, taker_fee_bps: Decimal) -> PreparedSide:
-    """The prepared side of ``quote``, memoised: the worker routes many intents per quote.
+    """The prepared side of ``quote``, memoised with the snapshot: the worker routes many
+    intents per snapshot.
 
     The result does not depend on the caller's decimal context.
     """
-    key = (id(quote), side is Side.BUY, taker_fee_bps)  # a bool hashes in C; an Enum in Python
-    hit = _MEMO.get(key)
-    if hit is not None and hit.quote is quote:
-        return hit
-    prepared = _prepare(quote, side, taker_fee_bps)
-    _MEMO[key] = prepared
-    if len(_MEMO) > _MEMO_SIZE:
-        _MEMO.popitem(last=False)
-    return prepared
+    sides = snapshot_memo(quote).sides
+    key = (side is Side.BUY, taker_fee_bps)  # a bool hashes in C; an Enum in Python
+    hit = sides.get(key)
+    if hit is None:
+        hit = bounded_put(sides, key, _prepare(quote, side, taker_fee_bps))
+    return hit
 
 
 def _prefix_sums(levels, ctx: decimal.Context):
@@ -245,7 +347,7 @@ class SideBook:
         key = (venue.name, venue.step_size, venue.min_qty, venue.min_notional, usable)
         book = prep.derived.get(key)
         if book is None:
-            book = prep.derived[key] = cls._make(venue, prep, usable)
+            book = bounded_put(prep.derived, key, cls._make(venue, prep, usable))
         return book
 
     @classmethod
@@ -295,7 +397,7 @@ class SideBook:
         key = (q, p, f)
         out = self._lots.get(key)
         if out is None:
-            out = self._lots[key] = self._make_lots(q, p, f)
+            out = bounded_put(self._lots, key, self._make_lots(q, p, f))
         return out
 
     def _make_lots(self, q: int, p: int, f: int) -> Lots:

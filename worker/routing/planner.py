@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import decimal
 from bisect import bisect_left, bisect_right
-from decimal import Decimal
-from operator import itemgetter
-from typing import Mapping, Sequence
+from decimal import Decimal, getcontext, setcontext
+from operator import attrgetter, itemgetter
+from typing import Any, Mapping, Sequence, TypeVar
+
+from pydantic import BaseModel
 
 from worker.domain.models import (
     Algorithm,
@@ -26,41 +28,124 @@ from worker.domain.models import (
     trusted,
 )
 from worker.domain.money import BPS, PRICE_QUANTUM, ZERO, average_price
-from worker.routing.allocators import _MARKETS, DEFAULT_NODE_LIMIT, Allocation, allocate_best, allocate_sor, allocate_split, market
+from worker.routing.allocators import (
+    DEFAULT_NODE_LIMIT,
+    Allocation,
+    Market,
+    allocate_best,
+    allocate_sor,
+    allocate_split,
+    market,
+    solve_lots,
+)
 from worker.routing.book import (
+    _EXACT,
     MAX_ROUTING_DIGITS,
     ROUTING_CONTEXT,
-    _MEMO,
+    PreparedSide,
     BookState,
     SideBook,
+    SnapshotSetMemo,
     floor_units,
+    forget_prepared_books,
     routing_context,
+    to_units,
 )
-from worker.routing.ranking import _VENUES, BPS_QUANTUM, venue_entry
+from worker.routing.ranking import BPS_QUANTUM, venue_entry
+
+__all__ = ["DEFAULT_NODE_LIMIT", "allocate", "forget_prepared_books", "plan_id_for", "route"]
+
+M = TypeVar("M", bound=BaseModel)
+
 
 def plan_id_for(intent_id: str, round_no: int = 0) -> str:
     """Deterministic: a re-plan of the same intent and round has the same id."""
     return f"plan:{intent_id}:{round_no}"
 
 
-def _eligible_books(
+class _Lineup:
+    """What a plan takes from the snapshots that does not depend on the quantity or the clock:
+    the eligible books in ranking order, the ranking, the exclusions, the integer market.
+
+    Memoised per snapshots, venues, side, limit and venue filter (:data:`_LINEUPS`), and
+    dropped as soon as a snapshot of the symbol is replaced: the worker routes many intents
+    between two snapshots of a symbol, and they share all of this.
+    """
+
+    __slots__ = ("quotes", "venues", "eligible", "routes", "excluded", "stale", "quoted", "market", "digits",
+                 "as_of", "legs", "singles")
+
+    def __init__(self, quotes: tuple, venues: tuple, eligible: list[SideBook], routes: list[VenueRoute],
+                 excluded: list[Exclusion | None], stale: list[tuple[int, str, VenueQuote]], quoted: list[SideBook]):
+        self.quotes, self.venues = quotes, venues  # held: their ids key the memo
+        self.eligible, self.routes, self.excluded, self.stale, self.quoted = eligible, routes, excluded, stale, quoted
+        self.market: Market | None = market(quoted, eligible) if quoted else None
+        # Significant digits of the books' exact sums (see PreparedSide.digits); -1: no book.
+        self.digits = max((b.prep.digits + b.step_digits for b in quoted), default=-1)
+        self.as_of = max((b.prep.quote.ts for b in eligible), default=None)
+        by_name = {r.provider: r for r in routes}
+        mk = self.market
+        #: Per eligible book, what its leg reads: (name, lots per step unit, step exponent, lots
+        #: up to each level, prefix notionals and quantities, prices, fee rate, bid, ask).
+        self.legs: list[tuple] = []
+        #: Per quoted book, its single-venue benchmark: (lots up to each level, signed costs, rates, prep).
+        self.singles: list[tuple] = []
+        if mk is not None:
+            for b, view in zip(eligible, mk.lots):
+                exponent = b.venue.step_size.as_tuple().exponent
+                prep, r = b.prep, by_name[b.name]
+                self.legs.append((b.name, 10 ** (mk.q_digits + exponent), exponent, view.cum, prep.cum_notional,  # type: ignore[operator]
+                                  prep.cum_qty, prep.prices, prep.fee_rate, r.bid_price, r.ask_price))
+            self.singles = [(view.cum, view.costs, view.rates, b.prep) for b, view in zip(quoted, mk.quoted_lots)]
+
+
+_NAME = attrgetter("name")
+
+#: Line-ups of the latest snapshots: a few per symbol and side (limits, venue filters).
+_LINEUPS = SnapshotSetMemo(per_group=32)
+
+
+def _lineup(
     intent: OrderIntent,
     books: Mapping[str, VenueQuote],
     venues: Sequence[VenueConfig],
     now_ms: int | None,
     max_quote_age_ms: int | None,
     unavailable: Mapping[str, ExclusionReason],
-) -> tuple[list[SideBook], list[tuple[tuple, VenueRoute]], list[Exclusion], list[SideBook]]:
+) -> _Lineup:
+    """The memoised line-up of this plan; what changes from plan to plan (which quotes are
+    stale) is part of the key."""
+    quotes = list(map(books.get, map(_NAME, venues)))
+    stale: tuple[int, ...] = ()
+    if now_ms is not None and max_quote_age_ms is not None:
+        # A quote dated in the future is as untrustworthy as an old one: |age| is what counts.
+        stale = tuple([i for i, q in enumerate(quotes) if q is not None and abs(now_ms - q.ts) > max_quote_age_ms])
+    limit, is_buy = intent.limit_price, intent.side is Side.BUY
+    key = (intent.symbol, is_buy, None if limit is None else str(limit), None if intent.venues is None else tuple(intent.venues),
+           tuple(unavailable.items()) if unavailable else (), stale, tuple(map(id, venues)), tuple(map(id, quotes)))
+    lineup = _LINEUPS.get(key)
+    if lineup is None:
+        lineup = _LINEUPS.put(intent.symbol, is_buy, key, _eligible_books(intent, quotes, venues, set(stale), unavailable))
+    return lineup
+
+
+def _eligible_books(
+    intent: OrderIntent,
+    quotes: Sequence[VenueQuote | None],
+    venues: Sequence[VenueConfig],
+    stale: set[int],
+    unavailable: Mapping[str, ExclusionReason],
+) -> _Lineup:
     allowed = set(intent.venues) if intent.venues is not None else None
     side, limit, symbol = intent.side, intent.limit_price, intent.symbol
     limit_key = None if limit is None else (limit if side is Side.BUY else limit.copy_negate())
-    check_age = now_ms is not None and max_quote_age_ms is not None
     is_buy = side is Side.BUY
     eligible: list[SideBook] = []
     quoted: list[SideBook] = []  # every venue with a usable quote: the single-venue benchmarks
     routes: list[tuple[tuple, VenueRoute]] = []  # (ranking key, entry)
-    excluded: list[Exclusion] = []
-    for venue in venues:
+    excluded: list[Exclusion | None] = []
+    stale_at: list[tuple[int, str, VenueQuote]] = []  # (index in excluded, venue, quote): their age is the plan's
+    for i, (venue, quote) in enumerate(zip(venues, quotes)):
         name = venue.name
         if allowed is not None and name not in allowed:
             excluded.append(trusted(Exclusion, venue=name, reason=ExclusionReason.NOT_ALLOWED, detail="not in the intent's venues"))
@@ -68,18 +153,14 @@ def _eligible_books(
         if name in unavailable:
             excluded.append(trusted(Exclusion, venue=name, reason=unavailable[name]))
             continue
-        quote = books.get(name)
         if quote is None or quote.symbol != symbol:
             excluded.append(trusted(Exclusion, venue=name, reason=ExclusionReason.NO_QUOTE, detail=f"no book for {symbol}"))
             continue
-        # A quote dated in the future is as untrustworthy as an old one: |age| is what counts.
-        if check_age and abs(now_ms - quote.ts) > max_quote_age_ms:  # type: ignore[operator]
-            excluded.append(trusted(Exclusion, venue=name, reason=ExclusionReason.STALE,
-                                    detail=f"quote is {now_ms - quote.ts} ms old (max {max_quote_age_ms})"))  # type: ignore[operator]
+        if i in stale:
+            stale_at.append((len(excluded), name, quote))
+            excluded.append(None)
             continue
-        memo = _VENUES.get((id(quote), id(venue), is_buy))
-        if memo is None or memo[0] is not quote or memo[1] is not venue:
-            memo = venue_entry(quote, venue, side)
+        memo = venue_entry(quote, venue, side)
         entry = memo[3]
         if entry is None:
             excluded.append(trusted(Exclusion, venue=name, reason=ExclusionReason.NO_LIQUIDITY_WITHIN_LIMIT,
@@ -106,21 +187,27 @@ def _eligible_books(
                     detail=f"depth {book.max_qty} within limit is below min_qty {venue.min_qty} / min_notional {venue.min_notional}",
                 )
             )
-    return eligible, routes, excluded, quoted
+    routes.sort(key=itemgetter(0))  # best first: lowest score for buys, highest for sells; ties by name
+    ranked = [entry for _, entry in routes]
+    if len(eligible) > 1:
+        order = {r.provider: i for i, r in enumerate(ranked)}
+        eligible.sort(key=lambda b: order[b.name])
+    return _Lineup(tuple(quotes), tuple(venues), eligible, ranked, excluded, stale_at, quoted)
 
 
-def forget_prepared_books() -> None:
-    """Drop every memoised prepared book, venue entry and integer market: the next plans
-    prepare their books again, as the first intent after a snapshot does (benchmarks)."""
-    _VENUES.clear()
-    _MEMO.clear()
-    _MARKETS.clear()
+def _excluded(lineup: _Lineup, now_ms: int | None, max_quote_age_ms: int | None) -> list[Exclusion]:
+    """The line-up's exclusions, with this plan's stale quotes and their age."""
+    excluded = list(lineup.excluded)
+    for at, name, quote in lineup.stale:
+        excluded[at] = trusted(Exclusion, venue=name, reason=ExclusionReason.STALE,
+                               detail=f"quote is {now_ms - quote.ts} ms old (max {max_quote_age_ms})")  # type: ignore[operator]
+    return excluded  # type: ignore[return-value]
 
 
-def _savings_bps(side: Side, reference: Decimal, net: Decimal) -> Decimal | None:
+def _savings_bps(sign: int, reference: Decimal, net: Decimal) -> Decimal | None:
     if reference == 0:  # a sell whose fee takes everything: no ratio to report
         return None
-    return (side.sign * (reference - net) / reference * BPS).quantize(BPS_QUANTUM)
+    return (sign * (reference - net) / reference * BPS).quantize(BPS_QUANTUM)
 
 
 def allocate(algorithm: Algorithm, ranked: Sequence[SideBook], routes: Sequence[VenueRoute], side: Side, qty: Decimal,
@@ -160,66 +247,108 @@ def route(
     exact sums need more, so extreme but valid numbers never raise.
     """
     chosen = intent.algorithm if algorithm is None else Algorithm(algorithm)
-    with decimal.localcontext(ROUTING_CONTEXT):
+    caller = getcontext()
+    setcontext(_CONTEXT)  # what localcontext(ROUTING_CONTEXT) does, without a copy per plan
+    try:
         total = intent.qty if qty is None else qty
-        eligible, ranked, excluded, quoted = _eligible_books(intent, books, venues, now_ms, max_quote_age_ms, unavailable or {})
-        ctx = routing_context(_digits_needed(total, quoted))
+        lineup = _lineup(intent, books, venues, now_ms, max_quote_age_ms, unavailable or {})
+        excluded = _excluded(lineup, now_ms, max_quote_age_ms) if lineup.stale else list(lineup.excluded)
+        # Significant digits that hold this plan's sums exactly (see PreparedSide.digits).
+        ctx = routing_context(lineup.digits + max(0, total.adjusted() + 1) + 10 if lineup.digits >= 0 else 0)
         if ctx is ROUTING_CONTEXT:
-            return _plan(intent, total, eligible, ranked, excluded, quoted, round_no, chosen, node_limit)
+            return _plan(intent, total, lineup, excluded, round_no, chosen, node_limit)  # type: ignore[arg-type]
+    finally:
+        setcontext(caller)
     with decimal.localcontext(ctx):
-        return _plan(intent, total, eligible, ranked, excluded, quoted, round_no, chosen, node_limit)
+        return _plan(intent, total, lineup, excluded, round_no, chosen, node_limit)  # type: ignore[arg-type]
 
 
-def _digits_needed(total: Decimal, quoted: Sequence[SideBook]) -> int:
-    """Significant digits that hold this plan's sums exactly (see ``PreparedSide.digits``)."""
-    if not quoted:
-        return 0
-    book_digits = max(b.prep.digits + b.step_digits for b in quoted)
-    return book_digits + max(0, total.adjusted() + 1) + 10
+#: The routing context the planner runs in: a private copy of ROUTING_CONTEXT, so the flags
+#: its operations raise never touch the shared one (nothing reads them; no trap is enabled).
+_CONTEXT = ROUTING_CONTEXT.copy()
 
 
-def _plan(intent: OrderIntent, total: Decimal, eligible: list[SideBook], ranked: list[tuple[tuple, VenueRoute]],
-          excluded: list[Exclusion], quoted: list[SideBook], round_no: int, algorithm: Algorithm, node_limit: int) -> RoutePlan:
-    side = intent.side
-    sign = side.sign
-    ranked.sort(key=itemgetter(0))  # best first: lowest score for buys, highest for sells; ties by name
-    routes = [entry for _, entry in ranked]
-    if len(eligible) > 1:
-        order = {r.provider: i for i, r in enumerate(routes)}
-        eligible.sort(key=lambda b: order[b.name])
-    mk = market(quoted, eligible) if quoted else None
+def _lots(algorithm: Algorithm, lineup: _Lineup, side: Side, total: Decimal, node_limit: int) -> tuple[list[int], bool]:
+    """Lots per eligible book (in the market's units) and whether the allocation is proven optimal."""
+    eligible, mk = lineup.eligible, lineup.market
+    if not eligible:
+        return [], True
     if algorithm is Algorithm.SOR:
-        allocation = allocate_sor(eligible, total, node_limit, quoted)
-    else:
-        allocation = allocate(algorithm, eligible, routes, side, total, node_limit)
+        x, optimal, _ = solve_lots(mk.lots, floor_units(total, mk.q_digits), node_limit, mk.merged, mk.grids, mk.steps)  # type: ignore[union-attr]
+        return x, optimal
+    allocation = allocate(algorithm, eligible, lineup.routes, side, total, node_limit)
+    q = mk.q_digits  # type: ignore[union-attr]
+    # Every quantity is on its venue's step, so exact on the market's grid.
+    return [to_units(allocation.qty[b.name], q) if b.name in allocation.qty else 0 for b in eligible], allocation.optimal
 
-    by_name = {r.provider: r for r in routes}
+
+#: Every field is set when the router builds these models (see :func:`_model`).
+_LEG_FIELDS = frozenset(PlanLeg.model_fields)
+_PLAN_FIELDS = frozenset(RoutePlan.model_fields)
+_COMPLETE: dict[type, bool] = {}  # per model: does the router's dict hold every field, in order?
+_new = object.__new__
+_set_dict = BaseModel.__dict__["__dict__"].__set__
+_set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
+_set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
+_set_private = BaseModel.__dict__["__pydantic_private__"].__set__
+
+
+def _model(cls: type[M], fields: frozenset[str], data: dict[str, Any]) -> M:
+    """:func:`~worker.domain.models.trusted` for a model whose every field is in ``data``, in
+    declaration order: the router builds one per leg and plan, and this is five times faster.
+
+    Should the model gain a field the router does not set, ``trusted`` builds it instead (with
+    the field's default, in declaration order), so a plan is never missing a field."""
+    complete = _COMPLETE.get(cls)
+    if complete is None:
+        complete = _COMPLETE[cls] = list(data) == list(cls.model_fields)
+    if not complete:
+        return trusted(cls, **data)
+    obj = _new(cls)
+    _set_dict(obj, data)
+    _set_fields_set(obj, set(fields))
+    _set_extra(obj, None)
+    _set_private(obj, None)
+    return obj
+
+
+def _net_vwap(sign: int, prep: PreparedSide, j: int, qty: Decimal) -> Decimal:
+    """``SideBook.net_vwap`` of ``qty``, whose last unit is on level ``j`` (known from the lots)."""
+    return sign * (prep.factor * (prep.cum_notional[j] + (qty - prep.cum_qty[j]) * prep.prices[j])) / qty
+
+
+_scaleb = _EXACT.scaleb
+_INFINITY = float("inf")
+
+
+def _plan(intent: OrderIntent, total: Decimal, lineup: _Lineup, excluded: list[Exclusion], round_no: int,
+          algorithm: Algorithm, node_limit: int) -> RoutePlan:
+    side = intent.side
+    sign = 1 if side is Side.BUY else -1
+    x, optimal = _lots(algorithm, lineup, side, total, node_limit)
+    mk = lineup.market
     legs: list[PlanLeg] = []
     notional_sum = fees = planned = ZERO
-    for book in eligible:
-        leg_qty = allocation.qty.get(book.name, ZERO)
-        if leg_qty <= 0:
+    for (name, unit, exponent, cum, cum_notional, cum_qty, prices, fee_rate, bid, ask), lots in zip(lineup.legs, x):
+        if lots <= 0:
             continue
-        leg_qty = leg_qty.quantize(book.venue.step_size)  # venue precision; exact, it is on the step
-        prep = book.prep
-        touched = bisect_left(prep.cum_qty, leg_qty)  # levels touched; the last holds the leg's last unit
+        # The leg at the venue's precision (the step's exponent): exact, it is on the step.
+        leg_qty = _scaleb(Decimal(lots // unit), exponent)
+        touched = bisect_left(cum, lots)  # levels touched; the last holds the leg's last unit
         last = touched - 1
-        notional = prep.cum_notional[last] + (leg_qty - prep.cum_qty[last]) * prep.prices[last]
-        fee = notional * prep.fee_rate
-        r = by_name[book.name]
-        legs.append(
-            trusted(PlanLeg,
-                provider=book.name,
-                qty=leg_qty,
-                estimated_price=average_price(notional, leg_qty),
-                estimated_fee=fee,
-                estimated_notional=notional,
-                bid_price=r.bid_price,
-                ask_price=r.ask_price,
-                worst_price=prep.prices[last],
-                levels=touched,
-            )
-        )
+        notional = cum_notional[last] + (leg_qty - cum_qty[last]) * prices[last]
+        fee = notional * fee_rate
+        legs.append(_model(PlanLeg, _LEG_FIELDS, {
+            "provider": name,
+            "qty": leg_qty,
+            "estimated_price": average_price(notional, leg_qty),
+            "estimated_fee": fee,
+            "estimated_notional": notional,
+            "bid_price": bid,
+            "ask_price": ask,
+            "worst_price": prices[last],
+            "levels": touched,
+        }))
         notional_sum += notional
         fees += fee
         planned += leg_qty
@@ -231,50 +360,48 @@ def _plan(intent: OrderIntent, total: Decimal, eligible: list[SideBook], ranked:
         # Single-venue benchmarks: the same quantity sent whole to one venue, walking its
         # whole visible book (the seed compares against the worst venue). The same quantity
         # everywhere: the signed costs rank the venues, and only two averages are divided out.
-        worst_book = best_book = None
-        lots = floor_units(planned, mk.q_digits)  # exact: every leg is on a step of this grid
-        worst_cost = best_cost = 0
-        for b, view in zip(quoted, mk.quoted_lots):
-            cum = view.cum
-            if 0 < lots <= cum[-1]:
+        worst = best = None
+        lots = floor_units(planned, mk.q_digits)  # type: ignore[union-attr]  # exact: every leg is on a step of this grid
+        worst_cost, best_cost = -_INFINITY, _INFINITY  # the first book that can take it is both
+        for cum, costs, rates, prep in lineup.singles:
+            if lots <= cum[-1]:
                 j = bisect_left(cum, lots) - 1  # Lots.signed_cost, inlined: ten books per plan
-                cost = view.costs[j] + (lots - cum[j]) * view.rates[j]
-                if worst_book is None or cost > worst_cost:
-                    worst_book, worst_cost = b, cost
-                if best_book is None or cost < best_cost:
-                    best_book, best_cost = b, cost
-        if worst_book is not None:
-            worst, best = worst_book.net_vwap(planned), best_book.net_vwap(planned)
-            savings_worst = _savings_bps(side, worst, net)
-            savings_best = _savings_bps(side, best, net)
-            best_net, worst_net = best.quantize(PRICE_QUANTUM).normalize(), worst.quantize(PRICE_QUANTUM).normalize()
+                cost = costs[j] + (lots - cum[j]) * rates[j]
+                if cost > worst_cost:
+                    worst, worst_cost = (prep, j), cost
+                if cost < best_cost:
+                    best, best_cost = (prep, j), cost
+        if worst is not None:
+            worst_vwap, best_vwap = _net_vwap(sign, *worst, planned), _net_vwap(sign, *best, planned)  # type: ignore[misc]
+            savings_worst = _savings_bps(sign, worst_vwap, net)
+            savings_best = _savings_bps(sign, best_vwap, net)
+            best_net, worst_net = best_vwap.quantize(PRICE_QUANTUM).normalize(), worst_vwap.quantize(PRICE_QUANTUM).normalize()
 
-    as_of = max((b.prep.quote.ts for b in eligible), default=None)
     plan_id = plan_id_for(intent.intent_id, round_no)
-    return trusted(RoutePlan,
-        event_id=plan_id,
-        plan_id=plan_id,
-        intent_id=intent.intent_id,
-        symbol=intent.symbol,
-        side=side,
-        total_qty=total,
-        algorithm=algorithm,
-        time_in_force=intent.time_in_force,
-        limit_price=intent.limit_price,
-        round=round_no,
-        legs=legs,
-        planned_qty=planned,
-        unfilled_qty=total - planned,
-        estimated_vwap=vwap,
-        estimated_fees=fees,
-        estimated_net=net,
-        savings_vs_single_venue=savings_worst,
-        savings_vs_best_single_venue_bps=savings_best,
-        best_single_venue_net=best_net,
-        worst_single_venue_net=worst_net,
-        routes=routes,
-        excluded=excluded,
-        optimal=allocation.optimal,
-        quotes_as_of=as_of,
-    )
-
+    return _model(RoutePlan, _PLAN_FIELDS, {
+        "event_id": plan_id,
+        "plan_id": plan_id,
+        "intent_id": intent.intent_id,
+        "symbol": intent.symbol,
+        "side": side,
+        "total_qty": total,
+        "algorithm": algorithm,
+        "time_in_force": intent.time_in_force,
+        "limit_price": intent.limit_price,
+        "round": round_no,
+        "legs": legs,
+        "planned_qty": planned,
+        "unfilled_qty": total - planned,
+        "estimated_vwap": vwap,
+        "estimated_fees": fees,
+        "estimated_net": net,
+        "savings_vs_single_venue": savings_worst,
+        "savings_vs_best_single_venue_bps": savings_best,
+        "routes": list(lineup.routes),
+        "excluded": excluded,
+        "optimal": optimal,
+        "quotes_as_of": lineup.as_of,
+        "best_single_venue_net": best_net,
+        "worst_single_venue_net": worst_net,
+        "book_levels_dropped": {},  # the quote cache's depth cap: the service fills it in
+    })

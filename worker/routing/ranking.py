@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import decimal
-from collections import OrderedDict
 from decimal import Decimal
 
 from worker.domain.models import Side, VenueConfig, VenueQuote, VenueRoute, trusted
 from worker.domain.money import BPS
-from worker.routing.book import PreparedSide, SideBook, prepare_side, routing_context
+from worker.routing.book import PreparedSide, SideBook, bounded_put, prepare_side, routing_context, snapshot_memo
 
 BPS_QUANTUM = Decimal("0.0001")
 
@@ -22,33 +21,26 @@ def net_price(side: Side, price: Decimal, taker_fee_bps: Decimal) -> Decimal:
 def venue_route(side: Side, venue: VenueConfig, quote: VenueQuote) -> VenueRoute | None:
     """The ranking entry of one venue, or ``None`` when its book has nothing on our side.
 
-    It depends only on the quote and the venue's fees, so it is memoised with the quote's
-    prepared side: the worker routes many intents per quote. Calling it as a snapshot
-    arrives prepares everything a plan needs of that venue's book (see :func:`venue_entry`).
+    It depends only on the quote and the venue's fees, so it is memoised with the snapshot:
+    the worker routes many intents per snapshot. Calling it as a snapshot arrives prepares
+    everything a plan needs of that venue's book (see :func:`venue_entry`).
     """
-    memo = _VENUES.get((id(quote), id(venue), side is Side.BUY))
-    if memo is None or memo[0] is not quote or memo[1] is not venue:
-        memo = venue_entry(quote, venue, side)
-    return memo[3]
+    return venue_entry(quote, venue, side)[3]
 
 
 def venue_entry(quote: VenueQuote, venue: VenueConfig, side: Side) -> tuple:
     """(quote, venue, prepared side, ranking entry, ranking key, book without a limit) of
     ``venue`` on one side of ``quote``: what every plan asks of a venue's quote, in one lookup,
-    memoised (the planner reads ``_VENUES`` directly)."""
+    memoised with the snapshot (:func:`~worker.routing.book.snapshot_memo`)."""
+    entries = snapshot_memo(quote).entries
+    key = (id(venue), side is Side.BUY)
+    memo = entries.get(key)
+    if memo is not None and memo[1] is venue:  # the entry holds the venue: its id stays its own
+        return memo
     prep = prepare_side(quote, side, venue.taker_fee_bps)
     entry = prepared_route(prep, venue)
-    key = None if entry is None else rank_key(side, entry)
-    memo = (quote, venue, prep, entry, key, SideBook.of(venue, prep, len(prep.prices)))
-    _VENUES[(id(quote), id(venue), side is Side.BUY)] = memo  # holds quote and venue: their ids stay theirs
-    if len(_VENUES) > _VENUES_SIZE:
-        _VENUES.popitem(last=False)
-    return memo
-
-
-#: (quote, venue, side) entries kept: the latest snapshot of every venue and symbol, many times over.
-_VENUES: OrderedDict[tuple[int, int, bool], tuple] = OrderedDict()
-_VENUES_SIZE = 8192
+    rkey = None if entry is None else rank_key(side, entry)
+    return bounded_put(entries, key, (quote, venue, prep, entry, rkey, SideBook.of(venue, prep, len(prep.prices))))
 
 
 def prepared_route(prep: PreparedSide, venue: VenueConfig) -> VenueRoute | None:
@@ -59,8 +51,7 @@ def prepared_route(prep: PreparedSide, venue: VenueConfig) -> VenueRoute | None:
     except KeyError:
         pass
     with decimal.localcontext(routing_context(prep.digits)):
-        route = prep.derived[key] = _venue_route(prep.side, venue, prep.quote)
-    return route
+        return bounded_put(prep.derived, key, _venue_route(prep.side, venue, prep.quote))
 
 
 def _venue_route(side: Side, venue: VenueConfig, quote: VenueQuote) -> VenueRoute | None:
