@@ -93,3 +93,20 @@ def test_a_plan_built_by_the_router_encodes_like_its_decoded_copy():
     books = {"a": make_quote("a", asks=[(100, 1), (101, 5)], bids=[(99, 1)], ts=1), "b": make_quote("b", asks=[(100.5, 2)], ts=1)}
     plan = route(make_intent("1.5"), books, [VenueConfig(name="a"), VenueConfig(name="b")])
     assert encode(RoutePlan.model_validate_json(encode(plan))) == encode(plan)
+
+
+def test_the_market_simulator_publishes_only_books_the_domain_accepts():
+    """Cheap symbols: two levels one cent apart used to round to one price (a duplicate level,
+    refused, every quote of the bench's ETH and SOL books dead-lettered)."""
+    from worker.domain.models import VenueQuote
+    from worker.pipeline.codec import decode, encode
+    from worker.sim.market import MarketSimulator
+    from worker.sim.venues import DEMO_VENUES
+
+    for seed, (symbol, mid) in enumerate({"BTC/USD": 42_000.0, "ETH/USD": 3_000.0, "SOL/USD": 150.0, "X/USD": 0.5}.items()):
+        sim = MarketSimulator(DEMO_VENUES, symbol, mid, seed=seed)
+        for _ in range(100):
+            sim.step()
+            for venue in DEMO_VENUES:
+                quote = decode(VenueQuote, encode(sim.snapshot(venue, 1)))  # raises on a refused book
+                assert quote.bids[0][0] < quote.asks[0][0]

@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 from aiokafka import AIOKafkaProducer
 
 from worker.domain.models import VenueConfig, VenueQuote
 from worker.pipeline.codec import encode
 from worker.domain.money import floor_to_step
+
+CENT = Decimal("0.01")
 
 # Venue personalities: price offset vs the "true" mid in bps, half-spread in bps, depth scale.
 PROFILES = {
@@ -37,7 +39,8 @@ class MarketSimulator:
 
     def _ladder(self, venue: VenueConfig) -> dict:
         offset, half_spread, depth = PROFILES.get(venue.name, (self.rng.uniform(-2, 2), 1.0, 1.0))
-        gaps = [half_spread + sum(self.rng.uniform(0.3, 1.2) for _ in range(j)) for j in range(self.levels)]
+        steps = [self.rng.uniform(0.3, 1.2) for _ in range(self.levels)]
+        gaps = [half_spread + sum(steps[:j]) for j in range(self.levels)]  # each level further out than the last
         sizes = {side: [self.rng.uniform(0.1, 1.2) * depth * (1 + j / 3) for j in range(self.levels)] for side in ("bid", "ask")}
         return {"offset": offset, "gaps": gaps, "sizes": sizes}
 
@@ -45,12 +48,15 @@ class MarketSimulator:
         ladder = self._ladders.setdefault(venue.name, self._ladder(venue))
         center = self.mid * (1 + ladder["offset"] / 1e4)
         levels = {}
-        for side, sign in (("bid", -1), ("ask", 1)):
-            out = []
+        for side, sign, rounding in (("bid", -1, ROUND_FLOOR), ("ask", 1, ROUND_CEILING)):
+            book: dict[Decimal, Decimal] = {}
             for gap, size in zip(ladder["gaps"], ladder["sizes"][side]):
                 qty = max(venue.step_size, floor_to_step(Decimal(str(round(size, 6))), venue.step_size))
-                out.append((Decimal(f"{center * (1 + sign * gap / 1e4):.2f}"), qty))
-            levels[side] = out
+                # Bids round down and asks up, so the book never locks or crosses; on a cheap
+                # symbol two levels can round to one cent: one level, their sizes added.
+                price = Decimal(repr(center * (1 + sign * gap / 1e4))).quantize(CENT, rounding=rounding)
+                book[price] = book.get(price, Decimal(0)) + qty
+            levels[side] = sorted(book.items(), reverse=side == "bid")
         return VenueQuote(venue=venue.name, symbol=self.symbol, ts=ts, bids=levels["bid"], asks=levels["ask"])
 
     def step(self) -> None:
