@@ -163,9 +163,16 @@ class Bench:
         await asyncio.gather(*futures)
         return sent
 
+    def check_tasks(self) -> None:
+        """A dead quote publisher or observer would silently skew every figure: stop instead."""
+        for task in self.tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                raise RuntimeError(f"bench task failed: {task.exception()!r}")
+
     async def wait_for(self, keys, done: dict, timeout_s: float) -> list[float]:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and not all(k in done for k in keys):
+            self.check_tasks()
             await asyncio.sleep(0.05)
         missing = sum(k not in done for k in keys)
         if missing:

@@ -46,11 +46,14 @@ class MarketSimulator:
         center = self.mid * (1 + ladder["offset"] / 1e4)
         levels = {}
         for side, sign in (("bid", -1), ("ask", 1)):
-            out = []
+            out: dict[Decimal, Decimal] = {}
             for gap, size in zip(ladder["gaps"], ladder["sizes"][side]):
                 qty = max(venue.step_size, floor_to_step(Decimal(str(round(size, 6))), venue.step_size))
-                out.append((Decimal(f"{center * (1 + sign * gap / 1e4):.2f}"), qty))
-            levels[side] = out
+                price = Decimal(f"{center * (1 + sign * gap / 1e4):.2f}")
+                # Gaps finer than a cent at low prices round to one price: one level, summed
+                # (a book with a price twice is refused by VenueQuote).
+                out[price] = out.get(price, Decimal(0)) + qty
+            levels[side] = list(out.items())
         return VenueQuote(venue=venue.name, symbol=self.symbol, ts=ts, bids=levels["bid"], asks=levels["ask"])
 
     def step(self) -> None:
