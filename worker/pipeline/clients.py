@@ -42,6 +42,7 @@ class KafkaClients:
         ``enable_idempotence`` setting allows a fallback ("auto", for Tansu)."""
         mode = self.settings.enable_idempotence
         options.setdefault("max_request_size", self.settings.max_request_bytes)
+        options.setdefault("max_batch_size", min(self.settings.producer_batch_bytes, options["max_request_size"]))
         common = dict(acks="all", linger_ms=2, **self._common(role), **options)
         if mode != "false":
             producer = AIOKafkaProducer(enable_idempotence=True, **common)
