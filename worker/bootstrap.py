@@ -29,6 +29,7 @@ from worker.execution.executor import Executor
 from worker.execution.journal import Journal
 from worker.execution.risk import RiskLimits
 from worker.observability import Health, Metrics, start_http
+from worker.pipeline.codec import EncodedCache
 from worker.pipeline.kafka import DeadLetters, KafkaClients, KafkaJournal, Producer, QuoteFeed, ensure_topics, read_partitions
 from worker.pipeline.compaction import JournalCompactor, JournalRecord
 from worker.pipeline.stats import Stats
@@ -250,7 +251,8 @@ def build(settings: Settings, venues: Sequence[VenueConfig], *, clients: KafkaCl
     allow = {account: frozenset(names) for account, names in s.account_venues.items()}
     index = JournalIndex(s.dedupe_capacity)
     producer = Producer(clients)
-    journal = journal or KafkaJournal(producer, s.topics.journal, index.record, max_bytes=s.max_request_bytes)
+    encoded = EncodedCache()  # each plan and intent encoded once: journal records and the plans topic
+    journal = journal or KafkaJournal(producer, s.topics.journal, index.record, max_bytes=s.max_request_bytes, cache=encoded)
     service = IntentService(venues, quotes, executor, limits, s.max_quote_age_ms, account_venues=allow,
                             max_rounds=s.max_rounds, execution_deadline_ms=s.execution_deadline_ms,
                             reserve_own_liquidity=s.reserve_own_liquidity, journal=journal, metrics=metrics,
@@ -266,7 +268,7 @@ def build(settings: Settings, venues: Sequence[VenueConfig], *, clients: KafkaCl
     read_journal = partial(compactor.read, read_records)
     worker = IntentWorker(s, service, None, producer, dead, read_journal, index=index,
                           fence=OwnershipFence(lease_s=0.6 * s.session_timeout_ms / 1000), health=health, stats=stats, metrics=metrics,
-                          compactor=compactor)
+                          compactor=compactor, encoded=encoded)
     app = WorkerApp(s, venues, clients, quotes, adapters, producer, feed, service, worker, stats, metrics, health, venue_rules)
     metrics.watch(app.gauges)
     return app
