@@ -23,6 +23,7 @@ from worker.domain.models import (
     RoutePlan,
     TimeInForce,
     VenueConfig,
+    trusted,
 )
 from worker.execution.breaker import VENUE_FAULTS
 from worker.domain.clock import now_ms
@@ -198,8 +199,8 @@ class IntentService:
     async def _run_round(self, entry: JournalEntry, intent: OrderIntent, plan: RoutePlan, legs: list[LegOutcome],
                          admit: Admission | None):
         coids = self.executor.client_order_ids(intent, plan)
-        new_round = JournalRound(plan=plan, legs=[JournalLeg(leg=leg, client_order_id=c) for leg, c in zip(plan.legs, coids)],
-                                 journaled_ms=self.clock())
+        new_round = trusted(JournalRound, plan=plan, legs=[trusted(JournalLeg, leg=leg, client_order_id=c) for leg, c in zip(plan.legs, coids)],
+                            journaled_ms=self.clock())
         rounds = self._resolved_rounds(entry, legs) + [new_round]
         entry = entry.model_copy(update={"state": IntentState.PLANNED, "rounds": rounds})
         # Before the first await: concurrent plans see this liquidity taken.
@@ -222,7 +223,7 @@ class IntentService:
         by_coid = {o.client_order_id: o for o in legs}
         out = []
         for rnd in entry.rounds:
-            out.append(JournalRound(plan=rnd.plan, legs=[
+            out.append(trusted(JournalRound, plan=rnd.plan, journaled_ms=rnd.journaled_ms, legs=[
                 jl.resolved(by_coid[jl.client_order_id].report, by_coid[jl.client_order_id].latency_ms) if jl.client_order_id in by_coid else jl
                 for jl in rnd.legs]))
         return out
