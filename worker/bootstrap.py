@@ -11,6 +11,7 @@ tests swap in fakes. ``WorkerApp.run`` starts and closes every component in one
 from __future__ import annotations
 
 import asyncio
+import gc
 import contextlib
 import time
 from dataclasses import dataclass, field
@@ -73,6 +74,15 @@ def prewarm(venues: dict[str, VenueConfig], quote: VenueQuote) -> None:
     if venue is not None:
         for side in Side:
             venue_route(side, venue, quote)
+
+
+def tune_gc() -> None:
+    """Fewer, cheaper garbage collections on the hot path: what start-up built (modules,
+    validators, the loaded books) is frozen out of every collection, and a young collection
+    runs per 20,000 allocations instead of 700 (an intent allocates thousands of objects)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 50)
 
 
 async def connect(settings: Settings, stop: asyncio.Event | None = None) -> None:
@@ -193,6 +203,7 @@ class WorkerApp:
             await self.feed.start()
             stack.push_async_callback(self.feed.stop)
             await self.feed.catch_up()  # every book is loaded before the first intent
+            tune_gc()
             supervisor = Supervisor(stop, self.health)
             stack.push_async_callback(supervisor.close)
             supervisor.spawn("quote-feed", self.feed.run)
