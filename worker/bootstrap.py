@@ -67,13 +67,11 @@ def build_adapter(venue: VenueConfig, quotes: QuoteCache, credentials=None) -> V
     raise ValueError(f"venue {venue.name}: unknown adapter {venue.adapter!r}")
 
 
-def prewarm(venues: dict[str, VenueConfig], quote: VenueQuote, quotes: QuoteCache | None = None) -> None:
+def prewarm(venues: dict[str, VenueConfig], quote: VenueQuote) -> None:
     """Prepare a new snapshot for routing as it arrives (prefix sums, fee-adjusted rates,
-    ranking entry), so the first intent after a quote update does not pay for it. Not when
-    this worker's own reservations still hold on the book: plans then see a view of it, never
-    the snapshot itself, and the work (a tenth of a loaded worker's CPU) would be wasted."""
-    if quotes is not None and quotes.reserved(quote.venue, quote.symbol):
-        return
+    ranking entry), so the first intent after a quote update does not pay for it."""
+    # Also when this worker's reservations hold on the book (plans then see a view of it):
+    # preparing it is what dead-letters a quote the router cannot use, at arrival.
     venue = venues.get(quote.venue)
     if venue is not None:
         for side in Side:
@@ -277,7 +275,7 @@ def build(settings: Settings, venues: Sequence[VenueConfig], *, clients: KafkaCl
                        max_value_bytes=s.dlq_max_value_bytes, max_error_chars=s.dlq_max_error_chars,
                        on_failed=lambda topic="": metrics.dead_letter_failures.labels(topic).inc())
     venue_rules = {v.name: v for v in venues}
-    feed = QuoteFeed(s, quotes, dead.send, on_update=partial(prewarm, venue_rules, quotes=quotes), clients=clients)
+    feed = QuoteFeed(s, quotes, dead.send, on_update=partial(prewarm, venue_rules), clients=clients)
     compactor = JournalCompactor(producer, s.topics.journal, index, s.dedupe_retention_ms)
     read_records = partial(read_partitions, s, s.topics.journal, model=JournalRecord, clients=clients)
     read_journal = partial(compactor.read, read_records)

@@ -115,10 +115,6 @@ class QuoteCache:
         """The raw snapshot, as the venue itself has it (what the paper venue matches on)."""
         return self._by_symbol.get(symbol, {}).get(venue)
 
-    def reserved(self, venue: str, symbol: str) -> bool:
-        """Whether this worker's reservations hold on the book (plans then see a view of it)."""
-        return (venue, symbol) in self._held
-
     def books(self, symbol: str) -> Mapping[str, VenueQuote]:
         """Every venue's book for ``symbol`` less this worker's own reservations."""
         out = {}
