@@ -95,7 +95,11 @@ class Bench:
         consumer = self.clients.consumer(role="bench-volume")
         await consumer.start()
         try:
-            tps = [TopicPartition(topic, p) for topic in self.outcome_topics for p in consumer.partitions_for_topic(topic) or ()]
+            await consumer.topics()  # a metadata refresh: every partition of every topic is known
+            counts = {topic: len(consumer.partitions_for_topic(topic) or ()) for topic in self.outcome_topics}
+            if any(n != self.settings.topic_partitions for n in counts.values()):
+                raise RuntimeError(f"bench: partitions not all known: {counts}")
+            tps = [TopicPartition(topic, p) for topic in self.outcome_topics for p in consumer.partitions_for_topic(topic)]
             return await consumer.end_offsets(tps)
         finally:
             await consumer.stop()
@@ -307,7 +311,7 @@ async def run_bench(args) -> None:
             await asyncio.sleep(1.0)  # the last journal records land (shorter than the fence lease)
             outcome = await bench.volume(before, await bench.end_offsets())
             processed = n
-            print(f"(a) 1 worker: {one:.0f} intents/s", file=sys.stderr)
+            print(f"(a) 1 worker: {one:.0f} intents/s; records, bytes by topic: {outcome}", file=sys.stderr)
             if profile:
                 bench.stop_workers()
                 print_bytes(outcome, processed)

@@ -155,6 +155,8 @@ class Settings(BaseSettings):
     # is full; at 16 KB (its default) a few journal records fill it, so every intent queued
     # behind it waits a broker round trip, and all of them wake on each drain.
     producer_batch_bytes: int = Field(default=524_288, ge=16_384, le=100 * 1_048_576)
+    # How long the producer waits to fill a batch before sending it (aiokafka's linger_ms).
+    producer_linger_ms: int = Field(default=0, ge=0, le=1_000)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
