@@ -77,10 +77,10 @@ class JournalRound(BaseModel):
         if not isinstance(legs, list) or not any(isinstance(jl, dict) and "leg" not in jl for jl in legs):
             return data
         planned = plan.get("legs") if isinstance(plan, dict) else getattr(plan, "legs", None)
-        if not isinstance(planned, list) or len(planned) != len(legs):
+        if not isinstance(planned, list):
             return data  # validation then names the missing field
-        return {**data, "legs": [{**jl, "leg": pl} if isinstance(jl, dict) and "leg" not in jl else jl
-                                 for jl, pl in zip(legs, planned)]}
+        return {**data, "legs": [{**jl, "leg": planned[i]} if isinstance(jl, dict) and "leg" not in jl and i < len(planned) else jl
+                                 for i, jl in enumerate(legs)]}
 
     @property
     def resolved(self) -> bool:
