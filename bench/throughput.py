@@ -89,47 +89,22 @@ class Bench:
                       asyncio.create_task(self.keep_alive())]
         t = self.settings.topics
         self.outcome_topics = [t.plans, t.fills, t.executions, t.journal]
+        self.seen: dict[tuple[str, str], list[int]] = {}  # (topic, run) -> [records, key+value bytes]
+        for topic in self.outcome_topics:
+            # Counting only: the default long fetch wait keeps these readers from loading the
+            # broker and the CPU while the worker is measured (5 ms readers did).
+            self.tasks.append(asyncio.create_task(self.observe(topic, self.on_outcome, fetch_max_wait_ms=500)))
 
-    async def end_offsets(self) -> dict:
-        """The end offset of every partition of the outcome topics, now."""
-        consumer = self.clients.consumer(role="bench-volume")
-        await consumer.start()
-        try:
-            await consumer.topics()  # a metadata refresh: every partition of every topic is known
-            counts = {topic: len(consumer.partitions_for_topic(topic) or ()) for topic in self.outcome_topics}
-            if any(n != self.settings.topic_partitions for n in counts.values()):
-                raise RuntimeError(f"bench: partitions not all known: {counts}")
-            tps = [TopicPartition(topic, p) for topic in self.outcome_topics for p in consumer.partitions_for_topic(topic)]
-            return await consumer.end_offsets(tps)
-        finally:
-            await consumer.stop()
+    def on_outcome(self, record, now: float) -> None:
+        run = (record.key or b"").split(b"-", 1)[0].decode(errors="replace")
+        seen = self.seen.setdefault((record.topic, run), [0, 0])
+        seen[0] += 1
+        seen[1] += len(record.value or b"") + len(record.key or b"")
 
-    async def volume(self, since: dict, until: dict) -> dict[str, tuple[int, int]]:
-        """Records and key+value bytes written to each outcome topic between two end-offset
-        snapshots. Read afterwards, so that measuring does not load the broker and the CPU
-        while the worker is measured (continuous 5 ms observers on four topics did)."""
-        consumer = self.clients.consumer(role="bench-volume")
-        await consumer.start()
-        out = {topic: [0, 0] for topic in self.outcome_topics}
-        try:
-            todo = {tp: end for tp, end in until.items() if end > since.get(tp, 0)}
-            consumer.assign(list(todo))
-            for tp in todo:
-                consumer.seek(tp, since.get(tp, 0))
-            while todo:
-                batch = await consumer.getmany(timeout_ms=500, max_records=10_000)
-                for tp, records in batch.items():
-                    for record in records:
-                        if record.offset < todo.get(tp, -1):
-                            seen = out[tp.topic]
-                            seen[0] += 1
-                            seen[1] += len(record.value or b"") + len(record.key or b"")
-                for tp in list(todo):
-                    if await consumer.position(tp) >= todo[tp]:
-                        del todo[tp]
-        finally:
-            await consumer.stop()
-        return {topic: (r, b) for topic, (r, b) in out.items()}
+    def volume(self, run: str) -> dict[str, tuple[int, int]]:
+        """Records and key+value bytes of the intents of ``run`` (every outcome record is keyed
+        by its intent id) on each outcome topic."""
+        return {topic: tuple(self.seen.get((topic, run), (0, 0))) for topic in self.outcome_topics}
 
     async def keep_alive(self) -> None:
         """A trickle of intents (5/s) between the measured phases. Why: the worker's ownership
@@ -158,9 +133,10 @@ class Bench:
                 await sim.publish_all(self.producer, self.settings.topics.quotes)
             await asyncio.sleep(0.2)
 
-    async def observe(self, topic: str, handle) -> None:
-        # A short fetch wait: the observer must not add its own poll delay to the latencies it measures.
-        consumer = self.clients.consumer(topic, role="bench-observer", auto_offset_reset="latest", fetch_max_wait_ms=5)
+    async def observe(self, topic: str, handle, fetch_max_wait_ms: int = 5) -> None:
+        # A short fetch wait for latencies: the observer must not add its own poll delay to them.
+        consumer = self.clients.consumer(topic, role="bench-observer", auto_offset_reset="latest",
+                                         fetch_max_wait_ms=fetch_max_wait_ms)
         await consumer.start()
         try:
             while True:
@@ -305,11 +281,10 @@ async def run_bench(args) -> None:
             _, port = bench.spawn_worker("worker-1", profile)
             await bench.wait_ready(port)
             await bench.drain("warm", 50, 60)
-            before = await bench.end_offsets()
             one = await bench.drain("one", n, 600)
             bench.trickle = False
-            await asyncio.sleep(1.0)  # the last journal records land (shorter than the fence lease)
-            outcome = await bench.volume(before, await bench.end_offsets())
+            await asyncio.sleep(1.5)  # the last journal records (done markers) land; shorter than the fence lease
+            outcome = bench.volume("one")
             processed = n
             print(f"(a) 1 worker: {one:.0f} intents/s; records, bytes by topic: {outcome}", file=sys.stderr)
             if profile:
