@@ -33,6 +33,7 @@ from collections import Counter
 from pathlib import Path
 
 import orjson
+from aiokafka import TopicPartition
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -87,15 +88,23 @@ class Bench:
                       asyncio.create_task(self.observe(PASSTHROUGH_OUT, self.on_passthrough)),
                       asyncio.create_task(self.keep_alive())]
         t = self.settings.topics
-        self.volume: dict[str, list[int]] = {}   # topic -> [records, key+value bytes] seen since start
-        for topic in (t.plans, t.fills, t.executions, t.journal):
-            self.volume[topic] = [0, 0]
-            self.tasks.append(asyncio.create_task(self.observe(topic, self.on_outcome)))
+        self.outcome_topics = [t.plans, t.fills, t.executions, t.journal]
+        self.seen: dict[tuple[str, str], list[int]] = {}  # (topic, run) -> [records, key+value bytes]
+        for topic in self.outcome_topics:
+            # Counting only: the default long fetch wait keeps these readers from loading the
+            # broker and the CPU while the worker is measured (5 ms readers did).
+            self.tasks.append(asyncio.create_task(self.observe(topic, self.on_outcome, fetch_max_wait_ms=500)))
 
     def on_outcome(self, record, now: float) -> None:
-        seen = self.volume[record.topic]
+        run = (record.key or b"").split(b"-", 1)[0].decode(errors="replace")
+        seen = self.seen.setdefault((record.topic, run), [0, 0])
         seen[0] += 1
         seen[1] += len(record.value or b"") + len(record.key or b"")
+
+    def volume(self, run: str) -> dict[str, tuple[int, int]]:
+        """Records and key+value bytes of the intents of ``run`` (every outcome record is keyed
+        by its intent id) on each outcome topic."""
+        return {topic: tuple(self.seen.get((topic, run), (0, 0))) for topic in self.outcome_topics}
 
     async def keep_alive(self) -> None:
         """A trickle of intents (5/s) between the measured phases. Why: the worker's ownership
@@ -124,9 +133,10 @@ class Bench:
                 await sim.publish_all(self.producer, self.settings.topics.quotes)
             await asyncio.sleep(0.2)
 
-    async def observe(self, topic: str, handle) -> None:
-        # A short fetch wait: the observer must not add its own poll delay to the latencies it measures.
-        consumer = self.clients.consumer(topic, role="bench-observer", auto_offset_reset="latest", fetch_max_wait_ms=5)
+    async def observe(self, topic: str, handle, fetch_max_wait_ms: int = 5) -> None:
+        # A short fetch wait for latencies: the observer must not add its own poll delay to them.
+        consumer = self.clients.consumer(topic, role="bench-observer", auto_offset_reset="latest",
+                                         fetch_max_wait_ms=fetch_max_wait_ms)
         await consumer.start()
         try:
             while True:
@@ -163,9 +173,16 @@ class Bench:
         await asyncio.gather(*futures)
         return sent
 
+    def check_tasks(self) -> None:
+        """A dead quote publisher or observer would silently skew every figure: stop instead."""
+        for task in self.tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                raise RuntimeError(f"bench task failed: {task.exception()!r}")
+
     async def wait_for(self, keys, done: dict, timeout_s: float) -> list[float]:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and not all(k in done for k in keys):
+            self.check_tasks()
             await asyncio.sleep(0.05)
         missing = sum(k not in done for k in keys)
         if missing:
@@ -264,13 +281,12 @@ async def run_bench(args) -> None:
             _, port = bench.spawn_worker("worker-1", profile)
             await bench.wait_ready(port)
             await bench.drain("warm", 50, 60)
-            before = {topic: list(v) for topic, v in bench.volume.items()}
             one = await bench.drain("one", n, 600)
             bench.trickle = False
-            await asyncio.sleep(1.0)  # the last journal records land (shorter than the fence lease)
-            outcome = {topic: (v[0] - before[topic][0], v[1] - before[topic][1]) for topic, v in bench.volume.items()}
+            await asyncio.sleep(1.5)  # the last journal records (done markers) land; shorter than the fence lease
+            outcome = bench.volume("one")
             processed = n
-            print(f"(a) 1 worker: {one:.0f} intents/s", file=sys.stderr)
+            print(f"(a) 1 worker: {one:.0f} intents/s; records, bytes by topic: {outcome}", file=sys.stderr)
             if profile:
                 bench.stop_workers()
                 print_bytes(outcome, processed)

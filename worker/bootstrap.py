@@ -11,6 +11,7 @@ tests swap in fakes. ``WorkerApp.run`` starts and closes every component in one
 from __future__ import annotations
 
 import asyncio
+import gc
 import contextlib
 import time
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from worker.execution.executor import Executor
 from worker.execution.journal import Journal
 from worker.execution.risk import RiskLimits
 from worker.observability import Health, Metrics, start_http
+from worker.pipeline.codec import EncodedCache
 from worker.pipeline.kafka import DeadLetters, KafkaClients, KafkaJournal, Producer, QuoteFeed, ensure_topics, read_partitions
 from worker.pipeline.compaction import JournalCompactor, JournalRecord
 from worker.pipeline.stats import Stats
@@ -68,10 +70,21 @@ def build_adapter(venue: VenueConfig, quotes: QuoteCache, credentials=None) -> V
 def prewarm(venues: dict[str, VenueConfig], quote: VenueQuote) -> None:
     """Prepare a new snapshot for routing as it arrives (prefix sums, fee-adjusted rates,
     ranking entry), so the first intent after a quote update does not pay for it."""
+    # Also when this worker's reservations hold on the book (plans then see a view of it):
+    # preparing it is what dead-letters a quote the router cannot use, at arrival.
     venue = venues.get(quote.venue)
     if venue is not None:
         for side in Side:
             venue_route(side, venue, quote)
+
+
+def tune_gc() -> None:
+    """Fewer, cheaper garbage collections on the hot path: what start-up built (modules,
+    validators, the loaded books) is frozen out of every collection, and a young collection
+    runs per 20,000 allocations instead of 700 (an intent allocates thousands of objects)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 50)
 
 
 async def connect(settings: Settings, stop: asyncio.Event | None = None) -> None:
@@ -192,6 +205,7 @@ class WorkerApp:
             await self.feed.start()
             stack.push_async_callback(self.feed.stop)
             await self.feed.catch_up()  # every book is loaded before the first intent
+            tune_gc()
             supervisor = Supervisor(stop, self.health)
             stack.push_async_callback(supervisor.close)
             supervisor.spawn("quote-feed", self.feed.run)
@@ -250,7 +264,8 @@ def build(settings: Settings, venues: Sequence[VenueConfig], *, clients: KafkaCl
     allow = {account: frozenset(names) for account, names in s.account_venues.items()}
     index = JournalIndex(s.dedupe_capacity)
     producer = Producer(clients)
-    journal = journal or KafkaJournal(producer, s.topics.journal, index.record, max_bytes=s.max_request_bytes)
+    encoded = EncodedCache()  # each plan and intent encoded once: journal records and the plans topic
+    journal = journal or KafkaJournal(producer, s.topics.journal, index.record, max_bytes=s.max_request_bytes, cache=encoded)
     service = IntentService(venues, quotes, executor, limits, s.max_quote_age_ms, account_venues=allow,
                             max_rounds=s.max_rounds, execution_deadline_ms=s.execution_deadline_ms,
                             reserve_own_liquidity=s.reserve_own_liquidity, journal=journal, metrics=metrics,
@@ -266,7 +281,7 @@ def build(settings: Settings, venues: Sequence[VenueConfig], *, clients: KafkaCl
     read_journal = partial(compactor.read, read_records)
     worker = IntentWorker(s, service, None, producer, dead, read_journal, index=index,
                           fence=OwnershipFence(lease_s=0.6 * s.session_timeout_ms / 1000), health=health, stats=stats, metrics=metrics,
-                          compactor=compactor)
+                          compactor=compactor, encoded=encoded)
     app = WorkerApp(s, venues, clients, quotes, adapters, producer, feed, service, worker, stats, metrics, health, venue_rules)
     metrics.watch(app.gauges)
     return app

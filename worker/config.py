@@ -149,6 +149,14 @@ class Settings(BaseSettings):
     feed_interval_ms: int = Field(default=500, ge=10, le=600_000)
     feed_depth: int = Field(default=20, ge=1, le=5_000)
     feed_timeout_ms: int = Field(default=3_000, ge=10, le=600_000)
+    # --- throughput (issue 12) ---
+    # The producer's batch per partition (aiokafka's max_batch_size; capped at
+    # max_request_bytes). aiokafka queues one batch per partition and a send waits while it
+    # is full; at 16 KB (its default) a few journal records fill it, so every intent queued
+    # behind it waits a broker round trip, and all of them wake on each drain.
+    producer_batch_bytes: int = Field(default=524_288, ge=16_384, le=100 * 1_048_576)
+    # How long the producer waits to fill a batch before sending it (aiokafka's linger_ms).
+    producer_linger_ms: int = Field(default=0, ge=0, le=1_000)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,

@@ -51,6 +51,10 @@ def json_schemas() -> dict[str, dict]:
     out = {}
     for _, name, model, mode, *_ in EVENTS:
         schema = model.model_json_schema(mode=mode)
+        if model is JournalEntry:  # the record leaves out a leg's planned leg: it is its round's plan.legs[i]
+            leg = schema["$defs"]["JournalLeg"]
+            leg["required"] = [f for f in leg["required"] if f != "leg"]
+            leg["properties"]["leg"] = {**leg["properties"]["leg"], "description": "Absent when equal to the round's plan.legs[i]."}
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
         schema["$id"] = file_name(name)
         out[file_name(name)] = schema

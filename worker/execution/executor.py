@@ -24,6 +24,7 @@ from worker.domain.models import (
     OrderIntent,
     PlanLeg,
     RoutePlan,
+    trusted,
 )
 from worker.domain.money import ZERO
 from worker.domain.money import average_price
@@ -161,16 +162,20 @@ def build_result(
     trades.sort(key=lambda x: (x[0], x[1], x[2]))
     fills: list[Fill] = []
     events: list[FillEvent] = []
+    # trusted(): every value below is already a typed, checked Decimal/enum/str computed here
+    # or reported by an adapter; validating them again cost a fifth of an intent's CPU.
     for alloc_id, (_, provider, _, coid, t) in enumerate(trades):
-        fill = Fill(price=t.price, qty=t.qty, commission=t.commission, commissionAsset=t.commission_asset, allocId=alloc_id, provider=provider)
+        fill = trusted(Fill, price=t.price, qty=t.qty, commission=t.commission, commissionAsset=t.commission_asset,
+                       allocId=alloc_id, provider=provider)
         fills.append(fill)
         fid = fill_id(intent.intent_id, alloc_id)
-        events.append(FillEvent(event_id=f"fill:{fid}", fill_id=fid, intent_id=intent.intent_id, account_id=intent.account_id,
-                                plan_id=plan.plan_id, symbol=intent.symbol, side=intent.side, client_order_id=coid, fill=fill))
+        events.append(trusted(FillEvent, event_id=f"fill:{fid}", fill_id=fid, intent_id=intent.intent_id,
+                              account_id=intent.account_id, plan_id=plan.plan_id, symbol=intent.symbol, side=intent.side,
+                              client_order_id=coid, fill=fill))
     filled = sum((f.qty for f in fills), ZERO)
     quote_qty = sum((f.price * f.qty for f in fills), ZERO)
     legs = [
-        LegResult(
+        trusted(LegResult,
             provider=o.leg.provider, order_id=o.report.order_id, client_order_id=o.client_order_id, qty=o.leg.qty,
             filled_qty=o.report.filled_qty, price=_vwap(o.report), status=o.report.status, latency_ms=o.latency_ms,
             error=o.report.error,
@@ -181,7 +186,7 @@ def build_result(
     reasons = [f"{leg.provider}: {leg.status.value}{' (' + leg.error + ')' if leg.error else ''}" for leg in legs if leg.status is not LegStatus.FILLED]
     if filled < intent.qty:
         reasons.append(f"filled {filled} of {intent.qty} in {len(plans)} round(s)")
-    result = ExecutionResult(
+    result = trusted(ExecutionResult,
         event_id=result_event_id(intent.intent_id), plan_id=plan.plan_id, intent_id=intent.intent_id,
         account_id=intent.account_id, symbol=intent.symbol, side=intent.side, algorithm=plan.algorithm,
         total_qty=intent.qty, filled_qty=filled, vwap=average_price(quote_qty, filled) if filled else None,

@@ -15,16 +15,17 @@ there just redelivers the intent. The *planned* record (intent, plan, client ord
 acknowledged by the broker **before** a leg is placed; from then on the orders may exist, so
 recovery asks the venues by client order id before placing anything. *legs resolved* is
 written as part of the next round's *planned* record or of *completed*. *completed* holds
-the result and fills verbatim, so a republish after a crash is byte-identical.
+the resolved legs (every trade) and the result's latency; the result and fills are rebuilt
+from them by the same deterministic function, so a republish after a crash is byte-identical.
 """
 
 from __future__ import annotations
 
 from decimal import Decimal
 from enum import Enum
-from typing import Protocol
+from typing import Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from worker.domain.models import Dec, ExecutionResult, LegStatus, OrderIntent, PlanLeg, RoutePlan
 from worker.venues.base import OrderReport, VenueTrade
@@ -60,10 +61,26 @@ class JournalLeg(BaseModel):
 class JournalRound(BaseModel):
     model_config = ConfigDict(frozen=True)
     plan: RoutePlan
+    #: One per plan leg, in the plan's order. On the wire a leg may leave out its ``leg``
+    #: (it is ``plan.legs[i]``): the record carries each planned leg once.
     legs: list[JournalLeg]
     #: When the round was journaled (epoch ms): no leg of it can reach a venue before, and
     #: recovery waits until any request of it must be dead before calling a leg not placed.
     journaled_ms: int | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legs_from_plan(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        legs, plan = data.get("legs"), data.get("plan")
+        if not isinstance(legs, list) or not any(isinstance(jl, dict) and "leg" not in jl for jl in legs):
+            return data
+        planned = plan.get("legs") if isinstance(plan, dict) else getattr(plan, "legs", None)
+        if not isinstance(planned, list):
+            return data  # validation then names the missing field
+        return {**data, "legs": [{**jl, "leg": planned[i]} if isinstance(jl, dict) and "leg" not in jl and i < len(planned) else jl
+                                 for i, jl in enumerate(legs)]}
 
     @property
     def resolved(self) -> bool:
@@ -91,10 +108,13 @@ class JournalEntry(BaseModel):
     source_partition: int
     source_offset: int
     rounds: list[JournalRound] = Field(default_factory=list)
-    #: The final result, without its ``fills``: every trade is stored once, in its leg, and
-    #: the fills are rebuilt from the legs (deterministically, byte for byte) on recovery.
+    #: A rejection's result. An executed intent's result is not stored (older records hold
+    #: it without its ``fills``): it is rebuilt from the legs, deterministically and byte for
+    #: byte, with ``latency_ms``; every trade is stored once, in its leg.
     result: ExecutionResult | None = None
     amendments: list[JournalAmendment] = Field(default_factory=list)
+    #: The executed result's ``latency_ms`` (completed entries without ``result``).
+    latency_ms: int | None = None
 
     def unknown_legs(self) -> list[JournalLeg]:
         """Legs of a completed intent still of unknown state, after every amendment."""

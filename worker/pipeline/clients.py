@@ -42,7 +42,11 @@ class KafkaClients:
         ``enable_idempotence`` setting allows a fallback ("auto", for Tansu)."""
         mode = self.settings.enable_idempotence
         options.setdefault("max_request_size", self.settings.max_request_bytes)
-        common = dict(acks="all", linger_ms=2, **self._common(role), **options)
+        options.setdefault("max_batch_size", min(self.settings.producer_batch_bytes, options["max_request_size"]))
+        # No linger: a send goes at once when the broker is idle; under load aiokafka batches
+        # anyway (one request in flight per broker), and every intent waits on three acks in turn.
+        options.setdefault("linger_ms", self.settings.producer_linger_ms)
+        common = dict(acks="all", **self._common(role), **options)
         if mode != "false":
             producer = AIOKafkaProducer(enable_idempotence=True, **common)
             sender_log = logging.getLogger("aiokafka.producer.sender")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import OrderedDict
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -142,3 +143,28 @@ def encode_within(result: ExecutionResult, max_bytes: int) -> bytes:
         else:
             hi = mid - 1
     return encode(result.model_copy(update={"fills": result.fills[:lo], "fills_complete": False}))
+
+
+class EncodedCache:
+    """The JSON of recently encoded immutable (frozen) domain objects, by identity.
+
+    A plan is published on the plans topic and also written in every journal record of its
+    intent (planned, then completed), and the intent in each of those records: this encodes
+    each once. An entry holds its object, so its ``id`` cannot be reused while cached.
+    """
+
+    def __init__(self, capacity: int = 4096):
+        self.capacity = capacity
+        self._by_id: OrderedDict[int, tuple[BaseModel, bytes]] = OrderedDict()
+
+    def encode(self, obj: BaseModel) -> bytes:
+        key = id(obj)
+        hit = self._by_id.get(key)
+        if hit is not None and hit[0] is obj:
+            return hit[1]
+        value = encode(obj)
+        self._by_id[key] = (obj, value)
+        if len(self._by_id) > self.capacity:
+            self._by_id.popitem(last=False)
+        return value
+

@@ -8,6 +8,7 @@ import hashlib
 import time
 from typing import Awaitable, Callable
 
+import orjson
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import NewTopic
@@ -17,7 +18,8 @@ from worker.config import Settings
 from worker.pipeline.clients import KafkaClients, Producer  # noqa: F401  (Producer: the one process-wide producer)
 from worker.domain.errors import InputError
 from worker.domain.models import VenueQuote
-from worker.pipeline.codec import decode
+from worker.pipeline.codec import EncodedCache, decode, encode
+from worker.execution.journal import JournalEntry
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the cache is handed in; the Kafka layer never needs the service at run time
@@ -124,6 +126,33 @@ async def read_partitions(settings: Settings, topic: str, partitions: list[int],
     return latest
 
 
+#: The fields :func:`encode_entry` writes; a unit test keeps it equal to the models', so a
+#: field added to the journal models is never silently left out of the records.
+JOURNAL_ENTRY_FIELDS = ("intent_id", "state", "intent", "received_ms", "source_partition", "source_offset", "rounds",
+                        "result", "amendments", "latency_ms")
+JOURNAL_ROUND_FIELDS = ("plan", "legs", "journaled_ms")
+_LEG = {"leg"}
+
+
+def encode_entry(entry: JournalEntry, cache: EncodedCache) -> bytes:
+    """A journal record: the JSON of ``entry``, with its intent and plans encoded once
+    (``cache``) and each round's legs without the planned leg they repeat (``plan.legs[i]``;
+    :class:`~worker.execution.journal.JournalRound` puts it back when it reads the record)."""
+    rounds = []
+    for rnd in entry.rounds:
+        legs = []
+        for i, jl in enumerate(rnd.legs):
+            planned = i < len(rnd.plan.legs) and (jl.leg is rnd.plan.legs[i] or jl.leg == rnd.plan.legs[i])
+            legs.append(orjson.Fragment(jl.__pydantic_serializer__.to_json(jl, exclude=_LEG) if planned else encode(jl)))
+        rounds.append({"plan": orjson.Fragment(cache.encode(rnd.plan)), "legs": legs, "journaled_ms": rnd.journaled_ms})
+    return orjson.dumps({
+        "intent_id": entry.intent_id, "state": entry.state.value, "intent": orjson.Fragment(cache.encode(entry.intent)),
+        "received_ms": entry.received_ms, "source_partition": entry.source_partition, "source_offset": entry.source_offset,
+        "rounds": rounds, "result": orjson.Fragment(encode(entry.result)) if entry.result is not None else None,
+        "amendments": [orjson.Fragment(encode(a)) for a in entry.amendments], "latency_ms": entry.latency_ms,
+    })
+
+
 class RecordTooLarge(KafkaError):
     """A record over ``SOR_MAX_REQUEST_BYTES``: refused here with its size, before the broker."""
 
@@ -133,16 +162,15 @@ class KafkaJournal:
     acknowledged (acks=all) before ``write`` returns."""
 
     def __init__(self, producer: Producer, topic: str, on_write: Callable[..., None] = lambda entry: None,
-                 max_bytes: int | None = None):
+                 max_bytes: int | None = None, cache: EncodedCache | None = None):
         self.producer = producer
         self.topic = topic
         self.on_write = on_write
         self.max_bytes = max_bytes
+        self.cache = cache if cache is not None else EncodedCache()  # shared with the outcome publisher
 
     async def write(self, entry) -> None:
-        from worker.pipeline.codec import encode
-
-        value = encode(entry)
+        value = encode_entry(entry, self.cache)
         if self.max_bytes is not None and len(value) > self.max_bytes:
             # Never silently dropped: the intent stays in flight (retried, not ready, alerted).
             raise RecordTooLarge(f"journal record of {entry.intent_id} is {len(value)} bytes, over SOR_MAX_REQUEST_BYTES={self.max_bytes}")

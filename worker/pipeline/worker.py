@@ -26,7 +26,7 @@ from worker.domain.models import OrderIntent
 from worker.execution.executor import rejected_result
 from worker.execution.journal import IntentState, JournalEntry
 from worker.observability import Health, Metrics
-from worker.pipeline.codec import encode, encode_within
+from worker.pipeline.codec import EncodedCache, encode, encode_within
 from worker.pipeline.compaction import JournalCompactor
 from worker.pipeline.intake import decode_intent
 from worker.pipeline.kafka import DeadLetters, Producer
@@ -63,7 +63,7 @@ class IntentWorker:
                  dead_letters: DeadLetters, read_journal: JournalReader, *, index: JournalIndex | None = None,
                  fence: OwnershipFence | None = None, health: Health | None = None, stats: Stats | None = None,
                  metrics: Metrics | None = None, sweeper: LateFillSweeper | None = None,
-                 compactor: JournalCompactor | None = None):
+                 compactor: JournalCompactor | None = None, encoded: EncodedCache | None = None):
         self.settings = settings
         self.service = service
         self.consumer = consumer
@@ -78,6 +78,7 @@ class IntentWorker:
         self.stats = stats or Stats()
         self.metrics = metrics or Metrics()
         self.compactor = compactor  # shrinks committed intents' journal entries to markers
+        self.encoded = encoded if encoded is not None else EncodedCache()  # plans the journal encoded already
         self.tracker = OffsetTracker()
         self.active: set[str] = set()  # intents being worked on in this process
         self.tasks: dict[TopicPartition, set[asyncio.Task]] = defaultdict(set)
@@ -274,7 +275,7 @@ class IntentWorker:
         key = outcome.intent.intent_id.encode()
         sends = []
         for plan in outcome.plans:
-            sends.append(await self.producer.send(t.plans, encode(plan), key=key))
+            sends.append(await self.producer.send(t.plans, self.encoded.encode(plan), key=key))
         for fill in outcome.fills:
             sends.append(await self.producer.send(t.fills, encode(fill), key=key))
         if outcome.result is not None:

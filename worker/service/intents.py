@@ -23,6 +23,7 @@ from worker.domain.models import (
     RoutePlan,
     TimeInForce,
     VenueConfig,
+    trusted,
 )
 from worker.execution.breaker import VENUE_FAULTS
 from worker.domain.clock import now_ms
@@ -58,10 +59,13 @@ class Outcome:
         fills are rebuilt from the journaled legs by the same deterministic function."""
         plans = [r.plan for r in entry.rounds]
         result = entry.result
-        if result is None or result.status is ExecutionStatus.REJECTED or not plans:
+        if result is not None and (result.status is ExecutionStatus.REJECTED or not plans):
             return cls(entry.intent, plans, result, [])
+        if result is None and (entry.latency_ms is None or not plans):
+            return cls(entry.intent, plans, None, [])
         legs = [LegOutcome(jl.leg, jl.client_order_id, jl.report(), jl.latency_ms) for r in entry.rounds for jl in r.legs]
-        result, fills = build_result(entry.intent, plans, legs, result.latency_ms)
+        latency_ms = entry.latency_ms if result is None else result.latency_ms  # older records store the result
+        result, fills = build_result(entry.intent, plans, legs, latency_ms)
         for amendment in entry.amendments:
             found = [LegOutcome(jl.leg, jl.client_order_id, jl.report(), jl.latency_ms) for jl in amendment.legs]
             result, late = amend_result(entry.intent, plans, result, found)
@@ -195,8 +199,8 @@ class IntentService:
     async def _run_round(self, entry: JournalEntry, intent: OrderIntent, plan: RoutePlan, legs: list[LegOutcome],
                          admit: Admission | None):
         coids = self.executor.client_order_ids(intent, plan)
-        new_round = JournalRound(plan=plan, legs=[JournalLeg(leg=leg, client_order_id=c) for leg, c in zip(plan.legs, coids)],
-                                 journaled_ms=self.clock())
+        new_round = trusted(JournalRound, plan=plan, legs=[trusted(JournalLeg, leg=leg, client_order_id=c) for leg, c in zip(plan.legs, coids)],
+                            journaled_ms=self.clock())
         rounds = self._resolved_rounds(entry, legs) + [new_round]
         entry = entry.model_copy(update={"state": IntentState.PLANNED, "rounds": rounds})
         # Before the first await: concurrent plans see this liquidity taken.
@@ -219,7 +223,7 @@ class IntentService:
         by_coid = {o.client_order_id: o for o in legs}
         out = []
         for rnd in entry.rounds:
-            out.append(JournalRound(plan=rnd.plan, legs=[
+            out.append(trusted(JournalRound, plan=rnd.plan, journaled_ms=rnd.journaled_ms, legs=[
                 jl.resolved(by_coid[jl.client_order_id].report, by_coid[jl.client_order_id].latency_ms) if jl.client_order_id in by_coid else jl
                 for jl in rnd.legs]))
         return out
@@ -227,8 +231,9 @@ class IntentService:
     async def _complete(self, entry: JournalEntry, legs: list[LegOutcome], admit: Admission | None = None) -> Outcome:
         plans = [r.plan for r in entry.rounds]
         result, fills = build_result(entry.intent, plans, legs, self.clock() - entry.received_ms)
+        # The result itself is not journaled: Outcome.from_journal rebuilds it from the legs.
         entry = entry.model_copy(update={"state": IntentState.COMPLETED, "rounds": self._resolved_rounds(entry, legs),
-                                         "result": result.model_copy(update={"fills": []})})
+                                         "latency_ms": result.latency_ms})
         self._in_flight[entry.intent_id] = entry
         if admit is not None:
             await admit()  # only the partition's owner completes the intent: one truth, not two

@@ -58,6 +58,9 @@ class QuoteCache:
         self.on_drop = on_drop
         self._by_symbol: dict[str, dict[str, VenueQuote]] = {}
         self._held: dict[tuple[str, str], list[Reservation]] = {}
+        # (venue, symbol) -> (side, price) -> quantity the held reservations take, summed in
+        # reservation order (kept up to date, so a view costs one pass over the book).
+        self._taken: dict[tuple[str, str], dict[tuple[Side, Decimal], Decimal]] = {}
         self._views: dict[tuple[str, str], VenueQuote] = {}  # snapshot less reservations, until either changes
         # (venue, symbol) -> levels dropped from the cached snapshot by the depth cap
         self._capped: dict[tuple[str, str], int] = {}
@@ -93,6 +96,7 @@ class QuoteCache:
                 self._held[key] = kept
             else:
                 del self._held[key]
+            self._retake(key)
         return True
 
     def _capped_copy(self, quote: VenueQuote) -> tuple[VenueQuote, int]:
@@ -121,10 +125,7 @@ class QuoteCache:
     def _view(self, venue: str, symbol: str, raw: VenueQuote) -> VenueQuote:
         view = self._views.get((venue, symbol))
         if view is None:
-            taken: dict[tuple[Side, Decimal], Decimal] = {}
-            for r in self._held[(venue, symbol)]:
-                for price, qty in r.levels.items():
-                    taken[(r.side, price)] = taken.get((r.side, price), ZERO) + qty
+            taken = self._taken.get((venue, symbol), {})
 
             def left(side: Side, levels):
                 rest = ((p, q - taken.get((side, p), ZERO)) for p, q in levels)
@@ -154,8 +155,12 @@ class QuoteCache:
                 taken[price] = take
                 left -= take
             reservation = Reservation(leg.provider, plan.symbol, plan.side, taken)
-            self._held.setdefault((leg.provider, plan.symbol), []).append(reservation)
-            self._views.pop((leg.provider, plan.symbol), None)
+            key = (leg.provider, plan.symbol)
+            self._held.setdefault(key, []).append(reservation)
+            totals = self._taken.setdefault(key, {})
+            for price, qty in taken.items():
+                totals[(plan.side, price)] = totals.get((plan.side, price), ZERO) + qty
+            self._views.pop(key, None)
             out.append(reservation)
         return out
 
@@ -174,6 +179,18 @@ class QuoteCache:
                 self._views.pop((r.venue, r.symbol), None)
                 if not held:
                     del self._held[(r.venue, r.symbol)]
+                self._retake((r.venue, r.symbol))
+
+    def _retake(self, key: tuple[str, str]) -> None:
+        """Sum what the held reservations of ``key`` take again, in reservation order."""
+        taken: dict[tuple[Side, Decimal], Decimal] = {}
+        for r in self._held.get(key, ()):
+            for price, qty in r.levels.items():
+                taken[(r.side, price)] = taken.get((r.side, price), ZERO) + qty
+        if taken:
+            self._taken[key] = taken
+        else:
+            self._taken.pop(key, None)
 
     def all(self) -> list[VenueQuote]:
         return [q for books in self._by_symbol.values() for q in books.values()]

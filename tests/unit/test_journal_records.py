@@ -1,0 +1,66 @@
+"""Journal records on the wire: compact (each plan and intent encoded once, planned legs not
+repeated, no executed result) and read back exactly, older full records included."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.support.fakes import MemoryJournal
+from tests.unit.test_service import NOW, setup
+from tests.support.scenarios import make_intent
+from worker.execution.journal import JournalEntry, JournalRound
+from worker.pipeline.codec import EncodedCache, encode
+from worker.pipeline.compaction import JournalRecord
+from worker.pipeline.kafka import JOURNAL_ENTRY_FIELDS, JOURNAL_ROUND_FIELDS, encode_entry
+from worker.service.intents import Outcome, Source
+
+
+def _run(qty: str = "1.5") -> tuple[MemoryJournal, Outcome]:
+    service, _, journal, *_ = setup()
+    out = asyncio.run(service.handle(make_intent(qty), NOW, Source(1, 9)))
+    return journal, out
+
+
+def test_the_encoder_writes_every_field_of_the_journal_models():
+    assert set(JOURNAL_ENTRY_FIELDS) == set(JournalEntry.model_fields)
+    assert set(JOURNAL_ROUND_FIELDS) == set(JournalRound.model_fields)
+
+
+def test_every_record_reads_back_equal_and_the_outcome_rebuilds_byte_identical():
+    journal, out = _run()
+    cache = EncodedCache()
+    for entry in journal.records:
+        assert JournalRecord.validate_json(encode_entry(entry, cache)) == entry
+    final = JournalRecord.validate_json(encode_entry(journal.records[-1], cache))
+    again = Outcome.from_journal(final)
+    assert encode(again.result) == encode(out.result)
+    assert [encode(f) for f in again.fills] == [encode(f) for f in out.fills]
+    assert [encode(p) for p in again.plans] == [encode(p) for p in out.plans]
+
+
+def test_records_are_smaller_than_the_full_snapshot():
+    journal, _ = _run()
+    final = journal.records[-1]
+    assert final.result is None and final.latency_ms is not None  # rebuilt from the legs
+    compact = encode_entry(final, EncodedCache())
+    assert len(compact) < len(encode(final))
+    assert compact.count(b'"worst_price"') == len(final.rounds[0].plan.legs)  # each planned leg once
+
+
+def test_an_older_full_record_with_the_result_still_recovers_exactly():
+    journal, out = _run()
+    final = journal.records[-1]
+    older = final.model_copy(update={"result": out.result.model_copy(update={"fills": []}), "latency_ms": None})
+    read = JournalRecord.validate_json(encode(older))  # the old encoder: every field, legs whole
+    again = Outcome.from_journal(read)
+    assert encode(again.result) == encode(out.result)
+    assert [encode(f) for f in again.fills] == [encode(f) for f in out.fills]
+
+
+def test_the_cache_encodes_each_object_once_and_never_confuses_two():
+    journal, out = _run()
+    cache = EncodedCache(capacity=2)
+    plan = out.plans[0]
+    assert cache.encode(plan) is cache.encode(plan)
+    other = plan.model_copy(update={"round": 7})
+    assert cache.encode(other) == encode(other) != cache.encode(plan)
