@@ -12,8 +12,9 @@ $(STAMP): pyproject.toml
 .PHONY: demo test bench install
 install: $(STAMP)
 
+# `make demo ARGS=--ccxt`: the same run through ccxt's own binance class against the local paper venue.
 demo: $(STAMP)
-	$(VENV)/bin/sor demo
+	$(VENV)/bin/sor demo $(ARGS)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest
