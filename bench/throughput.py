@@ -79,14 +79,12 @@ class Bench:
         self.pt_done: dict[bytes, float] = {}
         self.pt_per_intent = 0
         self.workers: list[subprocess.Popen] = []
-        self.trickle = False
 
     async def start(self) -> None:
         self.producer = await self.clients.producer(role="bench")
         self.tasks = [asyncio.create_task(self.publish_quotes()),
                       asyncio.create_task(self.observe(self.settings.topics.executions, self.on_result)),
-                      asyncio.create_task(self.observe(PASSTHROUGH_OUT, self.on_passthrough)),
-                      asyncio.create_task(self.keep_alive())]
+                      asyncio.create_task(self.observe(PASSTHROUGH_OUT, self.on_passthrough))]
         t = self.settings.topics
         self.outcome_topics = [t.plans, t.fills, t.executions, t.journal]
         self.seen: dict[tuple[str, str], list[int]] = {}  # (topic, run) -> [records, key+value bytes]
@@ -105,18 +103,6 @@ class Bench:
         """Records and key+value bytes of the intents of ``run`` (every outcome record is keyed
         by its intent id) on each outcome topic."""
         return {topic: tuple(self.seen.get((topic, run), (0, 0))) for topic in self.outcome_topics}
-
-    async def keep_alive(self) -> None:
-        """A trickle of intents (5/s) between the measured phases. Why: the worker's ownership
-        lease is only renewed by a commit, so a worker idle longer than the lease (half the
-        session timeout) holds its next intents forever (issue: fence lease never renewed when idle)."""
-        n = 0
-        while True:
-            if self.trickle:
-                key, value = market_intent("idle", n, self.rng)
-                await self.producer.send(self.settings.topics.intents, value, key=key)
-                n += 1
-            await asyncio.sleep(0.2)
 
     async def stop(self) -> None:
         for task in self.tasks:
@@ -215,10 +201,8 @@ class Bench:
 
     async def drain(self, run: str, n: int, timeout_s: float) -> float:
         """Intents/s of the running worker(s) on n intents put in the topic at once."""
-        self.trickle = False
         sent = await self.send_intents(run, n)
         times = await self.wait_for(list(sent), self.arrivals, timeout_s)
-        self.trickle = True
         return (n - 1) / max(max(times) - min(times), 1e-3)
 
     def stop_workers(self) -> None:
@@ -282,8 +266,7 @@ async def run_bench(args) -> None:
             await bench.wait_ready(port)
             await bench.drain("warm", 50, 60)
             one = await bench.drain("one", n, 600)
-            bench.trickle = False
-            await asyncio.sleep(1.5)  # the last journal records (done markers) land; shorter than the fence lease
+            await asyncio.sleep(1.5)  # the last journal records (done markers) land
             outcome = bench.volume("one")
             processed = n
             print(f"(a) 1 worker: {one:.0f} intents/s; records, bytes by topic: {outcome}", file=sys.stderr)
@@ -296,11 +279,9 @@ async def run_bench(args) -> None:
             # (c) latency at half capacity
             rate = one / 2
             count = max(100, int(rate * (5 if args.quick else 10)))
-            bench.trickle = False
             sent = await bench.send_intents("lat", count, rate=rate)
             arrivals = await bench.wait_for(list(sent), bench.arrivals, 120)
             latencies = [(a - sent[k]) * 1000 for k, a in zip(sent, arrivals)]
-            bench.trickle = True
             p50, p99 = percentile(latencies, 0.5), percentile(latencies, 0.99)
 
             # (d) a second instance joins the group
@@ -311,7 +292,6 @@ async def run_bench(args) -> None:
             two = await bench.drain("two", n, 600)
             print(f"(d) 2 workers: {two:.0f} intents/s", file=sys.stderr)
             bench.stop_workers()
-            bench.trickle = False
             # (b) passthrough with the same records per intent
             sizes = []
             for topic, (records, size) in outcome.items():

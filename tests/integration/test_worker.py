@@ -312,3 +312,19 @@ def test_a_journal_with_fewer_partitions_than_the_intents_stops_start_up_with_a_
     finally:
         w.kill()
     assert any("topics.journal:" in line and "co-partitioned" in line for line in w.lines), "\n".join(w.lines[-10:])
+
+
+def test_a_worker_idle_longer_than_its_lease_still_executes_the_next_intent(bootstrap, topics, worker):
+    """The fence's lease (0.6 x session timeout) is renewed by group heartbeats, not only by
+    commits: a worker with nothing to do for several leases must not hold its next intent."""
+    make_topics(bootstrap, topics)
+    publish_quotes(bootstrap, topics, BOOKS["BTC/USD"])
+    w = worker(SOR_MAX_QUOTE_AGE_MS="60000")
+    publish_intents(bootstrap, topics, [intent("idle-1", "0.1", limit=42200)])
+    assert read_json(bootstrap, topics.executions, 1, timeout_s=20)[0]["status"] == "filled"
+    time.sleep(3 * 0.6 * 6)  # three leases of the default 6 s session timeout, without a record to process
+    publish_intents(bootstrap, topics, [intent("idle-2", "0.1", limit=42200)])
+    results = {r["intent_id"]: r for r in read_json(bootstrap, topics.executions, 2, timeout_s=20)}
+    assert results["idle-2"]["status"] == "filled"
+    assert not [line for line in w.log if line.get("event") in ("fenced", "fence_lease_disabled")]
+    assert w.stop() == 0
