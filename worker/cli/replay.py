@@ -39,10 +39,7 @@ def main(args) -> int:
             if not args.topic or not args.to_topic:
                 raise InputError("--topic and --to-topic: both required for republish")
             asyncio.run(run_republish(settings, args.topic, rng, args.to_topic))
-    except InputError as exc:
-        print(f"sor replay: error: {exc}", file=sys.stderr)
-        return 2
-    except ValueError as exc:
+    except ValueError as exc:  # InputError or a bad value in a record: exit 2, one line
         print(f"sor replay: error: {exc}", file=sys.stderr)
         return 2
     return 0

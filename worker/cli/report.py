@@ -83,10 +83,7 @@ def main(args) -> int:
         if not data.records:
             raise InputError("no execution results in the input")
         html_path, csv_path = write_data(data, out, source)
-    except InputError as exc:
-        print(f"sor report: error: {exc}", file=sys.stderr)
-        return 2
-    except ValueError as exc:
+    except ValueError as exc:  # InputError or a bad value in a record: exit 2, one line
         print(f"sor report: error: {exc}", file=sys.stderr)
         return 2
     for line in data.skipped[:5]:
