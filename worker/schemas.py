@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from worker.config import Topics
 from worker.domain.models import DeadLetter, ExecutionResult, FillEvent, OrderIntent, RoutePlan, VenueQuote
-from worker.execution.journal import JournalEntry
+from worker.execution.journal import JOURNAL_FORMAT, JournalEntry
 
 # (topic field, message name, model, schema mode, direction for the worker, key, summary)
 EVENTS: list[tuple[str, str, type[BaseModel], str, str, str, str]] = [
@@ -55,6 +55,9 @@ def json_schemas() -> dict[str, dict]:
             leg = schema["$defs"]["JournalLeg"]
             leg["required"] = [f for f in leg["required"] if f != "leg"]
             leg["properties"]["leg"] = {**leg["properties"]["leg"], "description": "Absent when equal to the round's plan.legs[i]."}
+            schema["properties"] = {"format": {"type": "integer", "minimum": 1, "default": 1, "description":
+                                               f"Record layout; this release writes {JOURNAL_FORMAT} and refuses newer ones."},
+                                    **schema["properties"]}
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
         schema["$id"] = file_name(name)
         out[file_name(name)] = schema

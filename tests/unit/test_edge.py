@@ -469,3 +469,38 @@ def test_a_stop_waits_one_shutdown_timeout_then_fences_and_cancels_what_is_left(
         assert journal.latest()["hung"].state.value != "completed"  # in flight: recovered by the next owner
 
     asyncio.run(main())
+
+
+def test_a_journal_record_of_a_newer_release_holds_the_partition_instead_of_being_skipped():
+    """Rolled back, or an old instance in a rolling deploy: a record this release cannot read
+    must not be skipped (its intent could execute again). The partition stays paused and the
+    worker not ready, retried until a release that reads it takes over (here: the read works)."""
+    from worker.execution.journal import JournalFormatError
+
+    async def main():
+        worker, consumer, producer, adapters, _ = make_edge()
+        reads = []
+
+        async def newer_then_readable(partitions):
+            reads.append(partitions)
+            if len(reads) < 3:
+                raise JournalFormatError("journal record of 'x' has format 3; this release reads up to 2")
+            return {}
+
+        worker.read_journal = newer_then_readable
+        consumer.feed(TP, 0, encode(make_intent("1", intent_id="held")))
+        assigning = asyncio.create_task(consumer.assign(TP))
+        await until(lambda: len(reads) >= 1)
+        assert TP in consumer.paused and not worker.health.ready()
+        assert "format 3" in worker.health.problems()["assignment"]
+        await assigning
+        assert TP not in consumer.paused and worker.health.ready()
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        await until(lambda: consumer.committed_offsets.get(TP) == 1, timeout_s=10)
+        stop.set()
+        await task
+        assert [r["status"] for r in results(producer)] == ["filled"]
+        assert sum(len(a.placed) for a in adapters.values()) >= 1
+
+    asyncio.run(main())

@@ -64,3 +64,21 @@ def test_the_cache_encodes_each_object_once_and_never_confuses_two():
     assert cache.encode(plan) is cache.encode(plan)
     other = plan.model_copy(update={"round": 7})
     assert cache.encode(other) == encode(other) != cache.encode(plan)
+
+
+def test_records_carry_their_format_and_a_newer_format_stops_recovery_instead_of_being_skipped():
+    """A rollback, or an old instance during a rolling deploy, must never skip a record it
+    cannot read: it could place that intent's orders again. It refuses the partition."""
+    import orjson
+    import pytest
+
+    from worker.execution.journal import JOURNAL_FORMAT, JournalFormatError
+
+    journal, _ = _run()
+    record = orjson.loads(encode_entry(journal.records[-1], EncodedCache()))
+    assert record["format"] == JOURNAL_FORMAT
+    legacy = dict(record)
+    del legacy["format"]  # format 1: records of the releases before the field
+    assert JournalRecord.validate_json(orjson.dumps(legacy)) == journal.records[-1]
+    with pytest.raises(JournalFormatError, match="format 3"):
+        JournalRecord.validate_json(orjson.dumps({**record, "format": JOURNAL_FORMAT + 1}))

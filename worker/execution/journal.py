@@ -97,10 +97,32 @@ class JournalAmendment(BaseModel):
     published: bool = False  # journaled again once the correction is acknowledged
 
 
+#: The layout of the journal records this release writes (the ``format`` of each record).
+#: 1: every leg whole and the executed result stored (records without ``format``);
+#: 2: legs without the planned leg they repeat, the executed result rebuilt from the legs.
+JOURNAL_FORMAT = 2
+
+
+class JournalFormatError(RuntimeError):
+    """A journal record written by a newer release. Deliberately not a ``ValueError``: an
+    unreadable record is logged and skipped, but skipping one this release cannot read could
+    place an intent's orders a second time, so recovery of its partition stops instead
+    (retried with backoff, not ready) until a release that reads it takes the partition."""
+
+
 class JournalEntry(BaseModel):
     """Everything known about one intent; the value of its journal record."""
 
     model_config = ConfigDict(frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_format(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("format", 1), int) and data.get("format", 1) > JOURNAL_FORMAT:
+            raise JournalFormatError(f"journal record of {str(data.get('intent_id'))[:80]!r} has format {data['format']}; "
+                                     f"this release reads up to {JOURNAL_FORMAT}: deploy the newer release")
+        return data
+
     intent_id: str
     state: IntentState
     intent: OrderIntent

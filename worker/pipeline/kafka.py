@@ -19,7 +19,7 @@ from worker.pipeline.clients import KafkaClients, Producer  # noqa: F401  (Produ
 from worker.domain.errors import InputError
 from worker.domain.models import VenueQuote
 from worker.pipeline.codec import EncodedCache, decode, encode
-from worker.execution.journal import JournalEntry
+from worker.execution.journal import JOURNAL_FORMAT, JournalEntry
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the cache is handed in; the Kafka layer never needs the service at run time
@@ -146,7 +146,7 @@ def encode_entry(entry: JournalEntry, cache: EncodedCache) -> bytes:
             legs.append(orjson.Fragment(jl.__pydantic_serializer__.to_json(jl, exclude=_LEG) if planned else encode(jl)))
         rounds.append({"plan": orjson.Fragment(cache.encode(rnd.plan)), "legs": legs, "journaled_ms": rnd.journaled_ms})
     return orjson.dumps({
-        "intent_id": entry.intent_id, "state": entry.state.value, "intent": orjson.Fragment(cache.encode(entry.intent)),
+        "format": JOURNAL_FORMAT, "intent_id": entry.intent_id, "state": entry.state.value, "intent": orjson.Fragment(cache.encode(entry.intent)),
         "received_ms": entry.received_ms, "source_partition": entry.source_partition, "source_offset": entry.source_offset,
         "rounds": rounds, "result": orjson.Fragment(encode(entry.result)) if entry.result is not None else None,
         "amendments": [orjson.Fragment(encode(a)) for a in entry.amendments], "latency_ms": entry.latency_ms,
