@@ -232,13 +232,21 @@ def test_no_result_within_the_timeout_answers_202_then_the_poll_gets_it(bootstra
         assert r.status_code == 202, r.text
         check(r.json(), "pending_order")
         poll = r.json()["poll"]
-        get = lambda: httpx.get(f"{api.url}{poll}?{signed_query()}", headers={"X-MBX-APIKEY": KEY})  # noqa: E731
+        get = lambda url=api.url: httpx.get(f"{url}{poll}?{signed_query()}", headers={"X-MBX-APIKEY": KEY})  # noqa: E731
         assert get().status_code == 202
+        # A second replica (behind the same load balancer) knows the order is pending: never a 404
+        # that would tell the caller the order does not exist.
+        other = ApiProcess(bootstrap, venues_file, topics).started()
+        assert get(other.url).status_code == 202, get(other.url).text
         worker = WorkerProcess(bootstrap, venues_file, topics).started()
         deadline = time.monotonic() + 60
         while (answer := get()).status_code == 202 and time.monotonic() < deadline:
             time.sleep(0.1)
         assert answer.status_code == 200, answer.text
+        while (elsewhere := get(other.url)).status_code == 202 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert elsewhere.json() == answer.json()
+        assert other.stop() == 0
         check(answer.json(), "execution_report")
         assert answer.json()["status"] == "filled" and D(answer.json()["filled_qty"]) == D("1.5")
         # A retry with the same key returns the result, it does not place again.

@@ -4,7 +4,11 @@ id; the reply is the worker's ``ExecutionResult`` on the executions topic, corre
 
 Every API replica reads every partition of the executions topic (no consumer group), from
 ``api_result_lookback_ms`` ago, so a retry after a restart, or one that reaches another
-replica, finds the result of the first attempt instead of executing again.
+replica, finds the result of the first attempt instead of executing again. It also reads the
+intents topic from ``intent_ttl_ms`` ago (an older intent is answered ``expired`` by the
+worker), keeping only the intents an API replica minted (by their key's prefix, without
+decoding the others): a poll that reaches a replica other than the one that took the order
+answers 202 "pending", not 404, and a caller never mistakes a pending order for a lost one.
 """
 
 from __future__ import annotations
@@ -22,12 +26,13 @@ from worker.domain.errors import InputError
 from worker.domain.models import ExecutionResult, OrderIntent
 from worker.pipeline.codec import decode, encode
 from worker.pipeline.kafka import KafkaClients, assign_all, drop_reached
-from worker.service.results import ResultBook, Settled
+from worker.service.results import API_NAMESPACES, ResultBook, Settled
 
 log = structlog.get_logger("sor.api.gateway")
 
 #: ``position = offset * MAX_PARTITIONS + partition``: unique and stable per result record.
 MAX_PARTITIONS = 16_384
+_API_KEY_PREFIXES = tuple(f"{namespace}-".encode() for namespace in API_NAMESPACES)
 
 
 class KafkaIntentGateway:
@@ -48,9 +53,10 @@ class KafkaIntentGateway:
         # A short fetch wait: a caller is waiting on every record of this topic.
         self.consumer = self.clients.consumer(role="api-results")
         await self.consumer.start()
-        topic = self.settings.topics.executions
-        tps = await assign_all(self.consumer, topic)
-        await self._seek_lookback(tps)
+        topics = self.settings.topics
+        tps = await assign_all(self.consumer, topics.executions, topics.intents)
+        await self._seek_lookback([tp for tp in tps if tp.topic == topics.executions], self.settings.api_result_lookback_ms)
+        await self._seek_lookback([tp for tp in tps if tp.topic == topics.intents], self.settings.intent_ttl_ms)
         targets = {tp: off for tp, off in (await self.consumer.end_offsets(tps)).items() if off > 0}
         deadline = time.monotonic() + timeout_s
         while targets and time.monotonic() < deadline:
@@ -61,8 +67,8 @@ class KafkaIntentGateway:
         log.info("results_caught_up", results=len(self.book))
         self._task = asyncio.create_task(self._follow(), name="api-results")
 
-    async def _seek_lookback(self, tps: list[TopicPartition]) -> None:
-        since = max(0, self.clock() - self.settings.api_result_lookback_ms)
+    async def _seek_lookback(self, tps: list[TopicPartition], lookback_ms: int) -> None:
+        since = max(0, self.clock() - lookback_ms)
         try:
             found = await self.consumer.offsets_for_times({tp: since for tp in tps})
         except (KafkaError, ValueError) as exc:  # a broker without time index: read it all
@@ -80,6 +86,9 @@ class KafkaIntentGateway:
         batch = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=5000)
         now = self.clock()
         for tp, records in batch.items():
+            if tp.topic == self.settings.topics.intents:
+                self._track(records)
+                continue
             for rec in records:
                 try:
                     result = decode(ExecutionResult, rec.value)
@@ -87,6 +96,16 @@ class KafkaIntentGateway:
                     log.error("result_unreadable", partition=tp.partition, offset=rec.offset, error=str(exc)[:500])
                     continue
                 self.book.add(Settled(result, now, rec.offset * MAX_PARTITIONS + tp.partition))
+
+    def _track(self, records) -> None:
+        """Intents an API replica published: awaited here too (see the module docstring)."""
+        for rec in records:
+            if rec.key is None or not rec.key.startswith(_API_KEY_PREFIXES):
+                continue
+            try:
+                self.book.expect(decode(OrderIntent, rec.value))
+            except InputError:  # the worker dead-letters it; no result will come for it
+                continue
 
     async def _follow(self) -> None:
         while True:

@@ -72,19 +72,21 @@ async def _check_co_partitioned(admin, intents: str, journal: str) -> None:
                          f"{described.get(intents)}; the journal must have at least as many (co-partitioned)")
 
 
-async def assign_all(consumer: AIOKafkaConsumer, topic: str, wait_s: float = 5.0) -> list[TopicPartition]:
-    """Assign every partition of ``topic`` to ``consumer`` (no group); waits up to ``wait_s``
+async def assign_all(consumer: AIOKafkaConsumer, *topics: str, wait_s: float = 5.0) -> list[TopicPartition]:
+    """Assign every partition of ``topics`` to ``consumer`` (no group); waits up to ``wait_s``
     for the metadata of a topic created just now."""
-    partitions = consumer.partitions_for_topic(topic)
-    for _ in range(int(wait_s / 0.1)):
-        if partitions:
-            break
-        await asyncio.sleep(0.1)
-        await consumer.topics()
+    tps: list[TopicPartition] = []
+    for topic in topics:
         partitions = consumer.partitions_for_topic(topic)
-    if not partitions:
-        raise KafkaError(f"topic {topic} has no partitions")
-    tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        for _ in range(int(wait_s / 0.1)):
+            if partitions:
+                break
+            await asyncio.sleep(0.1)
+            await consumer.topics()
+            partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            raise KafkaError(f"topic {topic} has no partitions")
+        tps += [TopicPartition(topic, p) for p in sorted(partitions)]
     consumer.assign(tps)
     return tps
 

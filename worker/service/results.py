@@ -29,6 +29,12 @@ class Settled:
     position: int
 
 
+#: The prefixes of the intent ids ``sor api`` mints (``<namespace>-<hex>``): its seed endpoints
+#: and its Binance endpoint. Every replica tracks these intents from the intents topic, so a
+#: poll that reaches another replica than the one that took the order still finds it pending.
+API_NAMESPACES = ("api", "bn")
+
+
 class ResultBook:
     """Bounded (LRU) map of final results, plus the intents this process is waiting on.
 
@@ -57,12 +63,14 @@ class ResultBook:
         return self._results.get(intent_id)
 
     def pending(self, intent_id: str) -> OrderIntent | None:
-        """The intent this process published and still awaits, if any."""
+        """The intent published (by any replica) and still awaited, if any."""
         waiting = self._pending.get(intent_id)
         return waiting[0] if waiting is not None else None
 
     def expect(self, intent: OrderIntent) -> None:
-        """Register interest before publishing, so a fast reply cannot be missed."""
+        """Register interest before publishing, so a fast reply cannot be missed; also for an
+        intent another replica published (read from the intents topic). A no-op when the
+        intent is already awaited or settled."""
         if intent.intent_id in self._pending or intent.intent_id in self._results:
             return
         self._pending[intent.intent_id] = (intent, asyncio.get_running_loop().create_future())
