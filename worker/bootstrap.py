@@ -351,6 +351,22 @@ def build_api(settings: Settings, venues: Sequence[VenueConfig], quotes: QuoteCa
     return create_app(ApiDeps(settings=settings, venues=list(venues), quotes=quotes, gateway=gateway, ready=ready, metrics=metrics))
 
 
+async def load_trading_rules(settings: Settings, venues: Sequence[VenueConfig]) -> list[VenueConfig]:
+    """The venues as a process that routes but never trades (``sor api``'s previews and
+    ``exchangeInfo``) must see them: a ccxt venue's lot rules come from the exchange's public
+    markets (``load_markets``, no API keys), exactly as the worker's do when it starts, so a
+    preview never splits on rules the worker would not use. A venue that cannot load fails."""
+    from worker.venues.ccxt_venue import CcxtVenue
+
+    public = {v.name: CcxtVenue(v, None, timeout_s=settings.feed_timeout_ms / 1000) for v in venues if v.adapter == "ccxt"}
+    if not public:
+        return list(venues)
+    try:
+        return await start_adapters(public, venues)
+    finally:
+        await close_adapters(public)
+
+
 def serve_api(settings: Settings, venues: Sequence[VenueConfig], port: int | None = None, host: str | None = None):
     """``sor api`` as an async context manager: the HTTP server listens at once (``/healthz``
     answers, ``/readyz`` says 503), then the quote feed and the result tail catch up, then it
@@ -386,7 +402,7 @@ def serve_api(settings: Settings, venues: Sequence[VenueConfig], port: int | Non
         def ready() -> bool:
             return health.ready() and gateway.healthy()
 
-        app = build_api(settings, venues, quotes, gateway, ready)
+        app = build_api(settings, await load_trading_rules(settings, venues), quotes, gateway, ready)
         async with contextlib.AsyncExitStack() as stack:
             server = _Server(uvicorn.Config(app, host=bind_host, port=bind_port, log_config=None, access_log=False,
                                             lifespan="off", timeout_graceful_shutdown=int(settings.shutdown_timeout_s)))

@@ -383,3 +383,18 @@ def test_a_quantity_below_the_lot_step_is_rejected_before_it_is_sent():
 
     report, attempts = asyncio.run(scenario())
     assert report.status is LegStatus.REJECTED and "InvalidOrder" in report.error and not attempts
+
+
+def test_the_apis_previews_use_the_lot_rules_the_exchange_publishes():
+    """``sor api`` routes previews and serves exchangeInfo on the rules the worker will trade
+    on: a ccxt venue's come from its public markets, with no API keys."""
+    from worker.bootstrap import load_trading_rules
+    from worker.config import Settings
+
+    async def scenario():
+        async with paper_venue(credentials={}) as (_server, url):
+            return await load_trading_rules(Settings(), [ccxt_venue(url), PAPER.model_copy(update={"name": "paper"})])
+
+    loaded, paper = asyncio.run(scenario())
+    assert (loaded.step_size, loaded.min_qty, loaded.min_notional) == (D("0.000000001"), D("0.00001"), D("5"))
+    assert paper.name == "paper" and paper.step_size == PAPER.step_size  # other adapters keep the file's rules
