@@ -318,8 +318,8 @@ def test_a_worker_idle_longer_than_its_lease_still_executes_the_next_intent(boot
     """The fence's lease (0.6 x session timeout) is renewed by group heartbeats, not only by
     commits: a worker with nothing to do for several leases must not hold its next intent."""
     make_topics(bootstrap, topics)
-    publish_quotes(bootstrap, topics, BOOKS["BTC/USD"])
-    w = worker(SOR_MAX_QUOTE_AGE_MS="60000")
+    publish_quotes(bootstrap, topics, [{**q, "ts": now_ms()} for q in BOOKS["BTC/USD"]])
+    w = worker()
     publish_intents(bootstrap, topics, [intent("idle-1", "0.1", limit=42200)])
     assert read_json(bootstrap, topics.executions, 1, timeout_s=20)[0]["status"] == "filled"
     time.sleep(3 * 0.6 * 6)  # three leases of the default 6 s session timeout, without a record to process
