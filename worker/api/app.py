@@ -47,7 +47,7 @@ from worker.pipeline.codec import loads_exact
 from worker.routing.planner import route
 from worker.routing.ranking import rank, venue_route
 from worker.service.quotes import QuoteCache
-from worker.service.results import API_NAMESPACES, IntentGateway
+from worker.service.results import API_NAMESPACE, BINANCE_NAMESPACE, IntentGateway
 
 log = structlog.get_logger("sor.api")
 
@@ -338,7 +338,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
                 raise ApiError(400, f"algorithm: /v1/smart-order routes to the best venue; use /v1/smart-order/split for {algorithm.value!r}")
         try:
             intent = OrderIntent(
-                intent_id=intent_id_for(API_NAMESPACES[0], caller.account_id, key), account_id=caller.account_id,
+                intent_id=intent_id_for(API_NAMESPACE, caller.account_id, key), account_id=caller.account_id,
                 symbol=api.resolve(order.symbol), side=order.side, type=order.type, qty=order.qty, limit_price=order.limit_price,
                 time_in_force=order.time_in_force, algorithm=algorithm, created_at=deps.clock(), expires_at=order.expires_at,
                 venues=order.venues, dry_run=order.dry_run)
@@ -403,7 +403,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
         return caller, params, binance.parse_sor_order(params, api.symbols)
 
     def sor_intent(caller: Caller, order: binance.SorOrder, coid: str) -> OrderIntent:
-        return OrderIntent(intent_id=intent_id_for(API_NAMESPACES[1], caller.account_id, coid), account_id=caller.account_id, symbol=order.symbol,
+        return OrderIntent(intent_id=intent_id_for(BINANCE_NAMESPACE, caller.account_id, coid), account_id=caller.account_id, symbol=order.symbol,
                            side=order.side, type=order.type, qty=order.quantity, limit_price=order.price,
                            time_in_force=order.time_in_force, algorithm=Algorithm.SOR, created_at=deps.clock())
 

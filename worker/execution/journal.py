@@ -118,8 +118,9 @@ class JournalEntry(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _known_format(cls, data: Any) -> Any:
-        if isinstance(data, dict) and isinstance(data.get("format", 1), int) and data.get("format", 1) > JOURNAL_FORMAT:
-            raise JournalFormatError(f"journal record of {str(data.get('intent_id'))[:80]!r} has format {data['format']}; "
+        written = data.get("format", 1) if isinstance(data, dict) else 1  # records before the field are format 1
+        if isinstance(written, int) and written > JOURNAL_FORMAT:
+            raise JournalFormatError(f"journal record of {str(data.get('intent_id'))[:80]!r} has format {written}; "
                                      f"this release reads up to {JOURNAL_FORMAT}: deploy the newer release")
         return data
 

@@ -32,7 +32,9 @@ class Settled:
 #: The prefixes of the intent ids ``sor api`` mints (``<namespace>-<hex>``): its seed endpoints
 #: and its Binance endpoint. Every replica tracks these intents from the intents topic, so a
 #: poll that reaches another replica than the one that took the order still finds it pending.
-API_NAMESPACES = ("api", "bn")
+API_NAMESPACE = "api"
+BINANCE_NAMESPACE = "bn"
+API_NAMESPACES = (API_NAMESPACE, BINANCE_NAMESPACE)
 
 
 class ResultBook:
