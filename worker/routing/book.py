@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import Enum
 from functools import lru_cache
+from itertools import islice
+from operator import add, is_
 from typing import Sequence
 
 from worker.domain.models import Side, VenueConfig, VenueQuote
@@ -190,6 +192,7 @@ def forget_prepared_books() -> None:
     """Drop every memoised snapshot and everything derived from it: the next plans prepare
     their books again, as the first intent after a snapshot does (benchmarks)."""
     _LATEST.clear()
+    _BY_LEVELS.clear()
     for memo in _SET_MEMOS:
         memo.clear()
 
@@ -206,14 +209,37 @@ def prepare_side(quote: VenueQuote, side: Side, taker_fee_bps: Decimal) -> Prepa
     """The prepared side of ``quote``, memoised with the snapshot: the worker routes many
     intents per snapshot.
 
+    A quote whose side is the very level list of the latest quote prepared for its venue and
+    symbol shares that preparation (the quote cache's view of a book less this worker's
+    reservations keeps the raw list of a side nothing was taken from), so the returned side's
+    ``quote`` may be that other quote: same venue, symbol, timestamp and levels on ``side``.
+
     The result does not depend on the caller's decimal context.
     """
     sides = snapshot_memo(quote).sides
     key = (side is Side.BUY, taker_fee_bps)  # a bool hashes in C; an Enum in Python
     hit = sides.get(key)
     if hit is None:
-        hit = bounded_put(sides, key, _prepare(quote, side, taker_fee_bps))
+        levels = quote.side_levels(side)
+        shared_key = (quote.venue, quote.symbol, *key)
+        base = _BY_LEVELS.get(shared_key)
+        if base is not None and base.quote.ts == quote.ts and base.quote.side_levels(side) is levels:
+            hit = base
+        else:
+            if base is not None and base.quote.ts == quote.ts:
+                hit = derive_side(base, quote, levels)
+            if hit is None:
+                hit = _prepare(quote, side, taker_fee_bps)
+            if len(_BY_LEVELS) >= 4 * LATEST_SIZE:
+                _BY_LEVELS.clear()
+            _BY_LEVELS[shared_key] = hit
+        bounded_put(sides, key, hit)
     return hit
+
+
+#: The latest prepared side per (venue, symbol, is buy, taker fee), by the level list it was
+#: prepared from (see :func:`prepare_side`); it holds its quote, so the list's identity stays its own.
+_BY_LEVELS: dict[tuple, PreparedSide] = {}
 
 
 def _prefix_sums(levels, ctx: decimal.Context):
@@ -261,6 +287,99 @@ def _prepare(quote: VenueQuote, side: Side, taker_fee_bps: Decimal) -> PreparedS
         quote, side, tuple(keys), tuple(prices), tuple(cum_q), tuple(cum_n), fee_rate, factor,
         qty_digits, price_digits, fee_digits, digits, int_prices, int_cum_q, to_units(taker_fee_bps, fee_digits),
     )
+
+
+def _exponents(prep: PreparedSide) -> tuple[list[int], list[int], list[int], list[int]]:
+    """Per level of ``prep``: the exponents of its sizes and prices, and of the prefix sums of
+    quantity and notional (``cum_qty[j]``, ``cum_notional[j]``). An exact ``Decimal`` sum has the
+    smallest exponent of its terms, so those are running minima (from 0: the sums start at ZERO)."""
+    hit = prep.derived.get("exponents")
+    if hit is None:
+        levels = prep.quote.side_levels(prep.side)
+        e_q = [q.as_tuple().exponent for _, q in levels]
+        e_p = [p.as_tuple().exponent for p, _ in levels]
+        hit = prep.derived["exponents"] = (e_q, e_p, _running_min(e_q), _running_min(map(add, e_p, e_q)))
+    return hit
+
+
+def _running_min(exponents) -> list[int]:
+    out, low = [0], 0
+    for e in exponents:
+        if e < low:
+            low = e
+        out.append(low)
+    return out
+
+
+def derive_side(base: PreparedSide, quote: VenueQuote, levels: list) -> PreparedSide | None:
+    """:func:`_prepare` of ``levels`` (a side of ``quote``) from ``base``, the prepared side of
+    the same book before some of its top liquidity was taken, without walking the book in
+    ``Decimal`` again; ``None`` when ``levels`` is not of that shape.
+
+    The shape is what the quote cache's reservations make: ``base``'s levels without its
+    first ``m``, the next one's size reduced, the rest the very same level objects. Every
+    field equals what :func:`_prepare` gives, down to the exponents of the ``Decimal`` sums
+    (the plans' numbers are printed from them): each sum is ``base``'s less what was taken,
+    re-expressed at the exponent a fresh sum would have.
+    """
+    side = base.side
+    raw = base.quote.side_levels(side)
+    n = len(levels)
+    m = len(raw) - n
+    if n == 0 or m < 0 or base.digits > ROUTING_CONTEXT.prec:
+        return None
+    top_price, top_qty = levels[0]
+    if top_price is not raw[m][0] or not all(map(is_, islice(levels, 1, None), islice(raw, m + 1, None))):
+        return None
+    e_q, e_p, base_eq, base_en = _exponents(base)
+    e_q0 = top_qty.as_tuple().exponent
+    v_eq = [e_q0, *e_q[m + 1:]]
+    v_ep = e_p[m:]
+    cum_e_q, cum_e_n = _running_min(v_eq), _running_min(map(add, v_ep, v_eq))
+    with decimal.localcontext(ROUTING_CONTEXT):
+        first_q, first_n = ZERO + top_qty, ZERO + top_price * top_qty
+        taken_q = base.cum_qty[m + 1] - first_q  # what the view lacks, before each of its levels past the first
+        taken_n = base.cum_notional[m + 1] - first_n
+        cum_q, cum_n = [ZERO, first_q], [ZERO, first_n]
+        e_taken_q, e_taken_n = min(base_eq[m + 1], cum_e_q[1]), min(base_en[m + 1], cum_e_n[1])
+        for i in range(2, n + 1):
+            q = base.cum_qty[m + i] - taken_q
+            if min(base_eq[m + i], e_taken_q) != cum_e_q[i]:
+                q = q.quantize(_POWERS[cum_e_q[i]])  # exact: a fresh sum has no finer digit
+            cum_q.append(q)
+            v = base.cum_notional[m + i] - taken_n
+            if min(base_en[m + i], e_taken_n) != cum_e_n[i]:
+                v = v.quantize(_POWERS[cum_e_n[i]])
+            cum_n.append(v)
+        prices = base.prices[m:]
+        price_sum = sum(prices, ZERO)
+    qty_digits = max(0, -cum_e_q[-1])
+    price_digits = max(0, -min(v_ep))
+    magnitude = max(cum_n[-1].adjusted(), cum_q[-1].adjusted(), price_sum.adjusted(), 0) + 1
+    digits = magnitude + qty_digits + price_digits + base.fee_digits + 5
+    if digits > ROUTING_CONTEXT.prec:
+        return None  # _prepare decides about wide books
+    down = 10 ** (base.price_digits - price_digits)
+    int_prices = base.int_prices[m:] if down == 1 else tuple([t // down for t in base.int_prices[m:]])
+    scale = max(base.qty_digits, qty_digits)  # both the base's and the view's sums are whole lots of it
+    up, down = 10 ** (scale - base.qty_digits), 10 ** (scale - qty_digits)
+    taken_units = base.int_cum_qty[m + 1] * up - to_units(top_qty, scale)
+    int_cum = [0, *[(c * up - taken_units) // down for c in base.int_cum_qty[m + 1:]]]
+    prep = PreparedSide(quote, side, base.keys[m:], prices, tuple(cum_q), tuple(cum_n), base.fee_rate, base.factor,
+                        qty_digits, price_digits, base.fee_digits, digits, int_prices, tuple(int_cum), base.fee_units)
+    prep.derived["exponents"] = (v_eq, v_ep, cum_e_q, cum_e_n)
+    return prep
+
+
+class _Powers(dict):
+    """``_POWERS[e]``: ``Decimal(1).scaleb(e)``, the quantum of exponent ``e``."""
+
+    def __missing__(self, e: int) -> Decimal:
+        value = self[e] = Decimal((0, (1,), e))
+        return value
+
+
+_POWERS = _Powers()
 
 
 def _digits_needed(levels) -> int:

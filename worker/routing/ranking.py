@@ -38,7 +38,11 @@ def venue_entry(quote: VenueQuote, venue: VenueConfig, side: Side) -> tuple:
     if memo is not None and memo[1] is venue:  # the entry holds the venue: its id stays its own
         return memo
     prep = prepare_side(quote, side, venue.taker_fee_bps)
-    entry = prepared_route(prep, venue)
+    if prep.quote is quote:
+        entry = prepared_route(prep, venue)
+    else:  # a side shared with another quote (prepare_side): the top of book is this quote's
+        with decimal.localcontext(routing_context(prep.digits)):
+            entry = _venue_route(side, venue, quote)
     rkey = None if entry is None else rank_key(side, entry)
     return bounded_put(entries, key, (quote, venue, prep, entry, rkey, SideBook.of(venue, prep, len(prep.prices))))
 

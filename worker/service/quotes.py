@@ -58,9 +58,9 @@ class QuoteCache:
         self.on_drop = on_drop
         self._by_symbol: dict[str, dict[str, VenueQuote]] = {}
         self._held: dict[tuple[str, str], list[Reservation]] = {}
-        # (venue, symbol) -> (side, price) -> quantity the held reservations take, summed in
+        # (venue, symbol) -> side -> price -> quantity the held reservations take, summed in
         # reservation order (kept up to date, so a view costs one pass over the book).
-        self._taken: dict[tuple[str, str], dict[tuple[Side, Decimal], Decimal]] = {}
+        self._taken: dict[tuple[str, str], dict[Side, dict[Decimal, Decimal]]] = {}
         self._views: dict[tuple[str, str], VenueQuote] = {}  # snapshot less reservations, until either changes
         # (venue, symbol) -> levels dropped from the cached snapshot by the depth cap
         self._capped: dict[tuple[str, str], int] = {}
@@ -126,14 +126,10 @@ class QuoteCache:
         view = self._views.get((venue, symbol))
         if view is None:
             taken = self._taken.get((venue, symbol), {})
-
-            def left(side: Side, levels):
-                rest = ((p, q - taken.get((side, p), ZERO)) for p, q in levels)
-                return [(p, q) for p, q in rest if q > 0]
-
-            # model_construct: the raw quote was validated; only sizes shrink.
+            # model_construct: the raw quote was validated; only sizes shrink. A side nothing was
+            # taken from keeps the raw list itself: routing then reuses what it prepared of it.
             view = VenueQuote.model_construct(venue=raw.venue, symbol=raw.symbol, ts=raw.ts,
-                                              bids=left(Side.SELL, raw.bids), asks=left(Side.BUY, raw.asks))
+                                              bids=_less(raw.bids, taken.get(Side.SELL)), asks=_less(raw.asks, taken.get(Side.BUY)))
             self._views[(venue, symbol)] = view
         return view
 
@@ -157,9 +153,9 @@ class QuoteCache:
             reservation = Reservation(leg.provider, plan.symbol, plan.side, taken)
             key = (leg.provider, plan.symbol)
             self._held.setdefault(key, []).append(reservation)
-            totals = self._taken.setdefault(key, {})
+            totals = self._taken.setdefault(key, {}).setdefault(plan.side, {})
             for price, qty in taken.items():
-                totals[(plan.side, price)] = totals.get((plan.side, price), ZERO) + qty
+                totals[price] = totals.get(price, ZERO) + qty
             self._views.pop(key, None)
             out.append(reservation)
         return out
@@ -183,10 +179,11 @@ class QuoteCache:
 
     def _retake(self, key: tuple[str, str]) -> None:
         """Sum what the held reservations of ``key`` take again, in reservation order."""
-        taken: dict[tuple[Side, Decimal], Decimal] = {}
+        taken: dict[Side, dict[Decimal, Decimal]] = {}
         for r in self._held.get(key, ()):
+            totals = taken.setdefault(r.side, {})
             for price, qty in r.levels.items():
-                taken[(r.side, price)] = taken.get((r.side, price), ZERO) + qty
+                totals[price] = totals.get(price, ZERO) + qty
         if taken:
             self._taken[key] = taken
         else:
@@ -197,3 +194,23 @@ class QuoteCache:
 
     def __len__(self) -> int:
         return sum(len(b) for b in self._by_symbol.values())
+
+
+def _less(levels: list, taken: Mapping[Decimal, Decimal] | None) -> list:
+    """``levels`` less the quantities ``taken`` at some of their prices (levels emptied are
+    dropped); ``levels`` itself when nothing is taken from them."""
+    if not taken:
+        return levels
+    out = []
+    left = len(taken)  # prices still to meet: past the last of them, the levels are the raw ones
+    for i, (price, qty) in enumerate(levels):
+        take = taken.get(price)
+        if take is None:
+            out.append((price, qty))
+            continue
+        if qty > take:
+            out.append((price, qty - take))
+        left -= 1
+        if not left:
+            return out + levels[i + 1:]
+    return out
