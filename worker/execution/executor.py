@@ -76,6 +76,8 @@ class Executor:
         may no longer place orders for the intent (see ``worker.service.fencing``).
         """
         coids = self.client_order_ids(intent, plan)
+        if len(plan.legs) == 1:  # one leg: no task of its own to run it in parallel with nothing
+            return [await self._run_leg(intent, coids[0], plan.legs[0], admit)]
         return list(await asyncio.gather(*(self._run_leg(intent, coid, leg, admit) for coid, leg in zip(coids, plan.legs))))
 
     async def recover_leg(self, leg: PlanLeg, coid: str, journaled_ms: int | None = None) -> LegOutcome:
@@ -100,7 +102,8 @@ class Executor:
         self.breakers.on_send(leg.provider)
         started = time.perf_counter()
         try:
-            report = await asyncio.wait_for(adapter.place(order), self.leg_timeout_s)
+            async with asyncio.timeout(self.leg_timeout_s):  # in this task: wait_for would start another
+                report = await adapter.place(order)
             if report.duplicate:
                 # Already placed (a redelivery after a crash): the venue's record is the truth.
                 report = await self._reconcile(adapter, coid, "duplicate client order id")

@@ -26,7 +26,7 @@ from operator import add, is_
 from typing import Sequence
 
 from worker.domain.models import Side, VenueConfig, VenueQuote
-from worker.domain.money import BPS, MONEY_CONTEXT, ZERO, floor_to_step
+from worker.domain.money import BPS, MONEY_CONTEXT, ZERO
 
 #: The one context of every routing computation: enough digits that sums of
 #: price x qty x fee products never round on realistic books.
@@ -483,8 +483,9 @@ class SideBook:
         step = to_units(venue.step_size, q)
         max_lots = cum[usable] // step * step
         min_lots = _smallest_order(venue, prep, cum, q, step, usable, max_lots)
-        with decimal.localcontext(routing_context(digits)):
-            max_qty = floor_to_step(prep.cum_qty[usable], venue.step_size)  # as reported: the step's digits
+        # floor_to_step(depth, step_size), from the lots: whole steps times the step, so the
+        # step's exponent, as reported. Exact at any size.
+        max_qty = _EXACT.multiply(Decimal(max_lots // step), venue.step_size)
         state = BookState.EMPTY if max_lots == 0 else BookState.BELOW_MINIMUM if min_lots > max_lots else BookState.USABLE
         return cls(venue, prep, usable, max_qty, from_units(min_lots, q), step_digits, True, state)
 
