@@ -126,3 +126,24 @@ def test_plans_on_reserved_books_equal_the_oracle_routers(seed):
         assert plan == legacy_route(intent, books, venues)
         cache.reserve(plan)
     forget_prepared_books()
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_the_view_a_reservation_leaves_equals_the_book_less_every_reservation(seed):
+    """``reserve`` builds the next view from the current one; it must be exactly the raw book
+    less everything held (what the cache computes after a snapshot or a release)."""
+    forget_prepared_books()
+    rng = random.Random(200 + seed)
+    venues = [VenueConfig(name=n, step_size=D("0.0001")) for n in ("a", "b")]
+    cache = QuoteCache({"a", "b"})
+    for v in venues:
+        cache.update(make_quote(v.name, asks=random_levels(rng, 12, Side.BUY, D("40000.5")),
+                                bids=random_levels(rng, 12, Side.SELL, D("40000")), ts=7))
+    for k in range(20):
+        intent = make_intent(D(str(round(rng.uniform(0.01, 2), 4))), side=rng.choice(["buy", "sell"]), intent_id=f"i{k}")
+        cache.reserve(route(intent, cache.books("BTC/USD"), venues))
+        incremental = cache.books("BTC/USD")
+        cache._views.clear()  # what a snapshot or a release makes the cache compute again
+        assert {n: (repr(q.bids), repr(q.asks)) for n, q in incremental.items()} == \
+            {n: (repr(q.bids), repr(q.asks)) for n, q in cache.books("BTC/USD").items()}
+    forget_prepared_books()

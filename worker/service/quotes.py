@@ -142,21 +142,31 @@ class QuoteCache:
             view = books.get(leg.provider)
             if view is None:
                 continue
+            levels = view.side_levels(plan.side)
             taken: dict[Decimal, Decimal] = {}
             left = leg.qty
-            for price, size in view.side_levels(plan.side):
-                if left <= 0:
-                    break
+            k = 0  # levels the leg reaches
+            while left > 0 and k < len(levels):
+                price, size = levels[k]
                 take = min(size, left)
                 taken[price] = take
                 left -= take
+                k += 1
             reservation = Reservation(leg.provider, plan.symbol, plan.side, taken)
             key = (leg.provider, plan.symbol)
             self._held.setdefault(key, []).append(reservation)
             totals = self._taken.setdefault(key, {}).setdefault(plan.side, {})
             for price, qty in taken.items():
                 totals[price] = totals.get(price, ZERO) + qty
-            self._views.pop(key, None)
+            # The next view is this one less the leg: the book from the first level the leg
+            # leaves something of (what _less(raw, totals) gives, without walking the book again).
+            rest = levels[k:]
+            if k and take < size:
+                rest = [(price, size - take), *rest]
+            if plan.side is Side.BUY:
+                self._views[key] = VenueQuote.model_construct(venue=view.venue, symbol=view.symbol, ts=view.ts, bids=view.bids, asks=rest)
+            else:
+                self._views[key] = VenueQuote.model_construct(venue=view.venue, symbol=view.symbol, ts=view.ts, bids=rest, asks=view.asks)
             out.append(reservation)
         return out
 
