@@ -5,13 +5,20 @@ from __future__ import annotations
 import logging
 import sys
 
+import orjson
 import structlog
+
+
+def _json_line(event: dict, **options) -> str:
+    # orjson instead of the standard library's encoder: a few lines per intent, several
+    # times cheaper each. ``options`` carries structlog's ``default`` (repr of the unknown).
+    return orjson.dumps(event, **options).decode()
 
 
 def configure(fmt: str = "json", level: str = "info", stream=None) -> None:
     """Configure structlog once per process; every logger then binds ``intent_id`` etc."""
     stream = stream or sys.stderr
-    renderer = structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
+    renderer = structlog.processors.JSONRenderer(serializer=_json_line) if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

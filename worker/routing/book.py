@@ -195,6 +195,18 @@ def forget_prepared_books() -> None:
     _BY_LEVELS.clear()
     for memo in _SET_MEMOS:
         memo.clear()
+    for memo in _FORGOTTEN_WITH_BOOKS:
+        memo.clear()
+
+
+#: Other modules' memos of prepared books, emptied by :func:`forget_prepared_books` too.
+_FORGOTTEN_WITH_BOOKS: list[dict] = []
+
+
+def forgotten_with_books(memo: dict) -> dict:
+    """Register ``memo`` to be emptied whenever the prepared books are forgotten; returns it."""
+    _FORGOTTEN_WITH_BOOKS.append(memo)
+    return memo
 
 
 def bounded_put(memo: dict, key, value):

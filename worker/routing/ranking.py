@@ -7,7 +7,15 @@ from decimal import Decimal
 
 from worker.domain.models import Side, VenueConfig, VenueQuote, VenueRoute, trusted
 from worker.domain.money import BPS
-from worker.routing.book import PreparedSide, SideBook, bounded_put, prepare_side, routing_context, snapshot_memo
+from worker.routing.book import (
+    PreparedSide,
+    SideBook,
+    bounded_put,
+    forgotten_with_books,
+    prepare_side,
+    routing_context,
+    snapshot_memo,
+)
 
 BPS_QUANTUM = Decimal("0.0001")
 
@@ -41,8 +49,7 @@ def venue_entry(quote: VenueQuote, venue: VenueConfig, side: Side) -> tuple:
     if prep.quote is quote:
         entry = prepared_route(prep, venue)
     else:  # a side shared with another quote (prepare_side): the top of book is this quote's
-        with decimal.localcontext(routing_context(prep.digits)):
-            entry = _venue_route(side, venue, quote)
+        entry = _view_route(prep, venue, quote)
     rkey = None if entry is None else rank_key(side, entry)
     return bounded_put(entries, key, (quote, venue, prep, entry, rkey, SideBook.of(venue, prep, len(prep.prices))))
 
@@ -56,6 +63,28 @@ def prepared_route(prep: PreparedSide, venue: VenueConfig) -> VenueRoute | None:
         pass
     with decimal.localcontext(routing_context(prep.digits)):
         return bounded_put(prep.derived, key, _venue_route(prep.side, venue, prep.quote))
+
+
+#: Ranking entries of the quote cache's views (books less this worker's reservations), by the
+#: venue and the very price objects at the top of each side: an entry depends on nothing else,
+#: and a view keeps its book's price objects, so a view whose top levels were only partly taken
+#: reuses its book's entry. Each value holds those objects, so their ids stay theirs.
+_VIEW_ROUTES: dict[tuple, tuple] = forgotten_with_books({})
+
+
+def _view_route(prep: PreparedSide, venue: VenueConfig, quote: VenueQuote) -> VenueRoute | None:
+    bid = quote.bids[0][0] if quote.bids else None
+    ask = quote.asks[0][0] if quote.asks else None
+    key = (venue.name, quote.symbol, prep.side, venue.maker_fee_bps, venue.taker_fee_bps, id(bid), id(ask))
+    hit = _VIEW_ROUTES.get(key)
+    if hit is not None and hit[0] is bid and hit[1] is ask:
+        return hit[2]
+    with decimal.localcontext(routing_context(prep.digits)):
+        entry = _venue_route(prep.side, venue, quote)
+    if len(_VIEW_ROUTES) >= 4096:
+        _VIEW_ROUTES.clear()
+    _VIEW_ROUTES[key] = (bid, ask, entry)
+    return entry
 
 
 def _venue_route(side: Side, venue: VenueConfig, quote: VenueQuote) -> VenueRoute | None:
