@@ -115,8 +115,11 @@ class Executor:
             self.metrics.leg_latency.labels(leg.provider).observe(latency / 1000)
             if report.status not in (LegStatus.FILLED,):
                 self.metrics.leg_errors.labels(leg.provider, report.status.value).inc()
-        log.info("leg", intent_id=intent.intent_id, venue=leg.provider, client_order_id=coid, status=report.status.value,
-                 qty=format(leg.qty, "f"), filled=format(report.filled_qty, "f"), latency_ms=latency)
+        # A leg filled as planned is in the fills topic, the journal and the intent's own
+        # line (intent_done): its line is debug. Anything else is worth an operator's eye.
+        (log.debug if report.status is LegStatus.FILLED else log.info)(
+            "leg", intent_id=intent.intent_id, venue=leg.provider, client_order_id=coid, status=report.status.value,
+            qty=format(leg.qty, "f"), filled=format(report.filled_qty, "f"), latency_ms=latency)
         return LegOutcome(leg, coid, report, latency)
 
     async def _reconcile(self, adapter: VenueAdapter, coid: str, why: str, placed: bool = True) -> OrderReport:
