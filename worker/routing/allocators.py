@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from math import gcd
 from operator import itemgetter
 from dataclasses import dataclass
 from decimal import Decimal
@@ -332,20 +333,26 @@ def _violation(books: Sequence[Lots], x: list[int]) -> int | None:
     return step_violation
 
 
-def _fine_idle(books: Sequence[Lots], lattice: _Lattice, x: list[int], lo: list[int], hi: list[int]) -> list[int]:
+def _fine_idle(steps: Sequence[int], x: list[int], lo: list[int], hi: list[int]) -> list[int]:
     """Idle venues that alone make the lattice finer than the trading venues' steps.
 
     A remainder finer than every trading venue's step can only go to one of them; branching
     on them first (skip them all, or trade one) ends the step-by-step shuffling of such a
     remainder between coarse venues.
     """
-    idle = [j for j, q in enumerate(x) if q == 0 and lo[j] == 0 and hi[j] > 0]
-    if not idle:
-        return idle
-    trading = lattice.grid([q > 0 and h > 0 for q, h in zip(x, hi)])
-    if trading == 0:
+    # One pass over the venues, at every node: the idle ones, and the gcd of the trading
+    # ones' steps (their lattice; a handful of small gcds cost less than building a memo key).
+    idle = []
+    trading = 0
+    for j, q in enumerate(x):
+        if hi[j] > 0:
+            if q > 0:
+                trading = gcd(trading, steps[j])
+            elif lo[j] == 0:
+                idle.append(j)
+    if not idle or trading == 0:
         return []
-    return [j for j in idle if books[j].step % trading]
+    return [j for j in idle if steps[j] % trading]
 
 
 def _with(bounds: list[int], i: int, value: int) -> list[int]:
@@ -366,7 +373,7 @@ def _branches(books: Sequence[Lots], lattice: _Lattice, node: _Relaxed, lo: list
         yield lo, _with(hi, i, 0), -1, (i,)
         yield _with(lo, i, book.min_qty), hi, i, (i,)
         return
-    fine = _fine_idle(books, lattice, x, lo, hi)
+    fine = _fine_idle(lattice.units, x, lo, hi)
     if fine:
         none = hi[:]
         for j in fine:
