@@ -402,6 +402,19 @@ def _signed_cost(book: Lots, qty: int) -> int:
     return book.costs[j] + (qty - cum[j]) * book.rates[j]
 
 
+def _cost_change(book: Lots, was: int, qty: int) -> int:
+    """``_signed_cost(book, qty) - _signed_cost(book, was)``: a child moves one venue by a
+    step or to a bound, most often within the level ``was`` is on, where the change is the
+    level's rate times the move (one bisection instead of two)."""
+    if was <= 0:
+        return _signed_cost(book, qty)
+    cum = book.cum
+    j = bisect_left(cum, was) - 1  # cum[j] < was <= cum[j + 1]: no venue holds more than its depth
+    if cum[j] < qty <= cum[j + 1]:
+        return (qty - was) * book.rates[j]
+    return _signed_cost(book, qty) - (book.costs[j] + (was - cum[j]) * book.rates[j])
+
+
 def _cost_of(books: Sequence[Lots], x: Sequence[int]) -> int:
     """Fee-inclusive signed cost of the plan ``x``."""
     total = 0
@@ -551,8 +564,7 @@ def solve_lots(books: Sequence[Lots], qty: int, node_limit: int = DEFAULT_NODE_L
                 elif q > c_hi[i]:
                     q = c_hi[i]
                 if q != was:
-                    b = books[i]
-                    cost += _signed_cost(b, q) - _signed_cost(b, was)
+                    cost += _cost_change(books[i], was, q)
                     fill += q - was
                     x[i] = q
             # The lattice follows which venues are open: unchanged unless a bound closed one.
