@@ -160,8 +160,10 @@ class Market:
         return self._merged
 
 
-#: Entries between two marks of what the venues hold at the root (see _MergedLevels.root).
-_MARK = 16
+#: Entries between two marks of what the venues hold at the root (see _MergedLevels.root):
+#: the root replays up to this many entries after the nearest mark, at every plan, so a mark
+#: (a list per venue) every few entries pays for itself.
+_MARK = 4
 
 
 class _MergedLevels:
@@ -432,6 +434,9 @@ def _repair(books: Sequence[Lots], x: list[int], lo: list[int], hi: list[int], t
     y = []
     rem = target
     for b, q, low in zip(books, x, lo):
+        if not q:  # idle: most venues, at most nodes
+            y.append(0)
+            continue
         r = q - q % b.step
         if r and r < b.min_qty:
             r = low if low > 0 else 0
@@ -516,6 +521,9 @@ def solve_lots(books: Sequence[Lots], qty: int, node_limit: int = DEFAULT_NODE_L
     # A quick feasible plan (round every venue down to its rules) makes pruning bite early.
     best_x = []
     for b, q in zip(books, root.x):  # _clipped, inlined
+        if not q:
+            best_x.append(0)
+            continue
         q -= q % b.step
         if q > b.max_qty:
             q = b.max_qty

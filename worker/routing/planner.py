@@ -331,9 +331,10 @@ def _plan(intent: OrderIntent, total: Decimal, lineup: _Lineup, excluded: list[E
     legs: list[PlanLeg] = []
     notional_sum = fees = planned = ZERO
     planned_lots = 0  # planned in the market's lots: exact, every leg is on its venue's step
-    for (name, unit, exponent, cum, cum_notional, cum_qty, prices, fee_rate, bid, ask), lots in zip(lineup.legs, x):
+    for leg, lots in zip(lineup.legs, x):
         if lots <= 0:
             continue
+        name, unit, exponent, cum, cum_notional, cum_qty, prices, fee_rate, bid, ask = leg
         # The leg at the venue's precision (the step's exponent): exact, it is on the step.
         on_step = lots // unit  # in units of the step's last digit (10**exponent)
         leg_qty = _scaleb(Decimal(on_step), exponent)
