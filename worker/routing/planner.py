@@ -246,7 +246,10 @@ def route(
     :data:`~worker.routing.book.ROUTING_CONTEXT` (60 digits), widened only for a plan whose
     exact sums need more, so extreme but valid numbers never raise.
     """
-    chosen = intent.algorithm if algorithm is None else Algorithm(algorithm)
+    if algorithm is None:
+        chosen = intent.algorithm
+    else:  # a member already (the usual case) skips the enum's lookup by value
+        chosen = algorithm if type(algorithm) is Algorithm else Algorithm(algorithm)
     caller = getcontext()
     setcontext(_CONTEXT)  # what localcontext(ROUTING_CONTEXT) does, without a copy per plan
     try:
