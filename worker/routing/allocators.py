@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from math import gcd
 from operator import itemgetter
 from dataclasses import dataclass
 from decimal import Decimal
@@ -159,8 +160,10 @@ class Market:
         return self._merged
 
 
-#: Entries between two marks of what the venues hold at the root (see _MergedLevels.root).
-_MARK = 16
+#: Entries between two marks of what the venues hold at the root (see _MergedLevels.root):
+#: the root replays up to this many entries after the nearest mark, at every plan, so a mark
+#: (a list per venue) every few entries pays for itself.
+_MARK = 4
 
 
 class _MergedLevels:
@@ -332,20 +335,26 @@ def _violation(books: Sequence[Lots], x: list[int]) -> int | None:
     return step_violation
 
 
-def _fine_idle(books: Sequence[Lots], lattice: _Lattice, x: list[int], lo: list[int], hi: list[int]) -> list[int]:
+def _fine_idle(steps: Sequence[int], x: list[int], lo: list[int], hi: list[int]) -> list[int]:
     """Idle venues that alone make the lattice finer than the trading venues' steps.
 
     A remainder finer than every trading venue's step can only go to one of them; branching
     on them first (skip them all, or trade one) ends the step-by-step shuffling of such a
     remainder between coarse venues.
     """
-    idle = [j for j, q in enumerate(x) if q == 0 and lo[j] == 0 and hi[j] > 0]
-    if not idle:
-        return idle
-    trading = lattice.grid([q > 0 and h > 0 for q, h in zip(x, hi)])
-    if trading == 0:
+    # One pass over the venues, at every node: the idle ones, and the gcd of the trading
+    # ones' steps (their lattice; a handful of small gcds cost less than building a memo key).
+    idle = []
+    trading = 0
+    for j, q in enumerate(x):
+        if hi[j] > 0:
+            if q > 0:
+                trading = gcd(trading, steps[j])
+            elif lo[j] == 0:
+                idle.append(j)
+    if not idle or trading == 0:
         return []
-    return [j for j in idle if books[j].step % trading]
+    return [j for j in idle if steps[j] % trading]
 
 
 def _with(bounds: list[int], i: int, value: int) -> list[int]:
@@ -366,7 +375,7 @@ def _branches(books: Sequence[Lots], lattice: _Lattice, node: _Relaxed, lo: list
         yield lo, _with(hi, i, 0), -1, (i,)
         yield _with(lo, i, book.min_qty), hi, i, (i,)
         return
-    fine = _fine_idle(books, lattice, x, lo, hi)
+    fine = _fine_idle(lattice.units, x, lo, hi)
     if fine:
         none = hi[:]
         for j in fine:
@@ -395,6 +404,19 @@ def _signed_cost(book: Lots, qty: int) -> int:
     return book.costs[j] + (qty - cum[j]) * book.rates[j]
 
 
+def _cost_change(book: Lots, was: int, qty: int) -> int:
+    """``_signed_cost(book, qty) - _signed_cost(book, was)``: a child moves one venue by a
+    step or to a bound, most often within the level ``was`` is on, where the change is the
+    level's rate times the move (one bisection instead of two)."""
+    if was <= 0:
+        return _signed_cost(book, qty)
+    cum = book.cum
+    j = bisect_left(cum, was) - 1  # cum[j] < was <= cum[j + 1]: no venue holds more than its depth
+    if cum[j] < qty <= cum[j + 1]:
+        return (qty - was) * book.rates[j]
+    return _signed_cost(book, qty) - (book.costs[j] + (was - cum[j]) * book.rates[j])
+
+
 def _cost_of(books: Sequence[Lots], x: Sequence[int]) -> int:
     """Fee-inclusive signed cost of the plan ``x``."""
     total = 0
@@ -412,6 +434,9 @@ def _repair(books: Sequence[Lots], x: list[int], lo: list[int], hi: list[int], t
     y = []
     rem = target
     for b, q, low in zip(books, x, lo):
+        if not q:  # idle: most venues, at most nodes
+            y.append(0)
+            continue
         r = q - q % b.step
         if r and r < b.min_qty:
             r = low if low > 0 else 0
@@ -496,6 +521,9 @@ def solve_lots(books: Sequence[Lots], qty: int, node_limit: int = DEFAULT_NODE_L
     # A quick feasible plan (round every venue down to its rules) makes pruning bite early.
     best_x = []
     for b, q in zip(books, root.x):  # _clipped, inlined
+        if not q:
+            best_x.append(0)
+            continue
         q -= q % b.step
         if q > b.max_qty:
             q = b.max_qty
@@ -544,8 +572,7 @@ def solve_lots(books: Sequence[Lots], qty: int, node_limit: int = DEFAULT_NODE_L
                 elif q > c_hi[i]:
                     q = c_hi[i]
                 if q != was:
-                    b = books[i]
-                    cost += _signed_cost(b, q) - _signed_cost(b, was)
+                    cost += _cost_change(books[i], was, q)
                     fill += q - was
                     x[i] = q
             # The lattice follows which venues are open: unchanged unless a bound closed one.

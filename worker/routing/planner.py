@@ -27,7 +27,7 @@ from worker.domain.models import (
     VenueRoute,
     trusted,
 )
-from worker.domain.money import BPS, PRICE_QUANTUM, ZERO, average_price
+from worker.domain.money import BPS, PRICE_QUANTUM, ZERO, rounded_average
 from worker.routing.allocators import (
     DEFAULT_NODE_LIMIT,
     Allocation,
@@ -246,7 +246,10 @@ def route(
     :data:`~worker.routing.book.ROUTING_CONTEXT` (60 digits), widened only for a plan whose
     exact sums need more, so extreme but valid numbers never raise.
     """
-    chosen = intent.algorithm if algorithm is None else Algorithm(algorithm)
+    if algorithm is None:
+        chosen = intent.algorithm
+    else:  # a member already (the usual case) skips the enum's lookup by value
+        chosen = algorithm if type(algorithm) is Algorithm else Algorithm(algorithm)
     caller = getcontext()
     setcontext(_CONTEXT)  # what localcontext(ROUTING_CONTEXT) does, without a copy per plan
     try:
@@ -323,17 +326,22 @@ _INFINITY = float("inf")
 
 def _plan(intent: OrderIntent, total: Decimal, lineup: _Lineup, excluded: list[Exclusion], round_no: int,
           algorithm: Algorithm, node_limit: int) -> RoutePlan:
+    # Runs in the routing context (see route()), which is what average_price would enter:
+    # rounded_average divides in it directly.
     side = intent.side
     sign = 1 if side is Side.BUY else -1
     x, optimal = _lots(algorithm, lineup, side, total, node_limit)
-    mk = lineup.market
     legs: list[PlanLeg] = []
     notional_sum = fees = planned = ZERO
-    for (name, unit, exponent, cum, cum_notional, cum_qty, prices, fee_rate, bid, ask), lots in zip(lineup.legs, x):
+    planned_lots = 0  # planned in the market's lots: exact, every leg is on its venue's step
+    for leg, lots in zip(lineup.legs, x):
         if lots <= 0:
             continue
+        name, unit, exponent, cum, cum_notional, cum_qty, prices, fee_rate, bid, ask = leg
         # The leg at the venue's precision (the step's exponent): exact, it is on the step.
-        leg_qty = _scaleb(Decimal(lots // unit), exponent)
+        on_step = lots // unit  # in units of the step's last digit (10**exponent)
+        leg_qty = _scaleb(Decimal(on_step), exponent)
+        planned_lots += on_step * unit
         touched = bisect_left(cum, lots)  # levels touched; the last holds the leg's last unit
         last = touched - 1
         notional = cum_notional[last] + (leg_qty - cum_qty[last]) * prices[last]
@@ -341,7 +349,7 @@ def _plan(intent: OrderIntent, total: Decimal, lineup: _Lineup, excluded: list[E
         legs.append(_model(PlanLeg, _LEG_FIELDS, {
             "provider": name,
             "qty": leg_qty,
-            "estimated_price": average_price(notional, leg_qty),
+            "estimated_price": rounded_average(notional, leg_qty),
             "estimated_fee": fee,
             "estimated_notional": notional,
             "bid_price": bid,
@@ -355,18 +363,17 @@ def _plan(intent: OrderIntent, total: Decimal, lineup: _Lineup, excluded: list[E
 
     vwap = net = savings_worst = savings_best = best_net = worst_net = None
     if planned > 0:
-        vwap = average_price(notional_sum, planned)
-        net = average_price(notional_sum + sign * fees, planned)
+        vwap = rounded_average(notional_sum, planned)
+        net = rounded_average(notional_sum + sign * fees, planned)
         # Single-venue benchmarks: the same quantity sent whole to one venue, walking its
         # whole visible book (the seed compares against the worst venue). The same quantity
         # everywhere: the signed costs rank the venues, and only two averages are divided out.
         worst = best = None
-        lots = floor_units(planned, mk.q_digits)  # type: ignore[union-attr]  # exact: every leg is on a step of this grid
         worst_cost, best_cost = -_INFINITY, _INFINITY  # the first book that can take it is both
         for cum, costs, rates, prep in lineup.singles:
-            if lots <= cum[-1]:
-                j = bisect_left(cum, lots) - 1  # Lots.signed_cost, inlined: ten books per plan
-                cost = costs[j] + (lots - cum[j]) * rates[j]
+            if planned_lots <= cum[-1]:
+                j = bisect_left(cum, planned_lots) - 1  # Lots.signed_cost, inlined: ten books per plan
+                cost = costs[j] + (planned_lots - cum[j]) * rates[j]
                 if cost > worst_cost:
                     worst, worst_cost = (prep, j), cost
                 if cost < best_cost:
