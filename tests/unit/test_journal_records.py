@@ -82,3 +82,24 @@ def test_records_carry_their_format_and_a_newer_format_stops_recovery_instead_of
     assert JournalRecord.validate_json(orjson.dumps(legacy)) == journal.records[-1]
     with pytest.raises(JournalFormatError, match="format 3"):
         JournalRecord.validate_json(orjson.dumps({**record, "format": JOURNAL_FORMAT + 1}))
+
+
+def test_a_plan_encoded_with_its_ranking_cached_is_byte_identical_to_its_own_encoding():
+    """The cache splices the ranking entries (encoded once per entry) into the plan's JSON:
+    the bytes must be the plan's own, whatever its fields hold (an intent id that looks like
+    the key the splice looks for included)."""
+    import random
+
+    from tests.support.scenarios import random_market
+    from worker.routing.planner import route
+
+    rng = random.Random(5)
+    cache = EncodedCache()
+    for i in range(30):
+        venues, quotes = random_market(rng, rng.randint(1, 6), 8, side="buy" if i % 2 else "sell")
+        intent_id = ['x,"excluded":[]', "plain", 'q"uote'][i % 3]
+        intent = make_intent(str(round(rng.uniform(0.001, 30), 3)), side="buy" if i % 2 else "sell", intent_id=intent_id,
+                             venues=None if i % 5 else [venues[0].name])
+        plan = route(intent, quotes, venues)
+        assert cache.encode(plan) == encode(plan)
+        assert cache.encode(plan) is cache.encode(plan)  # once per plan
