@@ -57,6 +57,12 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def drain_rate(times: list[float]) -> float:
     """Completions per second between the 10th and the 90th percentile of their times: the
     sustained rate of a drain. First-to-last would count a first wave of hundreds of intents
@@ -109,24 +115,22 @@ class Bench:
         prefix = f"{run}-".encode()
         consumer = self.clients.consumer(role="bench-volume", fetch_max_wait_ms=100)
         await consumer.start()
-        out = {}
+        out = {topic: [0, 0] for topic in self.outcome_topics}
         try:
-            for topic in self.outcome_topics:
-                tps = await assign_all(consumer, topic)
-                await consumer.seek_to_beginning(*tps)
-                targets = {tp: off for tp, off in (await consumer.end_offsets(tps)).items() if off > 0}
-                records = size = 0
-                while targets:
-                    for batch in (await consumer.getmany(timeout_ms=200, max_records=5000)).values():
-                        for record in batch:
-                            if (record.key or b"").startswith(prefix):
-                                records += 1
-                                size += len(record.value or b"") + len(record.key or b"")
-                    await drop_reached(consumer, targets)
-                out[topic] = (records, size)
+            tps = await assign_all(consumer, *self.outcome_topics)
+            await consumer.seek_to_beginning(*tps)
+            targets = {tp: off for tp, off in (await consumer.end_offsets(tps)).items() if off > 0}
+            while targets:
+                for batch in (await consumer.getmany(timeout_ms=200, max_records=5000)).values():
+                    for record in batch:
+                        if (record.key or b"").startswith(prefix):
+                            seen = out[record.topic]
+                            seen[0] += 1
+                            seen[1] += len(record.value or b"") + len(record.key or b"")
+                await drop_reached(consumer, targets)
         finally:
             await consumer.stop()
-        return out
+        return {topic: (records, size) for topic, (records, size) in out.items()}
 
     async def stop(self) -> None:
         for task in self.tasks:
@@ -252,10 +256,13 @@ async def passthrough_child(bootstrap: str, sizes: list[int], n: int) -> None:
     await consumer.start()
     payloads = [b"x" * size for size in sizes]
     seen = 0
+    cpu_started = None
     try:
         while seen < n:
             batches = await consumer.getmany(timeout_ms=200, max_records=500)
             futures = []
+            if batches and cpu_started is None:
+                cpu_started = time.process_time()  # from the first intent, as the worker's is
             for records in batches.values():
                 for record in records:
                     intent = orjson.loads(record.value)
@@ -266,6 +273,7 @@ async def passthrough_child(bootstrap: str, sizes: list[int], n: int) -> None:
             await asyncio.gather(*futures)
             if batches:
                 await consumer.commit()
+        print(f"cpu_s={time.process_time() - cpu_started}", flush=True)
     finally:
         await consumer.stop()
         await producer.stop()
@@ -287,10 +295,13 @@ async def run_bench(args) -> None:
 
             # (a) one worker
             profile = Path(args.profile).resolve() if args.profile else None
-            _, port = bench.spawn_worker("worker-1", profile)
+            worker, port = bench.spawn_worker("worker-1", profile)
             await bench.wait_ready(port)
             await bench.drain("warm", 50, 60)
+            cpu = cpu_seconds(worker.pid)
             one = await bench.drain("one", n, 600)
+            # CPU per intent: what a shared, noisy machine changes least (the rates move with it).
+            worker_cpu_ms = (cpu_seconds(worker.pid) - cpu) / n * 1000
             await asyncio.sleep(1.5)  # the last journal records (done markers) land
             outcome = await bench.volume("one")
             processed = n
@@ -304,10 +315,14 @@ async def run_bench(args) -> None:
             # (c) latency at half capacity
             rate = one / 2
             count = max(100, int(rate * (5 if args.quick else 10)))
+            cpu = cpu_seconds(worker.pid)
             sent = await bench.send_intents("lat", count, rate=rate)
             arrivals = await bench.wait_for(list(sent), bench.arrivals, 120)
+            paced_cpu_ms = (cpu_seconds(worker.pid) - cpu) / count * 1000
             latencies = [(a - sent[k]) * 1000 for k, a in zip(sent, arrivals)]
             p50, p99 = percentile(latencies, 0.5), percentile(latencies, 0.99)
+            inside = [bench.inside[k] for k in sent if bench.inside.get(k) is not None]
+            in50, in99 = percentile(inside, 0.5), percentile(inside, 0.99)
 
             # (d) a second instance joins the group
             _, port2 = bench.spawn_worker("worker-2")
@@ -325,10 +340,12 @@ async def run_bench(args) -> None:
             bench.pt_per_intent = len(sizes)
             await bench.send_intents("pt", n, PASSTHROUGH_IN)
             child = subprocess.Popen([sys.executable, __file__, "--passthrough-child", broker.bootstrap,
-                                      "--sizes", ",".join(map(str, sizes)), "--intents", str(n)], cwd=ROOT)
+                                      "--sizes", ",".join(map(str, sizes)), "--intents", str(n)], cwd=ROOT,
+                                     stdout=subprocess.PIPE, text=True)
             keys = [f"pt-{i:06d}".encode() for i in range(n)]
             times = await bench.wait_for(keys, bench.pt_done, 300)
-            child.wait(60)
+            out, _ = child.communicate(timeout=60)
+            pt_cpu_ms = float(out.split("cpu_s=")[1]) / n * 1000
             passthrough = drain_rate(times)
             print(f"(b) passthrough: {passthrough:.0f} intents/s", file=sys.stderr)
 
@@ -340,7 +357,10 @@ async def run_bench(args) -> None:
     print(f"| worker, 1 instance | {one:.0f} intents/s |")
     print(f"| bare passthrough (same records/bytes per intent) | {passthrough:.0f} intents/s |")
     print(f"| ratio worker / passthrough | {one / passthrough:.2f} |")
+    print(f"| CPU per intent, draining: worker / passthrough | {worker_cpu_ms:.3f} ms / {pt_cpu_ms:.3f} ms (ratio {pt_cpu_ms / worker_cpu_ms:.2f}) |")
+    print(f"| worker CPU per intent at half capacity | {paced_cpu_ms:.3f} ms |")
     print(f"| intent-to-result p50 / p99 at {rate:.0f} intents/s (half capacity) | {p50:.1f} ms / {p99:.1f} ms |")
+    print(f"| the same inside the worker (receipt to result) | {in50:.0f} ms / {in99:.0f} ms |")
     print(f"| worker, 2 instances (same group) | {two:.0f} intents/s |")
     print(f"| ratio 2 / 1 instances | {two / one:.2f} |")
     print(f"| outcome statuses | {dict(bench.statuses)} |")
