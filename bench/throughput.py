@@ -3,6 +3,7 @@
     .venv/bin/python bench/throughput.py            # 2,000 intents per leg, ~2-3 min
     .venv/bin/python bench/throughput.py --quick    # 400 intents, ~1 min
     .venv/bin/python bench/throughput.py --profile worker.prof   # leg (a) only, worker under cProfile
+    .venv/bin/python bench/throughput.py --drain-only --intents 4000   # leg (a) only, to compare two versions
 
 Legs, all on one embedded Tansu broker, 5 paper venues without latency, 4 symbols, market intents,
 quotes re-published every 200 ms by this process:
@@ -306,6 +307,9 @@ async def run_bench(args) -> None:
             outcome = await bench.volume("one")
             processed = n
             print(f"(a) 1 worker: {one:.0f} intents/s; records, bytes by topic: {outcome}", file=sys.stderr)
+            if args.drain_only:
+                print(f"drain: {one:.0f} intents/s, worker CPU {worker_cpu_ms:.3f} ms per intent")
+                return
             if profile:
                 bench.stop_workers()
                 print_bytes(outcome, processed)
@@ -423,6 +427,7 @@ def main() -> int:
     parser.add_argument("--intents", type=int, default=2_000, help="intents per drain leg")
     parser.add_argument("--quick", action="store_true", help="400 intents per leg")
     parser.add_argument("--profile", help="run leg (a) only, with the worker under cProfile writing here")
+    parser.add_argument("--drain-only", action="store_true", help="run leg (a) only: intents/s and CPU per intent")
     parser.add_argument("--passthrough-child", help=argparse.SUPPRESS)
     parser.add_argument("--sizes", help=argparse.SUPPRESS)
     args = parser.parse_args()
