@@ -69,6 +69,8 @@ def drain_rate(times: list[float]) -> float:
     sustained rate of a drain. First-to-last would count a first wave of hundreds of intents
     finished together (up to ``SOR_MAX_IN_FLIGHT`` are worked on at once) as if it took no time."""
     ordered = sorted(times)
+    if len(ordered) < 2:
+        raise ValueError("a drain rate needs at least two completions")
     lo, hi = len(ordered) // 10, len(ordered) * 9 // 10
     return (hi - lo) / max(ordered[hi] - ordered[lo], 1e-3)
 

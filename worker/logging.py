@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 
@@ -12,7 +13,12 @@ import structlog
 def _json_line(event: dict, **options) -> str:
     # orjson instead of the standard library's encoder: a few lines per intent, several
     # times cheaper each. ``options`` carries structlog's ``default`` (repr of the unknown).
-    return orjson.dumps(event, **options).decode()
+    # A log call must never raise (the leg line runs after an order is placed): what orjson
+    # refuses (an integer beyond 64 bits, a lone surrogate) goes through the standard encoder.
+    try:
+        return orjson.dumps(event, option=orjson.OPT_NON_STR_KEYS, **options).decode()
+    except TypeError:
+        return json.dumps(event, **options)
 
 
 def configure(fmt: str = "json", level: str = "info", stream=None) -> None:

@@ -84,3 +84,19 @@ def test_settings_come_from_flags_env_and_an_optional_toml_file(monkeypatch, tmp
 
     with pytest.raises(ValidationError):
         s.group_id = "mutated"  # frozen
+
+
+def test_a_log_line_never_raises_whatever_its_values():
+    """The JSON renderer is orjson; what it refuses (non-string keys, integers beyond 64 bits,
+    a lone surrogate, an unknown type) still makes one readable line, never an exception in
+    the caller (the leg line runs after an order was placed)."""
+    from decimal import Decimal
+
+    from worker import logging as sor_logging
+
+    buf = io.StringIO()
+    sor_logging.configure("json", "debug", stream=buf)
+    log = structlog.get_logger("test")
+    log.info("odd", keys={1: 2}, big=2**70, text="\ud800", amount=Decimal("0.1"), obj=object())
+    line = json.loads(buf.getvalue().splitlines()[-1])
+    assert line["event"] == "odd" and line["big"] == 2**70 and "0.1" in line["amount"] and line["keys"] == {"1": 2}

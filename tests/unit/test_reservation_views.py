@@ -147,3 +147,122 @@ def test_the_view_a_reservation_leaves_equals_the_book_less_every_reservation(se
         assert {n: (repr(q.bids), repr(q.asks)) for n, q in incremental.items()} == \
             {n: (repr(q.bids), repr(q.asks)) for n, q in cache.books("BTC/USD").items()}
     forget_prepared_books()
+
+
+def test_views_of_sizes_with_36_significant_digits_are_exact():
+    """Sizes up to 1e18 with 18 places (the input bounds) have 36 digits: a view less a
+    reservation of 1e-18 must be exact, not rounded in Python's 28-digit default context
+    (which could show liquidity that does not exist), whether built by reserve() or again."""
+    forget_prepared_books()
+    size = D("123456789012345678.123456789012345678")
+    cache = QuoteCache({"a"})
+    cache.update(make_quote("a", asks=[(1, size)], bids=[], ts=5))
+    venue = VenueConfig(name="a", step_size=D("0.000000000000000001"))
+    for qty in ("0.000000000000000001", "0.000000000000000003"):
+        cache.reserve(route(make_intent(qty, intent_id=qty), cache.books("BTC/USD"), [venue]))
+    exact = D("123456789012345678.123456789012345674")  # a literal: this test's context rounds too
+    assert cache.books("BTC/USD")["a"].asks == [(D(1), exact)]
+    cache._views.clear()
+    assert cache.books("BTC/USD")["a"].asks == [(D(1), exact)]
+    forget_prepared_books()
+
+
+def _fresh(quote):
+    """The same book made of new objects: nothing routing memoised can match it."""
+    copy = lambda levels: [(D(str(p)), D(str(q))) for p, q in levels]  # noqa: E731
+    return quote.model_construct(venue=quote.venue, symbol=quote.symbol, ts=quote.ts, bids=copy(quote.bids), asks=copy(quote.asks))
+
+
+def _plans_of_a_random_session(seed: int, reference: bool) -> list[bytes]:
+    """Reserve, release, settle and new snapshots (newer, of the same timestamp, sharing level
+    objects with the previous one), and plans of every algorithm in between."""
+    from worker.pipeline.codec import encode
+
+    rng = random.Random(seed)
+    forget_prepared_books()
+    venues = [VenueConfig(name=n, taker_fee_bps=D(rng.choice(["0", "5", "7.5", "10"])),
+                          step_size=D(rng.choice(["0.001", "0.01", "0.0001", "0.00000001", "1"])),
+                          min_qty=D(rng.choice(["0", "0.01"]))) for n in "abc"]
+    cache = QuoteCache({v.name for v in venues}, max_levels=rng.choice([None, 8]))
+    ts = {v.name: 7 for v in venues}
+    for v in venues:
+        cache.update(make_quote(v.name, asks=random_levels(rng, rng.randint(1, 12), Side.BUY, D("40000.5")),
+                                bids=random_levels(rng, rng.randint(1, 12), Side.SELL, D("40000")), ts=7))
+    held, plans = [], []
+    for k in range(40):
+        op = rng.random()
+        if op < 0.15:
+            name = rng.choice(venues).name
+            raw = cache.get(name, "BTC/USD")
+            if rng.random() < 0.5:
+                ts[name] += rng.choice([0, 0, 1])
+                quote = make_quote(name, asks=random_levels(rng, rng.randint(0, 12), Side.BUY, D("40000.5")),
+                                   bids=random_levels(rng, rng.randint(0, 12), Side.SELL, D("40000")), ts=ts[name])
+            else:  # a snapshot of the same timestamp sharing level objects with the previous one
+                quote = raw.model_construct(venue=name, symbol="BTC/USD", ts=ts[name], asks=raw.asks[rng.randint(0, 2):], bids=raw.bids)
+            cache.update(quote)
+        elif op < 0.25 and held:
+            taken = held.pop(rng.randrange(len(held)))
+            if rng.random() < 0.5:
+                cache.release(taken)
+            else:
+                cache.settle(taken, max(ts.values()) + rng.choice([-1, 0]))
+        side = rng.choice(["buy", "sell"])
+        intent = make_intent(D(str(round(rng.uniform(0.01, 5), 3))), side=side, algorithm=rng.choice(["sor", "split", "best"]),
+                             intent_id=f"i{k}", limit=None if rng.random() < 0.7 else ("40004" if side == "buy" else "39996"))
+        books = cache.books("BTC/USD")
+        for name, view in books.items():  # every view is its book less everything held
+            raw, taken = cache.get(name, "BTC/USD"), cache._taken.get((name, "BTC/USD"), {})
+            assert (repr(view.bids), repr(view.asks)) == (repr(_less(raw.bids, taken.get(Side.SELL))), repr(_less(raw.asks, taken.get(Side.BUY))))
+        if reference:
+            forget_prepared_books()
+            books = {name: _fresh(q) for name, q in books.items()}
+        plan = route(intent, books, venues)
+        plans.append(encode(plan))
+        if rng.random() < 0.8:
+            held.append(cache.reserve(plan))
+    forget_prepared_books()
+    return plans
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_plans_in_a_session_of_reservations_equal_plans_on_books_prepared_afresh(seed):
+    assert _plans_of_a_random_session(seed, reference=False) == _plans_of_a_random_session(seed, reference=True)
+
+
+def test_a_views_ranking_entry_is_its_books_while_its_top_prices_are_the_books():
+    from worker.routing.ranking import venue_route
+
+    forget_prepared_books()
+    venue = VenueConfig(name="v", taker_fee_bps=D(10), step_size=D("0.1"))
+    cache = QuoteCache({"v"})
+    cache.update(make_quote("v", asks=[(100, 1), (101, 2)], bids=[(99, 1), (98, 2)], ts=5))
+    raw = cache.get("v", "BTC/USD")
+    before = {side: venue_route(side, venue, raw) for side in Side}
+    cache.reserve(route(make_intent("0.5", side="buy"), cache.books("BTC/USD"), [venue]))  # the top ask partly taken
+    view = cache.books("BTC/USD")["v"]
+    assert all(venue_route(side, venue, view) is before[side] for side in Side)
+    cache.reserve(route(make_intent("0.5", side="buy", intent_id="t-2"), cache.books("BTC/USD"), [venue]))  # the rest of it
+    emptied = cache.books("BTC/USD")["v"]
+    after = {side: venue_route(side, venue, emptied) for side in Side}
+    assert after[Side.BUY].ask_price == D(101) and after[Side.SELL].ask_price == D(101)
+    assert after[Side.BUY] is not before[Side.BUY]
+    forget_prepared_books()
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_a_side_whose_top_levels_are_gone_whole_is_derived_at_a_fresh_sums_exponents(seed):
+    """Levels removed whole (a snapshot sharing the rest of its book's level objects): a fresh
+    sum has the exponents of the levels left only, finer ones of the removed levels must not
+    show (``Decimal('3.000')``, not ``Decimal('3.00000000')``)."""
+    rng = random.Random(1000 + seed)
+    side = rng.choice(list(Side))
+    fee = D(rng.choice(["0", "7.5", "0.125"]))
+    levels = random_levels(rng, rng.randint(2, 20), side)
+    raw = make_quote("v", asks=levels if side is Side.BUY else [], bids=levels if side is Side.SELL else [], ts=1)
+    base = _prepare(raw, side, fee)
+    cut = rng.randint(1, len(levels) - 1)
+    rest = raw.side_levels(side)[cut:]
+    view = raw.model_construct(venue="v", symbol=raw.symbol, ts=1, asks=rest if side is Side.BUY else [],
+                               bids=rest if side is Side.SELL else [])
+    same(derive_side(base, view, rest), _prepare(view, side, fee))

@@ -116,7 +116,8 @@ class Executor:
             if report.status not in (LegStatus.FILLED,):
                 self.metrics.leg_errors.labels(leg.provider, report.status.value).inc()
         # A leg filled as planned is in the fills topic, the journal and the intent's own
-        # line (intent_done): its line is debug. Anything else is worth an operator's eye.
+        # line (intent_done names every leg's venue and client order id): its line is debug.
+        # Anything else is worth an operator's eye.
         (log.debug if report.status is LegStatus.FILLED else log.info)(
             "leg", intent_id=intent.intent_id, venue=leg.provider, client_order_id=coid, status=report.status.value,
             qty=format(leg.qty, "f"), filled=format(report.filled_qty, "f"), latency_ms=latency)

@@ -161,6 +161,7 @@ class EncodedCache:
         key = id(obj)
         hit = self._by_id.get(key)
         if hit is not None and hit[0] is obj:
+            self._by_id.move_to_end(key)  # least recently used first out: ranking entries are shared
             return hit[1]
         value = self._plan(obj) if type(obj) is RoutePlan else encode(obj)
         self._by_id[key] = (obj, value)

@@ -229,7 +229,8 @@ class IntentWorker:
                 self.metrics.intent_latency.observe(outcome.result.latency_ms / 1000)
                 self.metrics.observe_tca(outcome.result)
                 log.info("intent_done", status=status, filled=format(outcome.result.filled_qty, "f"),
-                         latency_ms=outcome.result.latency_ms, venues=sorted({leg.provider for leg in outcome.result.legs}))
+                         latency_ms=outcome.result.latency_ms,
+                         orders=[f"{leg.provider}:{leg.client_order_id}" for leg in outcome.result.legs])
 
     async def _after_error(self, intent: OrderIntent, received_ms: int, exc: Exception, admit) -> Outcome:
         """Once orders may exist (a planned record was written or attempted), the intent is

@@ -8,6 +8,7 @@ from decimal import Decimal
 from worker.domain.models import Side, VenueConfig, VenueQuote, VenueRoute, trusted
 from worker.domain.money import BPS
 from worker.routing.book import (
+    LATEST_SIZE,
     PreparedSide,
     SideBook,
     bounded_put,
@@ -46,44 +47,34 @@ def venue_entry(quote: VenueQuote, venue: VenueConfig, side: Side) -> tuple:
     if memo is not None and memo[1] is venue:  # the entry holds the venue: its id stays its own
         return memo
     prep = prepare_side(quote, side, venue.taker_fee_bps)
-    if prep.quote is quote:
-        entry = prepared_route(prep, venue)
-    else:  # a side shared with another quote (prepare_side): the top of book is this quote's
-        entry = _view_route(prep, venue, quote)
+    entry = _route_entry(prep, venue, quote)
     rkey = None if entry is None else rank_key(side, entry)
     return bounded_put(entries, key, (quote, venue, prep, entry, rkey, SideBook.of(venue, prep, len(prep.prices))))
 
 
-def prepared_route(prep: PreparedSide, venue: VenueConfig) -> VenueRoute | None:
-    """:func:`venue_route` of an already prepared side (the quote and side are the prep's)."""
-    key = ("route", venue.name, venue.maker_fee_bps)
-    try:
-        return prep.derived[key]
-    except KeyError:
-        pass
-    with decimal.localcontext(routing_context(prep.digits)):
-        return bounded_put(prep.derived, key, _venue_route(prep.side, venue, prep.quote))
+#: The latest ranking entry per venue, symbol, side and fees, with the very price objects at
+#: the top of each side of the quote it was made for: an entry depends on nothing else (not on
+#: sizes). The quote cache's views of a book (less this worker's reservations) keep the book's
+#: price objects, so every view whose top levels were only partly taken, on either side, shares
+#: its book's entry. One entry per venue, symbol and side: memory follows the books, not the
+#: snapshots; each holds its price objects, so their ids stay theirs while it is here.
+_ROUTE_ENTRIES: dict[tuple, tuple] = forgotten_with_books({})
 
 
-#: Ranking entries of the quote cache's views (books less this worker's reservations), by the
-#: venue and the very price objects at the top of each side: an entry depends on nothing else,
-#: and a view keeps its book's price objects, so a view whose top levels were only partly taken
-#: reuses its book's entry. Each value holds those objects, so their ids stay theirs.
-_VIEW_ROUTES: dict[tuple, tuple] = forgotten_with_books({})
-
-
-def _view_route(prep: PreparedSide, venue: VenueConfig, quote: VenueQuote) -> VenueRoute | None:
+def _route_entry(prep: PreparedSide, venue: VenueConfig, quote: VenueQuote) -> VenueRoute | None:
+    """:func:`venue_route` of ``quote`` on ``prep``'s side (prepared from ``quote`` or shared with it)."""
     bid = quote.bids[0][0] if quote.bids else None
     ask = quote.asks[0][0] if quote.asks else None
-    key = (venue.name, quote.symbol, prep.side, venue.maker_fee_bps, venue.taker_fee_bps, id(bid), id(ask))
-    hit = _VIEW_ROUTES.get(key)
+    context = routing_context(prep.digits)  # wider only for numbers beyond the input bounds
+    key = (venue.name, quote.symbol, prep.side, venue.maker_fee_bps, venue.taker_fee_bps, context.prec)
+    hit = _ROUTE_ENTRIES.get(key)
     if hit is not None and hit[0] is bid and hit[1] is ask:
         return hit[2]
-    with decimal.localcontext(routing_context(prep.digits)):
+    with decimal.localcontext(context):
         entry = _venue_route(prep.side, venue, quote)
-    if len(_VIEW_ROUTES) >= 4096:
-        _VIEW_ROUTES.clear()
-    _VIEW_ROUTES[key] = (bid, ask, entry)
+    if len(_ROUTE_ENTRIES) >= 4 * LATEST_SIZE:  # as many as the snapshot memos hold, times fee configurations
+        _ROUTE_ENTRIES.clear()
+    _ROUTE_ENTRIES[key] = (bid, ask, entry)
     return entry
 
 

@@ -11,6 +11,7 @@ is refused, since it would shadow every newer real snapshot of its book.
 
 from __future__ import annotations
 
+import decimal
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Callable, Collection, Mapping
@@ -18,7 +19,7 @@ from typing import Callable, Collection, Mapping
 from worker.domain.clock import now_ms
 from worker.domain.errors import InputError
 from worker.domain.models import RoutePlan, Side, VenueQuote
-from worker.domain.money import ZERO
+from worker.domain.money import MONEY_CONTEXT, ZERO
 
 #: Why a snapshot was not cached (the label values of the drop counter: a fixed set).
 UNKNOWN_VENUE = "unknown_venue"
@@ -136,6 +137,10 @@ class QuoteCache:
     def reserve(self, plan: RoutePlan) -> list[Reservation]:
         """Mark the levels each leg of ``plan`` will take as no longer available to plans;
         returns one reservation per leg, to :meth:`settle` once the venues answered."""
+        with decimal.localcontext(MONEY_CONTEXT):  # exact: a view never shows a rounded size
+            return self._reserve(plan)
+
+    def _reserve(self, plan: RoutePlan) -> list[Reservation]:
         out = []
         books = self.books(plan.symbol)
         for leg in plan.legs:
@@ -190,10 +195,11 @@ class QuoteCache:
     def _retake(self, key: tuple[str, str]) -> None:
         """Sum what the held reservations of ``key`` take again, in reservation order."""
         taken: dict[Side, dict[Decimal, Decimal]] = {}
-        for r in self._held.get(key, ()):
-            totals = taken.setdefault(r.side, {})
-            for price, qty in r.levels.items():
-                totals[price] = totals.get(price, ZERO) + qty
+        with decimal.localcontext(MONEY_CONTEXT):
+            for r in self._held.get(key, ()):
+                totals = taken.setdefault(r.side, {})
+                for price, qty in r.levels.items():
+                    totals[price] = totals.get(price, ZERO) + qty
         if taken:
             self._taken[key] = taken
         else:
@@ -211,6 +217,11 @@ def _less(levels: list, taken: Mapping[Decimal, Decimal] | None) -> list:
     dropped); ``levels`` itself when nothing is taken from them."""
     if not taken:
         return levels
+    with decimal.localcontext(MONEY_CONTEXT):  # exact, as reserve() computes the same view
+        return _less_exact(levels, taken)
+
+
+def _less_exact(levels: list, taken: Mapping[Decimal, Decimal]) -> list:
     out = []
     left = len(taken)  # prices still to meet: past the last of them, the levels are the raw ones
     for i, (price, qty) in enumerate(levels):

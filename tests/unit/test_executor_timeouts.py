@@ -1,0 +1,75 @@
+"""A leg's timeout and a cancellation from outside, on the one-leg path (the leg runs in the
+intent's own task) and the several-leg path (a task per leg): a timeout asks the venue, never
+sends again; a cancellation (a revoked partition, a stop) is never mistaken for a timeout."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+import pytest
+
+from tests.support.scenarios import make_intent, make_quote
+from worker.domain.models import LegStatus, VenueConfig
+from worker.execution.executor import Executor
+from worker.routing.planner import route
+from worker.venues.base import OrderReport
+
+D = Decimal
+
+
+class HangingVenue:
+    """Takes the order (it is filled at the venue) but never answers the request in time."""
+
+    def __init__(self) -> None:
+        self.placed: list[str] = []
+        self.queried: list[str] = []
+        self.cancelled = 0
+
+    async def place(self, order):
+        self.placed.append(order.client_order_id)
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+
+    async def query(self, client_order_id):
+        self.queried.append(client_order_id)
+        return OrderReport(client_order_id, "venue-1", LegStatus.FILLED, D("0.5"))
+
+
+def plan_on(venues: list[str], qty: str):
+    configs = [VenueConfig(name=n) for n in venues]
+    books = {n: make_quote(n, asks=[(100, 1)]) for n in venues}
+    intent = make_intent(qty)
+    return intent, route(intent, books, configs)
+
+
+@pytest.mark.parametrize("venues, qty", [(["a"], "0.5"), (["a", "b"], "1.5")])
+def test_a_leg_past_its_timeout_is_asked_about_never_sent_again(venues, qty):
+    intent, plan = plan_on(venues, qty)
+    assert len(plan.legs) == len(venues)
+    adapters = {n: HangingVenue() for n in venues}
+    outcomes = asyncio.run(Executor(adapters, leg_timeout_ms=50).run_legs(intent, plan))
+    for outcome in outcomes:
+        venue = adapters[outcome.leg.provider]
+        assert outcome.report.status is LegStatus.FILLED  # the venue's own record
+        assert venue.placed == [outcome.client_order_id] and venue.queried == [outcome.client_order_id]
+        assert venue.cancelled == 1  # the hanging request was given up, not left running
+
+
+@pytest.mark.parametrize("venues, qty", [(["a"], "0.5"), (["a", "b"], "1.5")])
+def test_a_cancellation_from_outside_is_not_taken_for_a_timeout(venues, qty):
+    intent, plan = plan_on(venues, qty)
+    adapters = {n: HangingVenue() for n in venues}
+
+    async def cancel_while_placing():
+        task = asyncio.create_task(Executor(adapters, leg_timeout_ms=60_000).run_legs(intent, plan))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(cancel_while_placing())
+    assert all(v.queried == [] and v.cancelled == 1 for v in adapters.values())  # no reconciliation ran
