@@ -119,10 +119,11 @@ class WorkerProcess:
         for raw in self.proc.stdout:
             self.lines.append(raw.decode(errors="replace").rstrip())
 
-    def wait_for(self, text: str, timeout_s: float = 60.0) -> str:
+    def wait_for(self, text: str, timeout_s: float = 60.0, since: int = 0) -> str:
+        """The first line holding ``text`` among those from index ``since`` on."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            for line in list(self.lines):
+            for line in self.lines[since:]:
                 if text in line:
                     return line
             if self.proc.poll() is not None:
