@@ -102,11 +102,9 @@ class Executor:
         self.breakers.on_send(leg.provider)
         started = time.perf_counter()
         try:
-            # wait_for, not asyncio.timeout: on Python 3.11, when the deadline passes while the
-            # answer is already in (a process resumed after a pause), asyncio.timeout can leave
-            # a cancellation pending that hits this intent's task later, after its orders were
-            # placed (seen in tests/integration/test_fencing.py). wait_for runs the request in
-            # a task of its own and cancels only that.
+            # wait_for runs the request in a task of its own: a timeout cancels that task only,
+            # and this intent's task (which also holds the fence and the journal writes) never
+            # receives a cancellation it has to tell apart from a revocation's.
             report = await asyncio.wait_for(adapter.place(order), self.leg_timeout_s)
             if report.duplicate:
                 # Already placed (a redelivery after a crash): the venue's record is the truth.
