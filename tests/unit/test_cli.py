@@ -87,3 +87,25 @@ def test_sor_worker_says_it_cannot_reach_kafka_and_exits_1(tmp_path):
     proc = subprocess.run([SOR, "worker", "--bootstrap-servers", "127.0.0.1:1", "--venues", str(venues)], capture_output=True,
                           text=True, timeout=60, env={**__import__("os").environ, "SOR_CONNECT_TIMEOUT_S": "1"})
     assert proc.returncode == 1 and "cannot reach Kafka at 127.0.0.1:1" in proc.stderr and "Traceback" not in proc.stderr
+
+
+_STOPPING = """
+import asyncio, sys
+from worker.cli.service import run_until_signalled
+
+async def work(settings, venues, stop):
+    stop.set()  # as SIGTERM does
+    if sys.argv[1] == "hang":
+        await asyncio.Event().wait()  # a stop that never finishes (a group that never lets go)
+
+sys.exit(run_until_signalled("worker", {}, work))
+"""
+
+
+@pytest.mark.parametrize("mode, code", [("hang", 1), ("prompt", 0)])
+def test_a_stop_that_hangs_ends_the_process_with_a_line_of_its_own(mode, code):
+    root = Path(__file__).resolve().parents[2]
+    env = {"SOR_VENUES_FILE": str(root / "examples" / "venues.toml"), "SOR_SHUTDOWN_TIMEOUT_S": "0.3", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-c", _STOPPING, mode], cwd=root, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == code, done.stderr
+    assert ("did not finish within 0.4 s" in done.stderr) is (mode == "hang")
