@@ -117,6 +117,9 @@ _LATEST: OrderedDict[tuple[str, str], SnapshotMemo] = OrderedDict()
 #: (venue, symbol) pairs kept: far more than any deployment routes; beyond it the pair whose
 #: snapshot is oldest is prepared again if it is routed again.
 LATEST_SIZE = 4096
+#: Entries of the memos kept per venue, symbol and side (each side and fee configuration of the
+#: snapshots :data:`_LATEST` holds); beyond it they start afresh.
+SHARED_SIZE = 4 * LATEST_SIZE
 #: Entries kept per snapshot (venue configurations, limit depths): a deployment has a handful;
 #: only a caller that invents new ones for every plan reaches it, and then starts afresh.
 PER_SNAPSHOT_SIZE = 256
@@ -192,7 +195,6 @@ def forget_prepared_books() -> None:
     """Drop every memoised snapshot and everything derived from it: the next plans prepare
     their books again, as the first intent after a snapshot does (benchmarks)."""
     _LATEST.clear()
-    _BY_LEVELS.clear()
     for memo in _SET_MEMOS:
         memo.clear()
     for memo in _FORGOTTEN_WITH_BOOKS:
@@ -209,9 +211,9 @@ def forgotten_with_books(memo: dict) -> dict:
     return memo
 
 
-def bounded_put(memo: dict, key, value):
-    """``memo[key] = value``, starting ``memo`` afresh once it holds :data:`PER_SNAPSHOT_SIZE` entries."""
-    if len(memo) >= PER_SNAPSHOT_SIZE:
+def bounded_put(memo: dict, key, value, limit: int = PER_SNAPSHOT_SIZE):
+    """``memo[key] = value``, starting ``memo`` afresh once it holds ``limit`` entries."""
+    if len(memo) >= limit:
         memo.clear()
     memo[key] = value
     return value
@@ -242,16 +244,14 @@ def prepare_side(quote: VenueQuote, side: Side, taker_fee_bps: Decimal) -> Prepa
                 hit = derive_side(base, quote, levels)
             if hit is None:
                 hit = _prepare(quote, side, taker_fee_bps)
-            if len(_BY_LEVELS) >= 4 * LATEST_SIZE:
-                _BY_LEVELS.clear()
-            _BY_LEVELS[shared_key] = hit
+            bounded_put(_BY_LEVELS, shared_key, hit, SHARED_SIZE)
         bounded_put(sides, key, hit)
     return hit
 
 
 #: The latest prepared side per (venue, symbol, is buy, taker fee), by the level list it was
 #: prepared from (see :func:`prepare_side`); it holds its quote, so the list's identity stays its own.
-_BY_LEVELS: dict[tuple, PreparedSide] = {}
+_BY_LEVELS: dict[tuple, PreparedSide] = forgotten_with_books({})
 
 
 def _prefix_sums(levels, ctx: decimal.Context):

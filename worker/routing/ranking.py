@@ -8,7 +8,7 @@ from decimal import Decimal
 from worker.domain.models import Side, VenueConfig, VenueQuote, VenueRoute, trusted
 from worker.domain.money import BPS
 from worker.routing.book import (
-    LATEST_SIZE,
+    SHARED_SIZE,
     PreparedSide,
     SideBook,
     bounded_put,
@@ -72,9 +72,7 @@ def _route_entry(prep: PreparedSide, venue: VenueConfig, quote: VenueQuote) -> V
         return hit[2]
     with decimal.localcontext(context):
         entry = _venue_route(prep.side, venue, quote)
-    if len(_ROUTE_ENTRIES) >= 4 * LATEST_SIZE:  # as many as the snapshot memos hold, times fee configurations
-        _ROUTE_ENTRIES.clear()
-    _ROUTE_ENTRIES[key] = (bid, ask, entry)
+    bounded_put(_ROUTE_ENTRIES, key, (bid, ask, entry), SHARED_SIZE)
     return entry
 
 

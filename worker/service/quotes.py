@@ -137,10 +137,6 @@ class QuoteCache:
     def reserve(self, plan: RoutePlan) -> list[Reservation]:
         """Mark the levels each leg of ``plan`` will take as no longer available to plans;
         returns one reservation per leg, to :meth:`settle` once the venues answered."""
-        with decimal.localcontext(MONEY_CONTEXT):  # exact: a view never shows a rounded size
-            return self._reserve(plan)
-
-    def _reserve(self, plan: RoutePlan) -> list[Reservation]:
         out = []
         books = self.books(plan.symbol)
         for leg in plan.legs:
@@ -151,27 +147,26 @@ class QuoteCache:
             taken: dict[Decimal, Decimal] = {}
             left = leg.qty
             k = 0  # levels the leg reaches
-            while left > 0 and k < len(levels):
-                price, size = levels[k]
-                take = min(size, left)
-                taken[price] = take
-                left -= take
-                k += 1
-            reservation = Reservation(leg.provider, plan.symbol, plan.side, taken)
             key = (leg.provider, plan.symbol)
-            self._held.setdefault(key, []).append(reservation)
             totals = self._taken.setdefault(key, {}).setdefault(plan.side, {})
-            for price, qty in taken.items():
-                totals[price] = totals.get(price, ZERO) + qty
-            # The next view is this one less the leg: the book from the first level the leg
-            # leaves something of (what _less(raw, totals) gives, without walking the book again).
-            rest = levels[k:]
-            if k and take < size:
-                rest = [(price, size - take), *rest]
-            if plan.side is Side.BUY:
-                self._views[key] = VenueQuote.model_construct(venue=view.venue, symbol=view.symbol, ts=view.ts, bids=view.bids, asks=rest)
-            else:
-                self._views[key] = VenueQuote.model_construct(venue=view.venue, symbol=view.symbol, ts=view.ts, bids=rest, asks=view.asks)
+            with decimal.localcontext(MONEY_CONTEXT):  # exact: a view never shows a rounded size
+                while left > 0 and k < len(levels):
+                    price, size = levels[k]
+                    take = min(size, left)
+                    taken[price] = take
+                    left -= take
+                    k += 1
+                for price, qty in taken.items():
+                    totals[price] = totals.get(price, ZERO) + qty
+                # The next view is this one less the leg: the book from the first level the leg
+                # leaves something of (what _less(raw, totals) gives, without walking the book again).
+                rest = levels[k:]
+                if k and take < size:
+                    rest = [(price, size - take), *rest]
+            reservation = Reservation(leg.provider, plan.symbol, plan.side, taken)
+            self._held.setdefault(key, []).append(reservation)
+            bids, asks = (view.bids, rest) if plan.side is Side.BUY else (rest, view.asks)
+            self._views[key] = VenueQuote.model_construct(venue=view.venue, symbol=view.symbol, ts=view.ts, bids=bids, asks=asks)
             out.append(reservation)
         return out
 
@@ -217,21 +212,17 @@ def _less(levels: list, taken: Mapping[Decimal, Decimal] | None) -> list:
     dropped); ``levels`` itself when nothing is taken from them."""
     if not taken:
         return levels
-    with decimal.localcontext(MONEY_CONTEXT):  # exact, as reserve() computes the same view
-        return _less_exact(levels, taken)
-
-
-def _less_exact(levels: list, taken: Mapping[Decimal, Decimal]) -> list:
     out = []
     left = len(taken)  # prices still to meet: past the last of them, the levels are the raw ones
-    for i, (price, qty) in enumerate(levels):
-        take = taken.get(price)
-        if take is None:
-            out.append((price, qty))
-            continue
-        if qty > take:
-            out.append((price, qty - take))
-        left -= 1
-        if not left:
-            return out + levels[i + 1:]
+    with decimal.localcontext(MONEY_CONTEXT):  # exact, as reserve() computes the same view
+        for i, (price, qty) in enumerate(levels):
+            take = taken.get(price)
+            if take is None:
+                out.append((price, qty))
+                continue
+            if qty > take:
+                out.append((price, qty - take))
+            left -= 1
+            if not left:
+                return out + levels[i + 1:]
     return out
