@@ -37,15 +37,17 @@ async def main(rates: list[int], seconds: float = 4.0) -> None:
             await b.drain("warm", 50, 60)
             for i, rate in enumerate(rates):
                 cpu = bench.cpu_seconds(worker.pid)
+                cores = bench.CoresUsed(worker.pid, broker.proc.pid)
                 sent = await b.send_intents(f"r{i}x{rate}", int(rate * seconds), rate=rate)
                 arrivals = await b.wait_for(list(sent), b.arrivals, 120)
                 cpu_ms = (bench.cpu_seconds(worker.pid) - cpu) / len(sent) * 1000
+                used = cores.read()
                 ms = [(a - sent[k]) * 1000 for k, a in zip(sent, arrivals)]
                 inside = [b.inside[k] for k in sent if b.inside.get(k) is not None]
                 print(f"{rate} intents/s: p50 {bench.percentile(ms, .5):.1f} ms, p90 {bench.percentile(ms, .9):.1f} ms, "
                       f"p99 {bench.percentile(ms, .99):.1f} ms; inside the worker (receipt to result) "
                       f"p50 {bench.percentile(inside, .5):.0f} ms, p99 {bench.percentile(inside, .99):.0f} ms; "
-                      f"worker CPU {cpu_ms:.2f} ms per intent", flush=True)
+                      f"worker CPU {cpu_ms:.2f} ms per intent; cores used: {bench.CoresUsed.describe(used)}", flush=True)
                 await asyncio.sleep(1)
         finally:
             b.stop_workers()

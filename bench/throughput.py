@@ -64,6 +64,31 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+class CoresUsed:
+    """Cores used by the worker, the embedded broker and this bench over a window: on a shared
+    2-core machine, a latency measured while the three together use most of both cores is
+    queueing, whatever the worker does."""
+
+    def __init__(self, worker_pid: int, broker_pid: int):
+        self.pids = {"worker": worker_pid, "broker": broker_pid}
+        self.started = self._now()
+
+    def _now(self) -> tuple[float, float, dict[str, float]]:
+        return time.perf_counter(), time.process_time(), {k: cpu_seconds(p) for k, p in self.pids.items()}
+
+    def read(self) -> dict[str, float]:
+        """Cores used by each since the window opened (1.0: one core all the time)."""
+        (t0, own0, cpu0), (t1, own1, cpu1) = self.started, self._now()
+        wall = max(t1 - t0, 1e-9)
+        used = {k: (cpu1[k] - cpu0[k]) / wall for k in self.pids}
+        used["bench"] = (own1 - own0) / wall
+        return used
+
+    @staticmethod
+    def describe(used: dict[str, float]) -> str:
+        return ", ".join(f"{k} {v:.2f}" for k, v in used.items()) + f" (total {sum(used.values()):.2f} of {os.cpu_count()})"
+
+
 def drain_rate(times: list[float]) -> float:
     """Completions per second between the 10th and the 90th percentile of their times: the
     sustained rate of a drain. First-to-last would count a first wave of hundreds of intents
@@ -322,9 +347,11 @@ async def run_bench(args) -> None:
             rate = one / 2
             count = max(100, int(rate * (5 if args.quick else 10)))
             cpu = cpu_seconds(worker.pid)
+            cores = CoresUsed(worker.pid, broker.proc.pid)
             sent = await bench.send_intents("lat", count, rate=rate)
             arrivals = await bench.wait_for(list(sent), bench.arrivals, 120)
             paced_cpu_ms = (cpu_seconds(worker.pid) - cpu) / count * 1000
+            paced_cores = cores.read()
             latencies = [(a - sent[k]) * 1000 for k, a in zip(sent, arrivals)]
             p50, p99 = percentile(latencies, 0.5), percentile(latencies, 0.99)
             inside = [bench.inside[k] for k in sent if bench.inside.get(k) is not None]
@@ -367,6 +394,7 @@ async def run_bench(args) -> None:
     print(f"| worker CPU per intent at half capacity | {paced_cpu_ms:.3f} ms |")
     print(f"| intent-to-result p50 / p99 at {rate:.0f} intents/s (half capacity) | {p50:.1f} ms / {p99:.1f} ms |")
     print(f"| the same inside the worker (receipt to result) | {in50:.0f} ms / {in99:.0f} ms |")
+    print(f"| cores used meanwhile | {CoresUsed.describe(paced_cores)} |")
     print(f"| worker, 2 instances (same group) | {two:.0f} intents/s |")
     print(f"| ratio 2 / 1 instances | {two / one:.2f} |")
     print(f"| outcome statuses | {dict(bench.statuses)} |")
