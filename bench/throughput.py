@@ -50,7 +50,13 @@ VENUES_FILE = ROOT / "examples" / "venues.toml"
 SYMBOLS = {"BTC/USD": 42_000.0, "ETH/USD": 3_000.0, "BTC/EUR": 39_000.0, "ETH/EUR": 2_800.0}
 GROUP = "bench-workers"
 PASSTHROUGH_IN = "bench.passthrough.intents"
+PASSTHROUGH_STEPPED_IN = "bench.passthrough.stepped.in"  # the stepped passthrough's own input
 PASSTHROUGH_OUT = "bench.passthrough.out"
+#: The worker's journal records acknowledged one after the other before its outcome (the
+#: write-ahead record before any order, the completed record before the outcome); the stepped
+#: passthrough of ``bench/latency_by_rate.py`` does the same with the first records of the
+#: worker's sizes, journal first.
+ACKNOWLEDGED_STEPS = 2
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -275,8 +281,16 @@ class Bench:
         self.workers.clear()
 
 
-async def passthrough_child(bootstrap: str, sizes: list[int], n: int) -> None:
-    """The bare leg: consume -> orjson parse -> produce len(sizes) records -> commit."""
+async def passthrough_child(bootstrap: str, sizes: list[int], n: int, stepped: int = 0) -> None:
+    """The bare leg: consume -> orjson parse -> produce len(sizes) records -> commit.
+
+    ``stepped`` > 0: each intent in a task of its own, as the worker works on it: the first
+    ``stepped`` records (its journal records) acknowledged one after the other, then the rest
+    together, offsets committed every ``commit_interval_ms``. The floor of the Kafka client, the
+    event loop and the broker under the worker's crash-safety protocol, without any of its work."""
+    if stepped:
+        await _stepped_passthrough(bootstrap, sizes, n, stepped)
+        return
     settings = Settings(bootstrap_servers=bootstrap, client_id="bench-passthrough")
     clients = KafkaClients(settings)
     producer = await clients.producer(role="out")
@@ -301,6 +315,45 @@ async def passthrough_child(bootstrap: str, sizes: list[int], n: int) -> None:
             await asyncio.gather(*futures)
             if batches:
                 await consumer.commit()
+        print(f"cpu_s={time.process_time() - cpu_started}", flush=True)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+async def _stepped_passthrough(bootstrap: str, sizes: list[int], n: int, stepped: int) -> None:
+    settings = Settings(bootstrap_servers=bootstrap, client_id="bench-passthrough")
+    clients = KafkaClients(settings)
+    producer = await clients.producer(role="out")
+    consumer = clients.consumer(PASSTHROUGH_STEPPED_IN, group_id="bench-passthrough-stepped", auto_offset_reset="earliest")
+    await consumer.start()
+    payloads = [b"x" * size for size in sizes]
+    tasks: set[asyncio.Task] = set()
+
+    async def one(key: bytes) -> None:
+        for payload in payloads[:stepped]:
+            await producer.send_and_wait(PASSTHROUGH_OUT, payload, key=key)
+        await asyncio.gather(*[await producer.send(PASSTHROUGH_OUT, payload, key=key) for payload in payloads[stepped:]])
+
+    seen, cpu_started, next_commit = 0, None, 0.0
+    try:
+        while not consumer.assignment():  # joined its group: the bench starts sending now
+            await consumer.getmany(timeout_ms=100)
+        print("ready", flush=True)
+        while seen < n or tasks:
+            batches = await consumer.getmany(timeout_ms=50, max_records=500)
+            if batches and cpu_started is None:
+                cpu_started = time.process_time()
+            for records in batches.values():
+                for record in records:
+                    task = asyncio.create_task(one(orjson.loads(record.value)["intent_id"].encode()))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                    seen += 1
+            if time.monotonic() >= next_commit:
+                await consumer.commit()
+                next_commit = time.monotonic() + settings.commit_interval_ms / 1000
+        await consumer.commit()
         print(f"cpu_s={time.process_time() - cpu_started}", flush=True)
     finally:
         await consumer.stop()
@@ -366,10 +419,7 @@ async def run_bench(args) -> None:
             print(f"(d) 2 workers: {two:.0f} intents/s", file=sys.stderr)
             bench.stop_workers()
             # (b) passthrough with the same records per intent
-            sizes = []
-            for topic, (records, size) in outcome.items():
-                per = round(records / processed)
-                sizes += [size // max(records, 1)] * per
+            sizes = record_sizes(outcome, processed, first=t.journal)
             bench.pt_per_intent = len(sizes)
             await bench.send_intents("pt", n, PASSTHROUGH_IN)
             child = subprocess.Popen([sys.executable, __file__, "--passthrough-child", broker.bootstrap,
@@ -399,6 +449,27 @@ async def run_bench(args) -> None:
     print(f"| ratio 2 / 1 instances | {two / one:.2f} |")
     print(f"| outcome statuses | {dict(bench.statuses)} |")
     print_bytes(outcome, processed)
+
+
+async def start_stepped_passthrough(bootstrap: str, sizes: list[int]) -> subprocess.Popen:
+    """A stepped passthrough child (see :func:`passthrough_child`) that has joined its group and
+    works on what arrives on ``PASSTHROUGH_STEPPED_IN`` until it is terminated."""
+    child = subprocess.Popen([sys.executable, __file__, "--passthrough-child", bootstrap, "--sizes", ",".join(map(str, sizes)),
+                              "--intents", str(10**9), "--stepped", str(ACKNOWLEDGED_STEPS)], cwd=ROOT,
+                             stdout=subprocess.PIPE, text=True)
+    while (line := (await asyncio.to_thread(child.stdout.readline)).strip()) != "ready":  # type: ignore[union-attr]
+        if not line and child.poll() is not None:
+            raise RuntimeError(f"the stepped passthrough exited with {child.returncode}")
+    return child
+
+
+def record_sizes(outcome: dict[str, tuple[int, int]], processed: int, first: str) -> list[int]:
+    """The worker's records per intent (count and mean size by topic), ``first``'s first."""
+    sizes = []
+    for topic in sorted(outcome, key=lambda topic: topic != first):
+        records, size = outcome[topic]
+        sizes += [size // max(records, 1)] * round(records / processed)
+    return sizes
 
 
 def print_bytes(outcome: dict[str, tuple[int, int]], processed: int) -> None:
@@ -460,9 +531,11 @@ def main() -> int:
     parser.add_argument("--drain-only", action="store_true", help="run leg (a) only: intents/s and CPU per intent")
     parser.add_argument("--passthrough-child", help=argparse.SUPPRESS)
     parser.add_argument("--sizes", help=argparse.SUPPRESS)
+    parser.add_argument("--stepped", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.passthrough_child:
-        asyncio.run(passthrough_child(args.passthrough_child, [int(s) for s in args.sizes.split(",")], args.intents))
+        asyncio.run(passthrough_child(args.passthrough_child, [int(s) for s in args.sizes.split(",")], args.intents,
+                                      args.stepped))
         return 0
     asyncio.run(run_bench(args))
     return 0
