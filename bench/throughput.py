@@ -288,15 +288,20 @@ async def passthrough_child(bootstrap: str, sizes: list[int], n: int, stepped: i
     ``stepped`` records (its journal records) acknowledged one after the other, then the rest
     together, offsets committed every ``commit_interval_ms``. The floor of the Kafka client, the
     event loop and the broker under the worker's crash-safety protocol, without any of its work."""
-    if stepped:
-        await _stepped_passthrough(bootstrap, sizes, n, stepped)
-        return
     settings = Settings(bootstrap_servers=bootstrap, client_id="bench-passthrough")
     clients = KafkaClients(settings)
     producer = await clients.producer(role="out")
-    consumer = clients.consumer(PASSTHROUGH_IN, group_id="bench-passthrough", auto_offset_reset="earliest")
+    consumer = clients.consumer(PASSTHROUGH_STEPPED_IN if stepped else PASSTHROUGH_IN,
+                                group_id=f"bench-passthrough{'-stepped' if stepped else ''}", auto_offset_reset="earliest")
     await consumer.start()
     payloads = [b"x" * size for size in sizes]
+    if stepped:
+        try:
+            await _stepped_passthrough(settings, producer, consumer, payloads, n, stepped)
+        finally:
+            await consumer.stop()
+            await producer.stop()
+        return
     seen = 0
     cpu_started = None
     try:
@@ -321,13 +326,7 @@ async def passthrough_child(bootstrap: str, sizes: list[int], n: int, stepped: i
         await producer.stop()
 
 
-async def _stepped_passthrough(bootstrap: str, sizes: list[int], n: int, stepped: int) -> None:
-    settings = Settings(bootstrap_servers=bootstrap, client_id="bench-passthrough")
-    clients = KafkaClients(settings)
-    producer = await clients.producer(role="out")
-    consumer = clients.consumer(PASSTHROUGH_STEPPED_IN, group_id="bench-passthrough-stepped", auto_offset_reset="earliest")
-    await consumer.start()
-    payloads = [b"x" * size for size in sizes]
+async def _stepped_passthrough(settings: Settings, producer, consumer, payloads: list[bytes], n: int, stepped: int) -> None:
     tasks: set[asyncio.Task] = set()
 
     async def one(key: bytes) -> None:
@@ -336,28 +335,24 @@ async def _stepped_passthrough(bootstrap: str, sizes: list[int], n: int, stepped
         await asyncio.gather(*[await producer.send(PASSTHROUGH_OUT, payload, key=key) for payload in payloads[stepped:]])
 
     seen, cpu_started, next_commit = 0, None, 0.0
-    try:
-        while not consumer.assignment():  # joined its group: the bench starts sending now
-            await consumer.getmany(timeout_ms=100)
-        print("ready", flush=True)
-        while seen < n or tasks:
-            batches = await consumer.getmany(timeout_ms=50, max_records=500)
-            if batches and cpu_started is None:
-                cpu_started = time.process_time()
-            for records in batches.values():
-                for record in records:
-                    task = asyncio.create_task(one(orjson.loads(record.value)["intent_id"].encode()))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-                    seen += 1
-            if time.monotonic() >= next_commit:
-                await consumer.commit()
-                next_commit = time.monotonic() + settings.commit_interval_ms / 1000
-        await consumer.commit()
-        print(f"cpu_s={time.process_time() - cpu_started}", flush=True)
-    finally:
-        await consumer.stop()
-        await producer.stop()
+    while not consumer.assignment():  # joined its group: the bench starts sending now
+        await consumer.getmany(timeout_ms=100)
+    print("ready", flush=True)
+    while seen < n or tasks:
+        batches = await consumer.getmany(timeout_ms=50, max_records=500)
+        if batches and cpu_started is None:
+            cpu_started = time.process_time()
+        for records in batches.values():
+            for record in records:
+                task = asyncio.create_task(one(orjson.loads(record.value)["intent_id"].encode()))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                seen += 1
+        if time.monotonic() >= next_commit:
+            await consumer.commit()
+            next_commit = time.monotonic() + settings.commit_interval_ms / 1000
+    await consumer.commit()
+    print(f"cpu_s={time.process_time() - cpu_started}", flush=True)
 
 
 async def run_bench(args) -> None:
