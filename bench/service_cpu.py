@@ -1,6 +1,6 @@
 """CPU and bytes per intent of the worker's own code, in process, without Kafka.
 
-    .venv/bin/python bench/service_cpu.py 2000             # µs per intent, journal and outcome bytes
+    .venv/bin/python bench/service_cpu.py 2000             # µs per intent, journal and outcome bytes; µs per quote
     .venv/bin/python bench/service_cpu.py 2000 --profile   # and the top of cProfile
     .venv/bin/python bench/service_cpu.py 2000 --no-reserve  # plans see the books without this worker's reservations
 
@@ -26,13 +26,15 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from throughput import SYMBOLS, VENUES_FILE, market_intent  # noqa: E402
 from worker.config import load_venues  # noqa: E402
-from worker.domain.models import VenueQuote  # noqa: E402
+from worker.domain.models import Side, VenueQuote  # noqa: E402
 from worker.execution.executor import Executor  # noqa: E402
 from worker.execution.risk import RiskLimits  # noqa: E402
 from worker.logging import configure  # noqa: E402
 from worker.pipeline.codec import decode, encode, encode_within  # noqa: E402
 from worker.pipeline.intake import decode_intent  # noqa: E402
 from worker.service.intents import IntentService, Source  # noqa: E402
+from worker.routing.book import forget_prepared_books  # noqa: E402
+from worker.routing.ranking import venue_route  # noqa: E402
 from worker.service.quotes import QuoteCache  # noqa: E402
 from worker.sim.market import MarketSimulator  # noqa: E402
 from worker.venues.paper import PaperVenue  # noqa: E402
@@ -66,6 +68,27 @@ class _EncodingJournal:
     async def write(self, entry) -> None:
         self.records += 1
         self.bytes += len(encode_entry(entry, self.cache))
+
+
+def quote_path(venues, refreshes: list[list[bytes]]) -> str:
+    """CPU per snapshot of what the quote feed does with each: decode (validate every level), then
+    prepare both sides for routing (``worker.bootstrap.prewarm``, which imports the whole worker:
+    its import alone made every intent here slower). Every worker reads every quote, so this cost does
+    not divide among instances: it bounds the snapshots per second of a deployment."""
+    raw = [record for batch in refreshes for record in batch]
+    by_name = {v.name: v for v in venues}
+    forget_prepared_books()
+    started = time.process_time()
+    quotes = [decode(VenueQuote, record) for record in raw]
+    decoded = time.process_time()
+    for quote in quotes:
+        for side in Side:
+            venue_route(side, by_name[quote.venue], quote)
+    prepared = time.process_time()
+    forget_prepared_books()
+    levels = sum(len(q.bids) + len(q.asks) for q in quotes) / len(quotes)
+    return (f"quote path: decode {(decoded - started) / len(raw) * 1e6:.0f} us + prepare {(prepared - decoded) / len(raw) * 1e6:.0f} us "
+            f"of CPU per snapshot ({levels:.0f} levels, {sum(map(len, raw)) / len(raw):.0f} bytes)")
 
 
 async def run(n: int) -> None:
@@ -103,6 +126,7 @@ async def run(n: int) -> None:
         out_bytes += sum(len(cache.encode(p)) for p in outcome.plans) + sum(len(encode(f)) for f in outcome.fills)
         out_bytes += len(encode_within(outcome.result, 1_048_576)) if outcome.result is not None else 0
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    print(quote_path(venues, refreshes))  # after the intents: its garbage must not weigh on them
     # CPU time: on a shared machine it does not count the time other processes had the core.
     print(f"{n} intents: {cpu / n * 1e6:.0f} us CPU per intent ({elapsed / n * 1e6:.0f} us wall); journal {journal.bytes / n:.0f} bytes per intent "
           f"({journal.records / n:.2f} records, done markers excluded); outcome topics {out_bytes / n:.0f} bytes per intent")
