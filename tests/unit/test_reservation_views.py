@@ -91,6 +91,22 @@ def test_a_book_not_of_the_reserved_shape_is_prepared_afresh():
     assert derive_side(base, make_quote("v", asks=other_objects, bids=[], ts=1), other_objects) is None
 
 
+def test_a_view_keeps_the_raw_levels_nothing_was_taken_from_so_it_is_derived():
+    """A reservation made on an older snapshot may hold a price the new one no longer has: the
+    view must still be the raw levels themselves past what was taken, or routing prepares it
+    from scratch instead of deriving it."""
+    levels = [(D(100), D(1)), (D(101), D(2)), (D(102), D(3))]
+    raw = make_quote("v", asks=levels, bids=[], ts=7)
+    taken = {D(99): D(1), D(100): D("0.5")}  # 99: a level of an older snapshot, gone from this one
+    view = _less(raw.asks, taken)
+    assert view == [(D(100), D("0.5")), (D(101), D(2)), (D(102), D(3))]
+    assert view[1] is raw.asks[1] and view[2] is raw.asks[2]
+    view_quote = make_quote("v", asks=view, bids=[], ts=7)
+    derived = derive_side(_prepare(raw, Side.BUY, D(0)), view_quote, view)
+    assert derived is not None
+    same(derived, _prepare(view_quote, Side.BUY, D(0)))
+
+
 def test_the_side_nothing_was_taken_from_is_shared_with_the_raw_book():
     forget_prepared_books()
     venue = VenueConfig(name="v", taker_fee_bps=D(10))

@@ -215,10 +215,11 @@ def _less(levels: list, taken: Mapping[Decimal, Decimal] | None) -> list:
     out = []
     left = len(taken)  # prices still to meet: past the last of them, the levels are the raw ones
     with decimal.localcontext(MONEY_CONTEXT):  # exact, as reserve() computes the same view
-        for i, (price, qty) in enumerate(levels):
+        for i, level in enumerate(levels):
+            price, qty = level
             take = taken.get(price)
             if take is None:
-                out.append((price, qty))
+                out.append(level)  # the raw level itself: routing derives a view from the raw book's sums
                 continue
             if qty > take:
                 out.append((price, qty - take))
