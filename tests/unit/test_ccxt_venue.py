@@ -398,3 +398,28 @@ def test_the_apis_previews_use_the_lot_rules_the_exchange_publishes():
     loaded, paper = asyncio.run(scenario())
     assert (loaded.step_size, loaded.min_qty, loaded.min_notional) == (D("0.000000001"), D("0.00001"), D("5"))
     assert paper.name == "paper" and paper.step_size == PAPER.step_size  # other adapters keep the file's rules
+
+
+TRADE = {"id": "t", "price": "42000", "amount": "0.5", "fee": {"cost": "0.01", "currency": "USD"}}
+
+
+@pytest.mark.parametrize("order, field", [
+    ({"id": "1", "filled": "0.5", "amount": "0.5", "trades": [dict(TRADE, price=None)]}, "price"),
+    ({"id": "1", "filled": "0.5", "amount": "0.5", "trades": [dict(TRADE, amount="half")]}, "InvalidOperation"),
+    ({"id": "1", "filled": "lots", "amount": "0.5"}, "InvalidOperation"),
+    ({"id": "1", "filled": "0.5", "amount": "0.5", "trades": [{k: v for k, v in TRADE.items() if k != "price"}]}, "KeyError"),
+])
+def test_an_order_ccxt_cannot_read_is_an_unknown_state_naming_what_is_wrong(order, field):
+    """What ccxt parsed from the exchange is checked where it enters (the fills are built from it
+    without validation); the order may exist, so the leg is unknown, never a crash or a bad fill."""
+    adapter = CcxtVenue(ccxt_venue("http://127.0.0.1:9"), CREDS)
+
+    async def report():
+        try:
+            return await adapter._report({"clientOrderId": "c", "status": "closed", **order}, "BTC/USD")
+        finally:
+            await adapter.close()
+
+    with pytest.raises(VenueError) as caught:
+        asyncio.run(report())
+    assert caught.value.unknown and field in str(caught.value)

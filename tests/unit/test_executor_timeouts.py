@@ -73,3 +73,41 @@ def test_a_cancellation_from_outside_is_not_taken_for_a_timeout(venues, qty):
 
     asyncio.run(cancel_while_placing())
     assert all(v.queried == [] and v.cancelled == 1 for v in adapters.values())  # no reconciliation ran
+
+
+class AnswersAsItIsRevoked:
+    """Fills the order; the owner's cancellation (a revoked partition) lands in the same
+    loop iteration as the venue's answer."""
+
+    def __init__(self) -> None:
+        self.owner: asyncio.Task | None = None
+
+    async def place(self, order):
+        await asyncio.sleep(0.01)
+        self.owner.cancel()
+        return OrderReport(order.client_order_id, "v-1", LegStatus.FILLED, order.qty)
+
+    async def query(self, client_order_id):
+        return None
+
+
+@pytest.mark.parametrize("venues, qty", [(["a"], "0.5"), (["a", "b"], "1.5")])
+def test_a_cancellation_that_arrives_with_the_venues_answer_is_not_lost(venues, qty):
+    """The one-leg path awaits ``wait_for`` in the intent's own task. On Python 3.11,
+    ``wait_for`` returns the inner result when the outer task is cancelled after the inner
+    one finished, dropping the cancellation: ``run_legs`` returns normally. The gather path
+    (several legs) re-raises it, because gather's own future remembers the cancel."""
+    configs = [VenueConfig(name=n) for n in venues]
+    intent = make_intent(qty)
+    plan = route(intent, {n: make_quote(n, asks=[(100, 1)]) for n in venues}, configs)
+    assert len(plan.legs) == len(venues)
+    adapters = {n: AnswersAsItIsRevoked() for n in venues}
+
+    async def main():
+        task = asyncio.create_task(Executor(adapters, leg_timeout_ms=5_000).run_legs(intent, plan))
+        for venue in adapters.values():
+            venue.owner = task
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())

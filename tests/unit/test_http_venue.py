@@ -2,9 +2,15 @@
 
 from decimal import Decimal
 
+import pytest
+
 from worker.config import Settings
 from worker.domain.models import LegStatus, VenueConfig
+from worker.venues.base import VenueError
 from worker.venues.http import HttpVenue, binance_signature, report_from
+
+FILL = {"price": "100.5", "qty": "0.5", "commission": "0.05", "commissionAsset": "USD", "tradeId": 7}
+FILLED_BODY = {"clientOrderId": "c", "orderId": 1, "status": "FILLED", "executedQty": "0.5", "fills": [FILL]}
 
 
 def test_signature_matches_binance_documented_example():
@@ -32,3 +38,20 @@ def test_an_ioc_order_that_filled_in_part_maps_to_partial():
             "fills": [{"price": "100", "qty": "0.4", "commission": "0.04", "commissionAsset": "USD", "tradeId": 3}]}
     report = report_from(body)
     assert report.status is LegStatus.PARTIAL and report.filled_qty == Decimal("0.4") and report.trades[0].trade_id == "3"
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"clientOrderId": "c", "orderId": 1, "status": "FILLED"}, "executedQty"),
+    ({"clientOrderId": "c", "orderId": 1, "status": "FILLED", "executedQty": "lots"}, "InvalidOperation"),
+    (dict(FILLED_BODY, fills=[dict(FILL, commissionAsset=None)]), "commission_asset"),
+    (dict(FILLED_BODY, fills=[dict(FILL, price="NaN")]), "price"),
+    (dict(FILLED_BODY, fills=[dict(FILL, qty="0")]), "qty"),
+    (dict(FILLED_BODY, executedQty="-1"), "filled_qty"),
+])
+def test_an_answer_that_is_not_an_order_report_is_an_unknown_state_naming_what_is_wrong(body, field):
+    """The result and fills are built from the adapters' reports without validation: what a
+    venue answered is checked where it enters. The order may exist, so the leg is unknown
+    (reconciled, then swept), never published with a null asset or a NaN price."""
+    with pytest.raises(VenueError) as caught:
+        report_from(body)
+    assert caught.value.unknown and field in str(caught.value)

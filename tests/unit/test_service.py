@@ -10,16 +10,20 @@ from hypothesis import given, strategies as st
 
 from tests.support.scenarios import make_intent, make_quote
 from worker.domain.ids import client_order_id
-from worker.domain.models import CLIENT_ORDER_ID_RE, ExclusionReason, LegStatus, VenueConfig
+from worker.domain.models import CLIENT_ORDER_ID_RE, ExclusionReason, FillEvent, LegStatus, VenueConfig
 from worker.execution.breaker import CircuitBreakers
 from worker.execution.executor import Executor
 from tests.support.fakes import MemoryJournal
 from worker.execution.journal import IntentState, JournalEntry, JournalLeg, JournalRound
 from worker.execution.risk import RiskLimits
+from worker.pipeline.codec import EncodedCache, encode
+from worker.pipeline.compaction import JournalRecord
+from worker.pipeline.kafka import encode_entry
 from worker.service.quotes import QuoteCache
 from worker.service.intents import IntentService, Outcome, Source
 from worker.routing.planner import route
 from worker.venues.base import OrderReport
+from worker.venues.http import report_from
 from worker.venues.paper import PaperVenue
 
 D = Decimal
@@ -157,3 +161,33 @@ def test_account_venue_allow_list_from_settings(monkeypatch):
 
 def test_failure_rate_is_accepted_as_the_paper_venues_reject_rate():
     assert VenueConfig(name="x", failure_rate=0.25).reject_rate == 0.25
+
+
+class NullCommissionAssetVenue(RecordingVenue):
+    """A Binance-style HTTP venue whose FULL answer carries ``commissionAsset: null``; the
+    HTTP adapter's ``report_from`` passes it through unchecked."""
+
+    async def place(self, order):
+        return report_from({
+            "clientOrderId": order.client_order_id, "orderId": 7, "status": "FILLED", "executedQty": format(order.qty, "f"),
+            "fills": [{"price": "100", "qty": format(order.qty, "f"), "commission": "0", "commissionAsset": None, "tradeId": 1}],
+        })
+
+
+def test_an_unchecked_venue_value_never_reaches_the_wire_or_an_unreadable_journal_record():
+    """``build_result`` builds fills with ``trusted()`` ("values ... reported by an adapter"
+    are assumed checked). A null commission asset is published as ``"commissionAsset":null``
+    (the schema says string) and the *completed* journal record does not read back, so after
+    a restart recovery skips it and works from the planned record instead. Refusing the odd
+    report loudly (an exception) is acceptable; silently publishing it is not."""
+    service, _, journal, quotes, venues = setup()
+    for v in venues:
+        service.executor.adapters[v.name] = NullCommissionAssetVenue(v, quotes, journal)
+    try:
+        out = asyncio.run(service.handle(make_intent("1.5"), NOW, Source(1, 9)))
+    except Exception:
+        out = None
+    for record in journal.records:
+        assert JournalRecord.validate_json(encode_entry(record, EncodedCache())) == record
+    for fill in out.fills if out is not None else []:
+        FillEvent.model_validate_json(encode(fill))  # what a consumer of the fills topic validates

@@ -77,7 +77,14 @@ class Executor:
         """
         coids = self.client_order_ids(intent, plan)
         if len(plan.legs) == 1:  # one leg: no task of its own to run it in parallel with nothing
-            return [await self._run_leg(intent, coids[0], plan.legs[0], admit)]
+            outcome = await self._run_leg(intent, coids[0], plan.legs[0], admit)
+            # On Python 3.11, wait_for returns the request's answer when this task is cancelled
+            # in the same loop step as the answer arrives, and the cancellation is lost. A
+            # revocation must still stop the intent here, as gather does for several legs.
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError
+            return [outcome]
         return list(await asyncio.gather(*(self._run_leg(intent, coid, leg, admit) for coid, leg in zip(coids, plan.legs))))
 
     async def recover_leg(self, leg: PlanLeg, coid: str, journaled_ms: int | None = None) -> LegOutcome:

@@ -34,6 +34,17 @@ class VenueTrade:
     commission_asset: str
     trade_id: str
 
+    def __post_init__(self) -> None:
+        # What an adapter parsed from a venue's answer is checked here, where it enters: the
+        # result and fills are built from it without validation, and a value that is not what
+        # the fills' schema says would reach the wire and leave a journal record that does not
+        # read back. The order may exist, so a report that fails this is an unknown state.
+        _check_number("price", self.price, positive=True)
+        _check_number("qty", self.qty, positive=True)
+        _check_number("commission", self.commission)  # a maker rebate may be negative
+        _check_text("commission_asset", self.commission_asset)
+        _check_text("trade_id", self.trade_id)
+
 
 #: Binance's text for a refused re-use of a client order id (error -2010).
 DUPLICATE_ORDER = "Duplicate order sent."
@@ -55,6 +66,15 @@ class OrderReport:
     error: str | None = None
     duplicate: bool = False
 
+    def __post_init__(self) -> None:
+        if type(self.client_order_id) is not str:  # may be empty: an exchange that does not echo it
+            raise _unreadable("client_order_id", self.client_order_id)
+        if self.order_id is not None:
+            _check_text("order_id", self.order_id)
+        if type(self.status) is not LegStatus:
+            raise _unreadable("status", self.status)
+        _check_number("filled_qty", self.filled_qty, zero=True)
+
 
 class VenueError(Exception):
     """The venue refused or failed the request; ``unknown`` means the order may exist."""
@@ -62,6 +82,22 @@ class VenueError(Exception):
     def __init__(self, message: str, *, unknown: bool = False):
         super().__init__(message)
         self.unknown = unknown
+
+
+def _unreadable(name: str, value: object) -> "VenueError":
+    shown = repr(value)
+    return VenueError(f"unreadable venue report: {name} = {shown[:80]}{'...' if len(shown) > 80 else ''}", unknown=True)
+
+
+def _check_number(name: str, value: object, *, positive: bool = False, zero: bool = False) -> None:
+    """A finite ``Decimal``; > 0 with ``positive``, >= 0 with ``zero``."""
+    if type(value) is not Decimal or not value.is_finite() or (positive and value <= 0) or (zero and value < 0):
+        raise _unreadable(name, value)
+
+
+def _check_text(name: str, value: object) -> None:
+    if type(value) is not str or not value:
+        raise _unreadable(name, value)
 
 
 @runtime_checkable

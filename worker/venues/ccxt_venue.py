@@ -378,8 +378,11 @@ class CcxtVenue:
     async def _report(self, order: Mapping, unified: str) -> OrderReport:
         """An :class:`OrderReport` from a unified ccxt order; trades from the order, or from
         ``fetch_order_trades`` where the exchange's order answer carries none."""
-        filled = _dec(order.get("filled")) or ZERO
-        amount = _dec(order.get("amount"))
+        try:
+            filled = _dec(order.get("filled")) or ZERO
+            amount = _dec(order.get("amount"))
+        except (TypeError, ValueError, ArithmeticError) as exc:
+            raise VenueError(f"{self.name}: unreadable order {order.get('id')}: {type(exc).__name__}", unknown=True) from None
         trades = order.get("trades") or []
         if filled > 0 and not trades and self.exchange.has.get("fetchOrderTrades") and order.get("id"):
             try:
@@ -389,6 +392,13 @@ class CcxtVenue:
                 raise
             except Exception as exc:  # noqa: BLE001 - the order's state is known; its trades are not yet
                 raise VenueError(f"{self.name}: trades of {order['id']}: {self._reason(exc)}", unknown=True) from None
+        try:
+            return self._parsed_report(order, trades, filled, amount, unified)
+        except (KeyError, TypeError, ValueError, ArithmeticError) as exc:  # ArithmeticError: decimal.InvalidOperation
+            raise VenueError(f"{self.name}: unreadable order {order.get('id')}: {type(exc).__name__}: {str(exc)[:80]}",
+                             unknown=True) from None
+
+    def _parsed_report(self, order: Mapping, trades: list, filled: Decimal, amount: Decimal | None, unified: str) -> OrderReport:
         coid = order.get("clientOrderId") or ""
         parsed = tuple(self._trade(t, unified, i) for i, t in enumerate(trades))
         if filled > 0 and not parsed:

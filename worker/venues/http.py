@@ -31,7 +31,15 @@ def binance_signature(secret: str, query: str) -> str:
 
 
 def report_from(body: dict) -> OrderReport:
-    """An :class:`OrderReport` from a Binance order JSON."""
+    """An :class:`OrderReport` from a Binance order JSON; :class:`VenueError` (``unknown``: the
+    order may exist) when the answer is not one."""
+    try:
+        return _report_from(body)
+    except (KeyError, TypeError, ValueError, ArithmeticError) as exc:  # ArithmeticError: decimal.InvalidOperation
+        raise VenueError(f"unreadable venue report: {type(exc).__name__}: {str(exc)[:80]}", unknown=True) from None
+
+
+def _report_from(body: dict) -> OrderReport:
     executed = Decimal(body["executedQty"])
     status = _STATUS.get(body["status"], LegStatus.UNKNOWN)
     if status is LegStatus.EXPIRED and 0 < executed:
