@@ -11,12 +11,15 @@ import pytest
 
 from tests.support.oracles import legacy_route
 from tests.support.scenarios import make_intent, make_quote, random_market
+from worker.bootstrap import prewarm
 from worker.domain.models import ExclusionReason, PlanLeg, RoutePlan, Side, VenueConfig
 from worker.routing import allocators, book, planner
 from worker.routing.allocators import _Lattice, _MergedLevels, _rebalance
 from worker.routing.book import forget_prepared_books, floor_units
 from worker.routing.planner import route
 from worker.routing.ranking import venue_route
+from worker.pipeline.codec import encode
+from worker.service.quotes import QuoteCache
 
 D = Decimal
 VENUES = [VenueConfig(name="a", step_size=D("0.001"), min_notional=D(10)),
@@ -192,3 +195,53 @@ def test_the_lattice_of_the_root_is_every_step():
     books = [allocators.Lots((0, 100), (1,), (0, 100), s, s, 90, 1) for s in steps]
     assert _Lattice(books, 97).target([90, 90, 90]) == 97
     assert _Lattice(books, 97, units=[6, 10, 15]).target([90, 0, 90]) == 96  # gcd(6, 15) = 3
+
+
+def test_line_ups_of_symbols_nobody_quotes_are_not_kept_forever():
+    """An intent for a symbol without any snapshot (a typo, a delisted pair, a hostile
+    producer) is routed on an empty book set, as IntentService._route does. Its line-up is
+    memoised under its symbol, but only a replaced snapshot of that symbol forgets it, and
+    none ever comes: every new symbol leaves one more line-up behind, with no limit."""
+    forget_prepared_books()
+    venues = [VenueConfig(name=n) for n in ("a", "b", "c")]
+    cache = QuoteCache({v.name for v in venues})
+    cache.update(make_quote("a", asks=[(100, 1)], bids=[(99, 1)], ts=5))
+    prewarm({v.name: v for v in venues}, cache.get("a", "BTC/USD"))  # what the quote feed does
+    for n in range(3_000):
+        symbol = f"NOPE{n}/USD"
+        books = cache.books(symbol)
+        assert books == {}
+        plan = route(make_intent(1, symbol=symbol, intent_id=f"i{n}"), books, venues)
+        assert not plan.legs
+    assert len(planner._LINEUPS) < 100, len(planner._LINEUPS)  # 3,000: one per symbol
+    # The memo's own contract: only values derived from the latest snapshots are kept.
+    assert {s for s, _ in planner._LINEUPS._groups} <= {s for _, s in book._LATEST}
+    forget_prepared_books()
+
+
+def _plan_after(first: VenueConfig, second: VenueConfig) -> tuple[bytes, bytes]:
+    """The plan of ``second`` on a book just routed with ``first``, and on the same book routed
+    afresh. ``route`` is documented as pure: both must be the same bytes."""
+    quote = make_quote("a", asks=[(100, "1.5"), (101, 2)], bids=[(99, 1)], ts=5)
+    intent = make_intent("1.7")
+    forget_prepared_books()
+    route(intent, {"a": quote}, [first])
+    after = encode(route(intent, {"a": quote}, [second]))
+    forget_prepared_books()
+    fresh = encode(route(intent, {"a": quote}, [second]))
+    forget_prepared_books()
+    return after, fresh
+
+
+def test_a_ranking_entry_is_not_shared_with_a_venue_whose_fees_are_written_differently():
+    """ranking._ROUTE_ENTRIES keys the fees by Decimal equality (10 == 10.0): the entry made for
+    the first configuration is reused for the second and prints its fee as the first wrote it."""
+    after, fresh = _plan_after(VenueConfig(name="a", taker_fee_bps=D("10")), VenueConfig(name="a", taker_fee_bps=D("10.0")))
+    assert after == fresh
+
+
+def test_a_book_is_not_shared_with_a_venue_whose_step_is_written_differently():
+    """SideBook.of keys the venue's rules by Decimal equality (0.01 == 0.010): the book built for
+    the first configuration is reused, and the legs take the exponent of *its* step_size."""
+    after, fresh = _plan_after(VenueConfig(name="a", step_size=D("0.01")), VenueConfig(name="a", step_size=D("0.010")))
+    assert after == fresh

@@ -475,7 +475,9 @@ class SideBook:
     @classmethod
     def of(cls, venue: VenueConfig, prep: PreparedSide, usable: int) -> "SideBook":
         """The memoised book of ``venue`` on ``prep`` with the first ``usable`` levels in the limit."""
-        key = (venue.name, venue.step_size, venue.min_qty, venue.min_notional, usable)
+        # The rules as written, not by value (0.01 == 0.010): a plan's quantities take the
+        # exponent of the step of the venue its book holds.
+        key = (venue.name, str(venue.step_size), str(venue.min_qty), str(venue.min_notional), usable)
         book = prep.derived.get(key)
         if book is None:
             book = bounded_put(prep.derived, key, cls._make(venue, prep, usable))

@@ -125,7 +125,12 @@ def _lineup(
            tuple(unavailable.items()) if unavailable else (), stale, tuple(map(id, venues)), tuple(map(id, quotes)))
     lineup = _LINEUPS.get(key)
     if lineup is None:
-        lineup = _LINEUPS.put(intent.symbol, is_buy, key, _eligible_books(intent, quotes, venues, set(stale), unavailable))
+        lineup = _eligible_books(intent, quotes, venues, set(stale), unavailable)
+        # Kept only while a snapshot of the symbol is: its replacement is what forgets the
+        # line-up. Without one (a symbol nobody quotes) nothing would, and every new symbol
+        # would leave one behind; such a line-up excludes every venue and costs nothing to build.
+        if any(q is not None and q.symbol == intent.symbol for q in quotes):
+            _LINEUPS.put(intent.symbol, is_buy, key, lineup)
     return lineup
 
 

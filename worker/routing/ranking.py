@@ -66,7 +66,8 @@ def _route_entry(prep: PreparedSide, venue: VenueConfig, quote: VenueQuote) -> V
     bid = quote.bids[0][0] if quote.bids else None
     ask = quote.asks[0][0] if quote.asks else None
     context = routing_context(prep.digits)  # wider only for numbers beyond the input bounds
-    key = (venue.name, quote.symbol, prep.side, venue.maker_fee_bps, venue.taker_fee_bps, context.prec)
+    # The fees as written, not by value: an entry prints them, and 10 == 10.0.
+    key = (venue.name, quote.symbol, prep.side, str(venue.maker_fee_bps), str(venue.taker_fee_bps), context.prec)
     hit = _ROUTE_ENTRIES.get(key)
     if hit is not None and hit[0] is bid and hit[1] is ask:
         return hit[2]
