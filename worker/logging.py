@@ -18,7 +18,12 @@ def _json_line(event: dict, **options) -> str:
     try:
         return orjson.dumps(event, option=orjson.OPT_NON_STR_KEYS, **options).decode()
     except TypeError:
+        pass
+    try:
         return json.dumps(event, **options)
+    except (TypeError, ValueError):  # keys neither encoder takes (a tuple), a circular structure
+        return json.dumps({"event": str(event.get("event")), "level": str(event.get("level")),
+                           "timestamp": str(event.get("timestamp")), "unrenderable": repr(event)[:2_000]})
 
 
 def configure(fmt: str = "json", level: str = "info", stream=None) -> None:

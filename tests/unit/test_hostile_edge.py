@@ -347,3 +347,12 @@ def test_a_plan_serializes_byte_identically_after_a_round_trip():
 
     plan = route(make_intent("1"), {"a": make_quote("a", asks=[(100, 5)])}, [VenueConfig(name="a")])
     assert encode(RoutePlan.model_validate_json(encode(plan))) == encode(plan)
+
+
+def test_models_built_without_validation_never_share_a_mutable_default():
+    """``trusted`` copies one template per model: a default made by a factory (a list, a dict)
+    must still be a new one for each object, as validation makes it."""
+    from worker.domain.models import VenueQuote, trusted
+
+    first, second = (trusted(VenueQuote, venue="a", symbol="BTC/USD", ts=1) for _ in range(2))
+    assert first.bids == [] and first.bids is not second.bids and first.asks is not second.asks

@@ -4,6 +4,7 @@ repeated, no executed result) and read back exactly, older full records included
 from __future__ import annotations
 
 import asyncio
+from decimal import Decimal
 
 from tests.support.fakes import MemoryJournal
 from tests.unit.test_service import NOW, setup
@@ -103,3 +104,20 @@ def test_a_plan_encoded_with_its_ranking_cached_is_byte_identical_to_its_own_enc
         plan = route(intent, quotes, venues)
         assert cache.encode(plan) == encode(plan)
         assert cache.encode(plan) is cache.encode(plan)  # once per plan
+
+
+def test_a_leg_equal_to_the_planned_one_but_written_differently_is_kept_as_written():
+    """A journal round leaves out a leg that is the planned one: the reader puts the plan's back.
+    A leg of equal value written differently (0.5 == 0.50000000) must be written out, or it
+    would read back as the plan's text."""
+    journal, _ = _run()
+    entry = journal.records[-1]
+    rnd = entry.rounds[0]
+    planned = rnd.plan.legs[0]
+    longer = planned.qty.quantize(Decimal(1).scaleb(planned.qty.as_tuple().exponent - 3))  # three more zeros
+    rewritten = planned.model_copy(update={"qty": longer})
+    assert rewritten == planned and encode(rewritten) != encode(planned)
+    legs = [rnd.legs[0].model_copy(update={"leg": rewritten}), *rnd.legs[1:]]
+    changed = entry.model_copy(update={"rounds": [rnd.model_copy(update={"legs": legs}), *entry.rounds[1:]]})
+    back = JournalRecord.validate_json(encode_entry(changed, EncodedCache()))
+    assert encode(back.rounds[0].legs[0].leg) == encode(rewritten)

@@ -100,3 +100,8 @@ def test_a_log_line_never_raises_whatever_its_values():
     log.info("odd", keys={1: 2}, big=2**70, text="\ud800", amount=Decimal("0.1"), obj=object())
     line = json.loads(buf.getvalue().splitlines()[-1])
     assert line["event"] == "odd" and line["big"] == 2**70 and "0.1" in line["amount"] and line["keys"] == {"1": 2}
+    circular: list = []
+    circular.append(circular)
+    log.info("odder", keys={(1, 2): 3}, loop=circular)  # neither encoder takes these
+    line = json.loads(buf.getvalue().splitlines()[-1])
+    assert line["event"] == "odder" and line["level"] == "info" and "(1, 2)" in line["unrenderable"]

@@ -523,8 +523,9 @@ class FillEvent(_Model):
 CLIENT_ORDER_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,36}$")
 
 _MISSING = object()
-#: cls -> (every field in declaration order with its default or _MISSING, the required fields)
-_TRUSTED_TEMPLATES: dict[type, tuple[dict[str, Any], frozenset[str]]] = {}
+#: cls -> (every field in declaration order with its default or _MISSING, the required fields,
+#: the default factories: called for each object, so no two share a mutable default)
+_TRUSTED_TEMPLATES: dict[type, tuple[dict[str, Any], frozenset[str], dict[str, Any]]] = {}
 _set = object.__setattr__
 
 
@@ -538,9 +539,10 @@ def trusted(cls: type[M], /, **values: Any) -> M:
     if known is None:
         fields = cls.model_fields
         template = {n: _MISSING if f.is_required() else f.get_default(call_default_factory=True) for n, f in fields.items()}
-        known = (template, frozenset(n for n, f in fields.items() if f.is_required()))
+        factories = {n: f.default_factory for n, f in fields.items() if f.default_factory is not None}
+        known = (template, frozenset(n for n, f in fields.items() if f.is_required()), factories)
         _TRUSTED_TEMPLATES[cls] = known
-    template, required = known
+    template, required, factories = known
     if not required <= values.keys():
         raise KeyError(f"{cls.__name__}: missing {sorted(required - values.keys())}")
     # In declaration order, as validation builds it: the JSON follows the dict's order, and
@@ -550,6 +552,9 @@ def trusted(cls: type[M], /, **values: Any) -> M:
     data.update(values)
     if len(data) != len(template):  # names that are not fields are ignored, as validation does
         data = {n: data[n] for n in template}
+    for name, factory in factories.items():
+        if name not in values:
+            data[name] = factory()
     obj = cls.__new__(cls)
     _set(obj, "__dict__", data)
     _set(obj, "__pydantic_fields_set__", set(values))

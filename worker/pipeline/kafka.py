@@ -144,7 +144,9 @@ def encode_entry(entry: JournalEntry, cache: EncodedCache) -> bytes:
     for rnd in entry.rounds:
         legs = []
         for i, jl in enumerate(rnd.legs):
-            planned = i < len(rnd.plan.legs) and (jl.leg is rnd.plan.legs[i] or jl.leg == rnd.plan.legs[i])
+            # The very planned leg, or one that encodes the same: equal values may be written
+            # differently (0.500 == 0.50000000), and the reader puts back the plan's own.
+            planned = i < len(rnd.plan.legs) and (jl.leg is rnd.plan.legs[i] or encode(jl.leg) == encode(rnd.plan.legs[i]))
             legs.append(orjson.Fragment(jl.__pydantic_serializer__.to_json(jl, exclude=_LEG) if planned else encode(jl)))
         rounds.append({"plan": orjson.Fragment(cache.encode(rnd.plan)), "legs": legs, "journaled_ms": rnd.journaled_ms})
     return orjson.dumps({
