@@ -21,6 +21,7 @@ from typing import Iterable
 
 from aiokafka import TopicPartition
 
+from worker.domain.numbers import ascii_digits
 from worker.config import Settings
 from worker.pipeline.clients import KafkaClients
 from worker.domain.errors import InputError
@@ -45,7 +46,7 @@ def parse_time(text: str | None) -> int | None:
     """Epoch milliseconds, or an ISO 8601 time (``2026-11-21T10:00:00Z``)."""
     if text is None:
         return None
-    if text.isdigit():
+    if ascii_digits(text):
         return int(text)
     try:
         return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)

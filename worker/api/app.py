@@ -83,7 +83,7 @@ def _lower(value: Any) -> Any:
 SideQuery = Annotated[Side, BeforeValidator(_lower), Query(description="buy (default) or sell")]
 AlgorithmQuery = Annotated[Algorithm, BeforeValidator(_lower), Query(description="split (default), sor or best")]
 QtyQuery = Annotated[Quantity, Query(description="base quantity, e.g. 10 or 0.25")]
-IdemHeader = Annotated[str | None, Header(alias="Idempotency-Key", max_length=128)]
+IdemHeader = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=128)]  # "" is no key: never merge orders on it
 SymbolPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
 
 
@@ -403,9 +403,14 @@ def create_app(deps: ApiDeps) -> FastAPI:
         return caller, params, binance.parse_sor_order(params, api.symbols)
 
     def sor_intent(caller: Caller, order: binance.SorOrder, coid: str) -> OrderIntent:
-        return OrderIntent(intent_id=intent_id_for(BINANCE_NAMESPACE, caller.account_id, coid), account_id=caller.account_id, symbol=order.symbol,
-                           side=order.side, type=order.type, qty=order.quantity, limit_price=order.price,
-                           time_in_force=order.time_in_force, algorithm=Algorithm.SOR, created_at=deps.clock())
+        try:
+            return OrderIntent(intent_id=intent_id_for(BINANCE_NAMESPACE, caller.account_id, coid), account_id=caller.account_id,
+                               symbol=order.symbol, side=order.side, type=order.type, qty=order.quantity, limit_price=order.price,
+                               time_in_force=order.time_in_force, algorithm=Algorithm.SOR, created_at=deps.clock())
+        except ValidationError as exc:  # Binance's patterns take 20 digits each side; the domain's bounds are tighter
+            err = exc.errors(include_url=False)[0]
+            name = {"qty": "quantity", "limit_price": "price"}.get(str(err["loc"][0]), str(err["loc"][0])) if err["loc"] else "order"
+            raise binance.BinanceError(-1100, f"Illegal value in parameter '{name}': {err['msg']}.") from None
 
     @app.post("/api/v3/sor/order", summary="New order using SOR (TRADE)", tags=["binance"], responses=binance_errors,
               openapi_extra=binance_params)
@@ -441,9 +446,12 @@ def create_app(deps: ApiDeps) -> FastAPI:
             only = [symbol.upper()]
         elif symbols:
             try:
-                only = [s.upper() for s in json.loads(symbols)]
-            except (ValueError, TypeError, AttributeError):
-                raise binance.BinanceError(-1100, "Illegal characters found in parameter 'symbols'.") from None
+                parsed = json.loads(symbols)
+            except (ValueError, RecursionError):  # RecursionError: "[[[[..." from anyone, unauthenticated
+                parsed = None
+            if not isinstance(parsed, list) or not all(isinstance(s, str) for s in parsed):
+                raise binance.BinanceError(-1100, "Illegal characters found in parameter 'symbols'.")
+            only = [s.upper() for s in parsed]
         if only and not all(s in api.symbols for s in only):
             raise binance.BinanceError(-1121, "Invalid symbol.")
         return JSONResponse(binance.exchange_info(api.symbols, api.venues, deps.clock(), deps.settings.api_rate_limit_per_s, only))

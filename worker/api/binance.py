@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Iterable, Mapping, Sequence
 from urllib.parse import parse_qsl
 
+from worker.domain.numbers import ascii_digits
 from worker.domain.models import (
     ExecutionResult,
     ExecutionStatus,
@@ -215,12 +216,13 @@ def allocations(results: Iterable[Settled], account_id: str, api_symbol: str, sy
         raw = params.get(name)
         if raw is None or raw == "":
             return None
-        if not raw.isdigit():
+        if not ascii_digits(raw):
             raise BinanceError(-1100, f"Illegal characters found in parameter '{name}'; legal range is '^[0-9]{{1,20}}$'.")
         return int(raw)
 
     start, end, from_id, want_order = number("startTime"), number("endTime"), number("fromAllocationId"), number("orderId")
-    limit = number("limit") or 500
+    limit = number("limit")
+    limit = 500 if limit is None else limit
     if not 1 <= limit <= 1000:
         raise BinanceError(-1100, "Illegal characters found in parameter 'limit'; legal range is '1-1000'.")
     rows = []

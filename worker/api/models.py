@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 from worker.domain.models import (
+    Int64,
     Algorithm,
     Dec,
     Exclusion,
@@ -108,7 +109,7 @@ class SmartOrderRequest(BaseModel):
     venues: list[VenueName] | None = None
     idempotency_key: IdempotencyKey | None = Field(
         default=None, description="the same key (per API key) never executes twice; the Idempotency-Key header works too")
-    expires_at: Annotated[int, Field(ge=0)] | None = None
+    expires_at: Int64 | None = None  # the domain's: a boolean is not a time
     dry_run: bool = Field(default=False, description="return the split plan; place nothing")
 
 

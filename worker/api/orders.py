@@ -29,9 +29,18 @@ def intent_id_for(namespace: str, account_id: str, key: str | None) -> str:
     return f"{namespace}-{digest}"
 
 
+#: What makes two orders the same order: everything the client sent (not when it was made).
+_ORDER_FIELDS = ("account_id", "symbol", "side", "type", "qty", "limit_price", "time_in_force", "algorithm", "expires_at",
+                 "venues", "dry_run")
+
+
 def _same_order(intent: OrderIntent, other: OrderIntent | ExecutionResult) -> bool:
-    qty = other.qty if isinstance(other, OrderIntent) else other.total_qty
-    return (intent.account_id, intent.symbol, intent.side, intent.qty) == (other.account_id, other.symbol, other.side, qty)
+    """Whether ``intent`` is a retry of ``other``: the whole order when the intent is known,
+    else what its result carries (another replica's order whose intent this one never read)."""
+    if isinstance(other, OrderIntent):
+        return all(getattr(intent, name) == getattr(other, name) for name in _ORDER_FIELDS)
+    return ((intent.account_id, intent.symbol, intent.side, intent.qty, intent.algorithm)
+            == (other.account_id, other.symbol, other.side, other.total_qty, other.algorithm))
 
 
 @dataclass(frozen=True)
@@ -53,7 +62,7 @@ class OrderDesk:
         book = self.gateway.book
         known = book.get(intent.intent_id)
         if known is not None:
-            if not _same_order(intent, known.result):
+            if not _same_order(intent, book.order(intent.intent_id) or known.result):
                 raise IdempotencyConflict(intent.intent_id)
             return Placement(intent.intent_id, known, True)
         earlier = book.pending(intent.intent_id)

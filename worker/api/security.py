@@ -17,6 +17,7 @@ from typing import Awaitable, Callable, Mapping
 
 import orjson
 
+from worker.domain.numbers import ascii_digits
 from worker.config import ApiKey
 
 #: Binance's ceiling for ``recvWindow`` and its default.
@@ -75,7 +76,8 @@ def authenticate(keys: Mapping[str, ApiKey], api_key: str | None, query: str, bo
     if not given:
         raise AuthError(-1102, "Mandatory parameter 'signature' was not sent, was empty/null, or malformed.")
     expected = sign(entry.secret.get_secret_value(), query_wo + body_wo)
-    if not hmac.compare_digest(expected, given.lower()):
+    # compare_digest raises on non-ASCII text: such a signature is simply not the right one.
+    if not given.isascii() or not hmac.compare_digest(expected, given.lower()):
         raise AuthError(-1022, "Signature for this request is not valid.")
     check_timestamp(params, now_ms)
     return Caller(api_key, entry.account_id)
@@ -84,10 +86,10 @@ def authenticate(keys: Mapping[str, ApiKey], api_key: str | None, query: str, bo
 def check_timestamp(params: Mapping[str, str], now_ms: int) -> None:
     """Binance's rule: ``timestamp < now + 1000`` and ``now - timestamp <= recvWindow``."""
     raw_ts = params.get("timestamp")
-    if not raw_ts or not raw_ts.isdigit():
+    if not raw_ts or not ascii_digits(raw_ts):
         raise AuthError(-1102, "Mandatory parameter 'timestamp' was not sent, was empty/null, or malformed.", 400)
     window_raw = params.get("recvWindow", str(DEFAULT_RECV_WINDOW_MS))
-    if not window_raw.isdigit():
+    if not ascii_digits(window_raw):
         raise AuthError(-1100, "Illegal characters found in parameter 'recvWindow'; legal range is '^[0-9]{1,20}$'.", 400)
     window = int(window_raw)
     if window > MAX_RECV_WINDOW_MS:
@@ -155,7 +157,7 @@ class GuardMiddleware:
                          [(b"retry-after", b"1")])
             return
         declared = headers.get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
+        if declared is not None and (not declared.isascii() or not declared.isdigit() or int(declared) > self.max_body_bytes):
             await _reply(send, 413, error_body(path, 413, f"request body: larger than {self.max_body_bytes} bytes", -1000))
             return
         if scope["method"] in ("GET", "HEAD", "DELETE", "OPTIONS") and declared is None:

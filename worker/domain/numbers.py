@@ -39,6 +39,16 @@ MAX_INT64 = 2**63 - 1
 JSON_NUMBER_PATTERN = r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$"
 _JSON_NUMBER = re.compile(JSON_NUMBER_PATTERN[1:-1])
 # The common case, plain notation already within every bound: one regex and Decimal(), no checks.
+_ASCII_DIGITS = re.compile(r"[0-9]{1,20}")
+
+
+def ascii_digits(text: str) -> bool:
+    """``text`` is 1 to 20 ASCII digits: what a number in a query string may be. ``str.isdigit``
+    also takes "²" (which ``int`` refuses: a server error) and other scripts' digits (which
+    ``int`` reads)."""
+    return _ASCII_DIGITS.fullmatch(text) is not None
+
+
 _PLAIN_IN_BOUNDS = re.compile(r"(0|[1-9][0-9]{0,17})(\.[0-9]{1,18})?")
 _MAX_INT = 10**18
 

@@ -48,6 +48,10 @@ class ResultBook:
         self.capacity = capacity
         self._results: OrderedDict[str, Settled] = OrderedDict()
         self._pending: OrderedDict[str, tuple[OrderIntent, asyncio.Future[Settled]]] = OrderedDict()
+        #: The intents seen (awaited here or read from the intents topic), kept after they
+        #: settle: a retry with the same key is compared with the whole order, which the
+        #: result alone does not carry (its limit price, time in force, venues).
+        self._orders: OrderedDict[str, OrderIntent] = OrderedDict()
 
     def add(self, settled: Settled) -> None:
         """Record a result (the first one read for an intent id wins: the worker publishes one)."""
@@ -69,10 +73,18 @@ class ResultBook:
         waiting = self._pending.get(intent_id)
         return waiting[0] if waiting is not None else None
 
+    def order(self, intent_id: str) -> OrderIntent | None:
+        """The intent of ``intent_id`` as it was published, if this process saw it."""
+        return self._orders.get(intent_id)
+
     def expect(self, intent: OrderIntent) -> None:
         """Register interest before publishing, so a fast reply cannot be missed; also for an
         intent another replica published (read from the intents topic). A no-op when the
         intent is already awaited or settled."""
+        if intent.intent_id not in self._orders:
+            self._orders[intent.intent_id] = intent
+            if len(self._orders) > 2 * self.capacity:  # results and pending intents both
+                self._orders.popitem(last=False)
         if intent.intent_id in self._pending or intent.intent_id in self._results:
             return
         self._pending[intent.intent_id] = (intent, asyncio.get_running_loop().create_future())
@@ -82,6 +94,7 @@ class ResultBook:
 
     def forget(self, intent_id: str) -> None:
         """Drop an expectation whose intent never reached the broker."""
+        self._orders.pop(intent_id, None)
         waiting = self._pending.pop(intent_id, None)
         if waiting is not None:
             waiting[1].cancel()

@@ -26,6 +26,7 @@ import asyncio
 import hmac
 import itertools
 import random
+import re
 import time
 from collections import Counter
 from decimal import Decimal, InvalidOperation
@@ -36,6 +37,7 @@ import structlog
 from aiohttp import web
 
 from worker.domain.models import LegStatus, Side, VenueConfig, VenueQuote
+from worker.domain.numbers import ascii_digits
 from worker.venues.base import DUPLICATE_ORDER, LegOrder, OrderReport
 from worker.venues.http import binance_signature
 from worker.venues.paper import PaperBook
@@ -57,6 +59,10 @@ DEFAULT_SYMBOLS = {"BTC/USD": "BTC/USD"}
 DEFAULT_TICK = Decimal("0.00000001")
 MAX_QTY = Decimal("9000000")
 MAX_PRICE = Decimal("10000000")
+#: Binance's cap on ``recvWindow`` (-1131 beyond it).
+MAX_RECV_WINDOW_MS = 60_000
+#: Binance's pattern for quantities and prices (its error -1100 quotes it).
+_BINANCE_DECIMAL = re.compile(r"^([0-9]{1,20})(\.[0-9]{1,20})?$")
 
 
 def market_id(symbol: str) -> str:
@@ -163,13 +169,16 @@ class PaperVenueServer:
             return markets.get(market_id(symbol), (symbol, symbol))[1]
         return None
 
-    async def _params(self, request: web.Request) -> tuple[dict[str, str], str]:
-        """All parameters (query, then form body) and the raw text that was signed."""
+    async def _checked(self, name: str, request: web.Request) -> tuple[dict[str, str], web.Response | None]:
+        """All parameters (query, then form body), or the error to answer: a parameter sent
+        twice (Binance: -1101; which one would count?), then the key, signature and time."""
         raw_query = request.rel_url.raw_query_string
         body = await request.text() if request.can_read_body else ""
-        params = dict(parse_qsl(raw_query, keep_blank_values=True))
-        params.update(parse_qsl(body, keep_blank_values=True))
-        return params, _strip(raw_query) + _strip(body)
+        pairs = parse_qsl(raw_query, keep_blank_values=True) + parse_qsl(body, keep_blank_values=True)
+        params = dict(pairs)
+        if len(params) != len(pairs):
+            return params, _error(400, -1101, "Duplicate values for a parameter detected.")
+        return params, self._authenticate(name, request, params, _strip(raw_query) + _strip(body))
 
     def _authenticate(self, name: str, request: web.Request, params: dict[str, str], signed: str) -> web.Response | None:
         creds = self.credentials.get(name)
@@ -178,12 +187,15 @@ class PaperVenueServer:
         if request.headers.get("X-MBX-APIKEY") != creds.api_key:
             return _error(401, -2015, "Invalid API-key, IP, or permissions for action.")
         expected = binance_signature(creds.api_secret.get_secret_value(), signed)
-        if not hmac.compare_digest(expected, params.get("signature", "")):
+        given = params.get("signature", "")
+        if not given.isascii() or not hmac.compare_digest(expected, given):  # compare_digest raises on non-ASCII text
             return _error(400, -1022, "Signature for this request is not valid.")
-        try:
-            stamp, window = int(params["timestamp"]), int(params.get("recvWindow", "5000"))
-        except (KeyError, ValueError):
+        stamp, window = params.get("timestamp", ""), params.get("recvWindow", "5000")
+        if not ascii_digits(stamp) or not ascii_digits(window):
             return _error(400, -1102, "Mandatory parameter 'timestamp' was not sent, was empty/null, or malformed.")
+        stamp, window = int(stamp), int(window)
+        if window > MAX_RECV_WINDOW_MS:
+            return _error(400, -1131, f"recvWindow must be less than {MAX_RECV_WINDOW_MS}.")
         now = self.clock()
         if stamp > now + 1000 or now - stamp > window:
             return _error(400, -1021, "Timestamp for this request is outside of the recvWindow.")
@@ -192,8 +204,7 @@ class PaperVenueServer:
     def _private(self, handler):
         async def checked(request: web.Request) -> web.Response:
             name = self._venue(request)
-            params, signed = await self._params(request)
-            refused = self._authenticate(name, request, params, signed)
+            _, refused = await self._checked(name, request)
             return refused if refused is not None else await handler(request)
         return checked
 
@@ -248,9 +259,10 @@ class PaperVenueServer:
     def _filters(self, venue: VenueConfig, qty: Decimal, price: Decimal) -> str | None:
         """Binance's order filters; the text of the failed one, else ``None``."""
         tick = venue.tick_size or DEFAULT_TICK
-        if price <= 0 or price % tick or price > MAX_PRICE:
+        # The bounds first: a remainder of a huge number by a small tick does not fit the context.
+        if price <= 0 or price > MAX_PRICE or price % tick:
             return "Filter failure: PRICE_FILTER"
-        if qty < max(venue.min_qty, venue.step_size) or qty % venue.step_size or qty > MAX_QTY:
+        if qty < max(venue.min_qty, venue.step_size) or qty > MAX_QTY or qty % venue.step_size:
             return "Filter failure: LOT_SIZE"
         if qty * price < venue.min_notional:
             return "Filter failure: NOTIONAL"
@@ -258,13 +270,16 @@ class PaperVenueServer:
 
     async def place(self, request: web.Request) -> web.Response:
         name = self._venue(request)
-        params, signed = await self._params(request)
-        refused = self._authenticate(name, request, params, signed)
+        params, refused = await self._checked(name, request)
         if refused is not None:
             return refused
         try:
             symbol = params["symbol"]
             side = Side(params["side"].lower())
+            for field in ("quantity", "price"):
+                if not _BINANCE_DECIMAL.fullmatch(params[field]):  # Binance's pattern: no exponent, no sign
+                    return _error(400, -1100, f"Illegal characters found in parameter '{field}'; legal range is "
+                                              f"'{_BINANCE_DECIMAL.pattern}'.")
             qty, price = Decimal(params["quantity"]), Decimal(params["price"])
             if not (qty.is_finite() and price.is_finite()):
                 raise ValueError("not a finite number")
@@ -308,8 +323,7 @@ class PaperVenueServer:
 
     async def _find(self, request: web.Request) -> tuple[str, dict | None, web.Response | None]:
         name = self._venue(request)
-        params, signed = await self._params(request)
-        refused = self._authenticate(name, request, params, signed)
+        params, refused = await self._checked(name, request)
         if refused is not None:
             return name, None, refused
         coid = params.get("origClientOrderId") or self.by_order_id[name].get(params.get("orderId", ""), "")
@@ -336,19 +350,17 @@ class PaperVenueServer:
 
     async def all_orders(self, request: web.Request) -> web.Response:
         name = self._venue(request)
-        params, signed = await self._params(request)
-        refused = self._authenticate(name, request, params, signed)
+        params, refused = await self._checked(name, request)
         return refused or web.json_response(self._orders_of(name, params.get("symbol")))
 
     async def open_orders(self, request: web.Request) -> web.Response:
         name = self._venue(request)
-        params, signed = await self._params(request)
-        return self._authenticate(name, request, params, signed) or web.json_response([])  # IOC: none ever rests
+        _, refused = await self._checked(name, request)
+        return refused or web.json_response([])  # IOC: none ever rests
 
     async def my_trades(self, request: web.Request) -> web.Response:
         name = self._venue(request)
-        params, signed = await self._params(request)
-        refused = self._authenticate(name, request, params, signed)
+        params, refused = await self._checked(name, request)
         if refused is not None:
             return refused
         order_id = params.get("orderId")
