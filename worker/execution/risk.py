@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import decimal
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Mapping
 
 from worker.domain.models import OrderIntent, RoutePlan
+from worker.domain.money import MONEY_CONTEXT, ZERO
 
 
 @dataclass(frozen=True)
@@ -33,11 +35,16 @@ def check_intent(intent: OrderIntent, now_ms: int, limits: RiskLimits) -> str | 
     return None
 
 
-def check_plan(intent: OrderIntent, plan: RoutePlan, limits: RiskLimits) -> str | None:
-    """Checks that need the plan: a market order's notional is only known once routed."""
+def check_plan(intent: OrderIntent, plan: RoutePlan, limits: RiskLimits, spent: Decimal = ZERO) -> str | None:
+    """Checks that need the plan: a market order's notional is only known once routed.
+
+    ``spent``: what the intent's earlier rounds cost or may have cost; a re-route of the
+    remainder is held to the account's cap with it, whatever the market did since."""
     cap = limits.max_notional(intent.account_id)
     if cap is not None and plan.estimated_vwap is not None:
-        notional = plan.estimated_vwap * plan.planned_qty
+        with decimal.localcontext(MONEY_CONTEXT):
+            notional = spent + plan.estimated_vwap * plan.planned_qty
         if notional > cap:
-            return f"risk_limit: estimated notional {notional} exceeds the account's max {cap}"
+            already = f" (with {spent} of earlier rounds)" if spent else ""
+            return f"risk_limit: estimated notional {notional}{already} exceeds the account's max {cap}"
     return None

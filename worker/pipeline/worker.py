@@ -86,7 +86,9 @@ class IntentWorker:
         self._paused = False
         self._positions: dict[TopicPartition, int] = {}  # next offset to consume, for the lag gauge
         self._stuck: set[str] = set()  # intents whose orders may exist and that keep failing
-        self.sweeper = sweeper or LateFillSweeper(service, self.publish, settings.sweep_interval_ms / 1000, settings.sweep_max_age_ms)
+        self.sweeper = sweeper or LateFillSweeper(service, self.publish, settings.sweep_interval_ms / 1000, settings.sweep_max_age_ms,
+                                                  admission=self._admission)
+        self._recovering: set[TopicPartition] = set()  # assigned, journal not read yet: never resumed before
 
     def subscribe(self) -> None:
         """Join the group on the intents topic; call before the consumer starts."""
@@ -201,8 +203,7 @@ class IntentWorker:
             self.active.add(entry.intent_id)
             try:
                 outcome = await self._until_recovered(entry, admit)
-                await admit()
-                await self.publish(outcome)
+                await self._until_published(outcome, admit)
             finally:
                 self.active.discard(entry.intent_id)
             log.info("outcome_republished", state=entry.state.value)
@@ -220,8 +221,7 @@ class IntentWorker:
                     outcome = await self._after_error(intent, received_ms, exc, admit)
             finally:
                 self.active.discard(intent.intent_id)
-            await admit()  # the partition may have moved while the legs ran: its owner publishes
-            await self.publish(outcome)
+            await self._until_published(outcome, admit)
             if outcome.result is not None:
                 status = outcome.result.status.value
                 self.stats.by_status[status] += 1
@@ -267,6 +267,30 @@ class IntentWorker:
                 self.health.resolved(f"intent:{entry.intent_id}")
             return outcome
 
+    async def _until_published(self, outcome: Outcome, admit) -> None:
+        """Publish the outcome, with backoff until the broker acknowledges it (an outage): the
+        intent is done at the venues, and its outcome must reach risk and settlement. While it
+        fails the worker is not ready and the intent counts as stuck; its offset stays
+        uncommitted. The fence is passed before every attempt: the partition may have moved."""
+        delay = 0.2
+        key = f"publish:{outcome.intent.intent_id}"
+        while True:
+            await admit()
+            try:
+                await self.publish(outcome)
+            except Exception as exc:
+                if key not in self._stuck:
+                    self._stuck.add(key)
+                    self.health.problem(key, f"outcome not acknowledged: {exc!r}")
+                log.error("publish_failed", intent_id=outcome.intent.intent_id, error=repr(exc), retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            if key in self._stuck:
+                self._stuck.discard(key)
+                self.health.resolved(key)
+            return
+
     def stuck(self) -> int:
         return len(self._stuck)
 
@@ -283,16 +307,24 @@ class IntentWorker:
             sends.append(await self.producer.send(t.executions, encode_within(outcome.result, self.settings.max_request_bytes), key=key))
         await asyncio.gather(*sends)
         entry = self.service.completed(outcome.intent.intent_id)
-        sweeping = entry is not None and self.sweeper.watch(entry)  # a leg still unknown: keep asking the venue
+        if entry is not None:
+            self.sweeper.watch(entry)  # a leg still unknown: keep asking the venue
         # An entry still swept stays whole in the journal: a done marker in its place would
-        # end the sweep at the next restart. Its last correction compacts it.
-        self.index.done(outcome.intent.intent_id, compact=not sweeping)
+        # end the sweep at the next restart. The correction that settles its last leg compacts it.
+        self.index.done(outcome.intent.intent_id, compact=not self.sweeper.sweeping(outcome.intent.intent_id))
 
     # --- offsets, backpressure, rebalances ---------------------------------------------------
 
     async def _commit(self, only: set[TopicPartition] | None = None) -> None:
         self._uncommitted.update(self.tracker.committable())
-        offsets = {tp: off for tp, off in self._uncommitted.items() if only is None or tp in only}
+        offsets = {}
+        for tp, off in self._uncommitted.items():
+            consumed = self._positions.get(tp)
+            if (only is None or tp in only) and consumed is not None:
+                # Never past what was consumed: a recovery may finish an offset whose earlier
+                # records (completed intents whose outcome a crash may have lost) were not
+                # redelivered yet, and the tracker only knows the offsets it has seen.
+                offsets[tp] = min(off, consumed)
         if not offsets:
             return
         try:
@@ -301,8 +333,9 @@ class IntentWorker:
             log.warning("commit_failed", error=repr(exc), offsets={f"{tp.partition}": o for tp, o in offsets.items()})
             return
         self.fence.confirm()  # the group accepted a commit of this generation just now
-        for tp in offsets:
-            self._uncommitted.pop(tp, None)
+        for tp, off in offsets.items():
+            if self._uncommitted.get(tp) == off:
+                del self._uncommitted[tp]
         if self.compactor is not None:
             self.compactor.after_commit({tp.partition: off for tp, off in offsets.items()})
 
@@ -313,7 +346,7 @@ class IntentWorker:
             self._paused = True
             log.info("backpressure_paused", in_flight=self.stats.in_flight, max_in_flight=limit)
         elif self._paused and self.stats.in_flight <= limit // 2:
-            self.consumer.resume(*self.consumer.assignment())
+            self.consumer.resume(*(set(self.consumer.assignment()) - self._recovering))
             self._paused = False
             log.info("backpressure_resumed", in_flight=self.stats.in_flight)
 
@@ -421,6 +454,7 @@ class _Rebalance(ConsumerRebalanceListener):
         # partitions until the journal is recovered, or a redelivery could race recovery.
         w = self.worker
         w.consumer.pause(*assigned)
+        w._recovering |= set(assigned)
         delay = 0.5
         while True:
             try:
@@ -433,6 +467,7 @@ class _Rebalance(ConsumerRebalanceListener):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
         w.health.resolved("assignment")
+        w._recovering -= set(assigned)
         if not w._paused:
             w.consumer.resume(*assigned)
         log.info("partitions_assigned", partitions=sorted(tp.partition for tp in assigned))

@@ -7,7 +7,9 @@ state machine that makes it crash-safe.
 
 from __future__ import annotations
 
+import decimal
 import time
+from decimal import Decimal
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
@@ -32,7 +34,7 @@ from worker.execution.journal import IntentState, Journal, JournalAmendment, Jou
 from worker.execution.risk import RiskLimits, check_intent, check_plan
 from worker.observability import Metrics
 from worker.service.quotes import QuoteCache
-from worker.domain.money import ZERO
+from worker.domain.money import MONEY_CONTEXT, ZERO
 from worker.venues.base import OrderReport
 from worker.routing.planner import route
 from worker.routing.allocators import DEFAULT_NODE_LIMIT
@@ -157,7 +159,9 @@ class IntentService:
 
     async def _more_rounds(self, entry: JournalEntry, intent: OrderIntent, legs: list[LegOutcome], deadline_ms: int,
                            admit: Admission | None):
-        """Re-route the remainder with fresh quotes, bounded by rounds, deadline and expiry."""
+        """Re-route the remainder with fresh quotes, bounded by rounds, deadline, expiry and the
+        account's notional cap (with what the earlier rounds cost)."""
+        intent = self._apply_allow_list(intent)  # also for an intent recovered from the journal, which has it as received
         deadline = min(intent.expires_at or 2**63, deadline_ms)
         while len(entry.rounds) < self.max_rounds and self.clock() < deadline:
             remaining = intent.qty - _settled_or_unknown(legs)
@@ -166,6 +170,10 @@ class IntentService:
             failed = {o.leg.provider: ExclusionReason.VENUE_FAILED for o in legs if o.report.status in VENUE_FAULTS}
             plan = self._route(intent, len(entry.rounds), remaining, failed)
             if not plan.legs:
+                break
+            reason = check_plan(intent, plan, self.limits, spent=_spent_notional(legs))
+            if reason:
+                log.warning("reroute_refused", intent_id=intent.intent_id, round=len(entry.rounds), reason=reason)
                 break
             entry, legs = await self._run_round(entry, intent, plan, legs, admit)
         return entry, legs
@@ -176,8 +184,12 @@ class IntentService:
         re-route what is left in a new round (new client order ids); then complete it."""
         if entry.state is IntentState.COMPLETED:
             if self._in_flight.get(entry.intent_id) is entry:  # built, but its record was never acknowledged
+                if admit is not None:
+                    await admit()  # only the partition's owner writes its journal
                 await self.journal.write(entry)
                 self._in_flight.pop(entry.intent_id, None)
+            if entry.unknown_legs():  # for the late-fill sweeper, as _complete does
+                self._unknown[entry.intent_id] = entry
             return Outcome.from_journal(entry)
         legs: list[LegOutcome] = []
         rounds = []
@@ -243,7 +255,7 @@ class IntentService:
             self._unknown[entry.intent_id] = entry
         return Outcome(entry.intent, plans, result, fills)
 
-    async def sweep(self, entry: JournalEntry) -> tuple[JournalEntry, Outcome | None]:
+    async def sweep(self, entry: JournalEntry, admit: Admission | None = None) -> tuple[JournalEntry, Outcome | None]:
         """Ask the venues again about the legs of a completed intent whose state is still
         unknown. When any is now known, journal an amendment and return the correction to
         publish: the new fills and the result's next version (``None`` if nothing changed)."""
@@ -263,6 +275,8 @@ class IntentService:
         before = Outcome.from_journal(entry)
         version = before.result.version + 1
         entry = entry.model_copy(update={"amendments": [*entry.amendments, JournalAmendment(version=version, legs=found)]})
+        if admit is not None:
+            await admit()  # only the partition's owner amends its journal
         await self.journal.write(entry)
         after = Outcome.from_journal(entry)
         log.warning("late_fills", intent_id=entry.intent_id, version=version, new_fills=len(after.fills) - len(before.fills),
@@ -306,6 +320,14 @@ class IntentService:
         if intent.time_in_force is TimeInForce.FOK and not plan.covers_total:
             return f"fok_not_coverable: books cover {plan.planned_qty} of {plan.total_qty}"
         return None
+
+
+def _spent_notional(legs: list[LegOutcome]) -> Decimal:
+    """What the legs so far cost or may have cost: their trades, or the whole planned leg
+    when the venue has not said (it may have filled)."""
+    with decimal.localcontext(MONEY_CONTEXT):
+        return sum((o.leg.estimated_notional if o.report.status is LegStatus.UNKNOWN
+                    else sum((t.price * t.qty for t in o.report.trades), ZERO) for o in legs), ZERO)
 
 
 def _settled_or_unknown(legs: list[LegOutcome]):

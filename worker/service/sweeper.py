@@ -15,7 +15,9 @@ from typing import Awaitable, Callable
 import structlog
 
 from worker.domain.clock import Clock, now_ms
+from worker.execution.executor import Admission
 from worker.execution.journal import IntentState, JournalEntry
+from worker.service.fencing import Fenced
 from worker.service.intents import IntentService, Outcome
 
 log = structlog.get_logger("sor.sweeper")
@@ -25,8 +27,14 @@ class LateFillSweeper:
     """Watches completed intents with unknown legs, per source partition."""
 
     def __init__(self, service: IntentService, publish: Callable[[Outcome], Awaitable[None]], interval_s: float,
-                 max_age_ms: int, clock: Clock = now_ms, on_abandoned: Callable[[JournalEntry], None] = lambda entry: None):
+                 max_age_ms: int, clock: Clock = now_ms, on_abandoned: Callable[[JournalEntry], None] = lambda entry: None,
+                 admission: Callable[[int], Admission] | None = None):
         self.service = service
+        #: The fence of a partition, taken when an entry is first watched: what this worker
+        #: journals and publishes for a partition it no longer owns (or while its lease is
+        #: stale) is held or refused, as for every placement.
+        self.admission = admission
+        self._admits: dict[str, Admission] = {}
         self.publish = publish
         self.interval_s = interval_s
         self.max_age_ms = max_age_ms
@@ -39,13 +47,25 @@ class LateFillSweeper:
         correction was journaled but maybe not published); ``True`` if it is watched."""
         if entry.state is IntentState.COMPLETED and (entry.unknown_legs() or self._unpublished(entry)):
             self._watched[entry.intent_id] = entry
+            if self.admission is not None and entry.intent_id not in self._admits:
+                self._admits[entry.intent_id] = self.admission(entry.source_partition)
             return True
         return False
+
+    def sweeping(self, intent_id: str) -> bool:
+        """Whether a leg of ``intent_id`` is still unknown here: its journal entry must stay
+        whole (a done marker in its place would end the sweep at the next restart)."""
+        entry = self._watched.get(intent_id)
+        return entry is not None and bool(entry.unknown_legs())
+
+    def _drop(self, intent_id: str) -> None:
+        self._watched.pop(intent_id, None)
+        self._admits.pop(intent_id, None)
 
     def forget(self, partitions: set[int]) -> None:
         """The partitions moved to another worker: it sweeps them now (from the journal)."""
         for intent_id in [i for i, e in self._watched.items() if e.source_partition in partitions]:
-            del self._watched[intent_id]
+            self._drop(intent_id)
 
     def __len__(self) -> int:
         return len(self._watched)
@@ -58,25 +78,39 @@ class LateFillSweeper:
         """One pass over the watch list; returns how many corrections were published."""
         published = 0
         for intent_id, entry in list(self._watched.items()):
-            if self._unpublished(entry):  # a crash between the journal and the broker
-                out = Outcome.from_journal(entry)
-                await self.publish(Outcome(entry.intent, [], out.result, out.fills))
-                entry = await self._mark_published(entry)
-            entry, correction = await self.service.sweep(entry)
-            if correction is not None:
-                await self.publish(correction)
-                entry = await self._mark_published(entry)
-                published += 1
-            if not entry.unknown_legs():
-                self._watched.pop(intent_id, None)
-            elif entry.received_ms + self.max_age_ms < self.clock():
-                log.error("late_fill_sweep_abandoned", intent_id=intent_id, partition=entry.source_partition,
-                          detail="venue never answered; reconcile by hand", legs=[leg.client_order_id for leg in entry.unknown_legs()])
-                self.on_abandoned(entry)
-                self._watched.pop(intent_id, None)
-            elif intent_id in self._watched:
-                self._watched[intent_id] = entry
+            admit = self._admits.get(intent_id)
+            try:
+                published += await self._sweep_entry(intent_id, entry, admit)
+            except Fenced as exc:  # the partition moved on: its new owner sweeps it from the journal
+                log.warning("sweep_fenced", intent_id=intent_id, detail=str(exc))
+                self._drop(intent_id)
         return published
+
+    async def _sweep_entry(self, intent_id: str, entry: JournalEntry, admit: Admission | None) -> int:
+        if self._unpublished(entry):  # a crash between the journal and the broker
+            out = Outcome.from_journal(entry)
+            if admit is not None:
+                await admit()
+            await self.publish(Outcome(entry.intent, [], out.result, out.fills))
+            entry = await self._mark_published(entry)
+        entry, correction = await self.service.sweep(entry, admit)
+        if intent_id in self._watched:
+            self._watched[intent_id] = entry  # before publishing: whether it is still swept decides its compaction
+        if correction is not None:
+            if admit is not None:
+                await admit()
+            await self.publish(correction)
+            entry = await self._mark_published(entry)
+        if not entry.unknown_legs():
+            self._drop(intent_id)
+        elif entry.received_ms + self.max_age_ms < self.clock():
+            log.error("late_fill_sweep_abandoned", intent_id=intent_id, partition=entry.source_partition,
+                      detail="venue never answered; reconcile by hand", legs=[leg.client_order_id for leg in entry.unknown_legs()])
+            self.on_abandoned(entry)
+            self._drop(intent_id)
+        elif intent_id in self._watched:
+            self._watched[intent_id] = entry
+        return 1 if correction is not None else 0
 
     async def _mark_published(self, entry: JournalEntry) -> JournalEntry:
         last = entry.amendments[-1].model_copy(update={"published": True})
