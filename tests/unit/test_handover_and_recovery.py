@@ -434,3 +434,76 @@ def test_backpressure_never_resumes_a_partition_before_its_journal_is_recovered(
         assert not started, "an intent of partition 1 started before its journal was read"
 
     asyncio.run(main())
+
+
+def test_commit_never_passes_a_republication_in_flight_after_recovery_finished_first():
+    """The recovery of offset 1 finishes before anything is consumed; then offsets 0 and 1 are
+    redelivered in one batch while offset 0 (a completed intent whose outcome a crash lost) is
+    being republished: nothing may be committed past it until its outcome is acknowledged."""
+
+    async def main():
+        journal = MemoryJournal()
+        first, *_ = make_edge(journal)
+        await first.service.handle(make_intent("0.5", intent_id="zero"), NOW, Source(0, 0))  # outcome never published
+        try:
+            await first.service.handle(make_intent("0.5", intent_id="one"), NOW, Source(0, 1), admit=crash_at_first_placement())
+        except Crash:
+            pass
+
+        worker, consumer, producer, adapters, _ = make_edge(journal)
+        fast_recovery(worker)
+        await consumer.assign(TP)
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        await until(lambda: [r["intent_id"] for r in results(producer)] == ["one"])
+        await asyncio.sleep(0.05)  # several commit intervals: nothing consumed, nothing committed
+        producer.hold = True  # the republication of "zero" is not acknowledged yet
+        consumer.feed(TP, 0, encode(make_intent("0.5", intent_id="zero")))
+        consumer.feed(TP, 1, encode(make_intent("0.5", intent_id="one")))
+        await until(lambda: "zero" in [r["intent_id"] for r in results(producer)])
+        await asyncio.sleep(0.05)
+        committed = consumer.committed_offsets.get(TP)
+        producer.hold = False
+        producer.release()
+        stop.set()
+        await task
+        assert committed is None or committed <= 0, (
+            f"committed offset {committed} while the republication of offset 0 was not acknowledged")
+
+    asyncio.run(main())
+
+
+class DownProducer(FakeProducer):
+    """The broker refuses every result (an outage)."""
+
+    async def send(self, topic, value, *, key=None, partition=None, headers=None):
+        if topic == "sor.executions.v1":
+            fut = asyncio.get_running_loop().create_future()
+            fut.set_exception(RuntimeError("KafkaTimeoutError: batch expired"))
+            return fut
+        return await super().send(topic, value, key=key, partition=partition, headers=headers)
+
+
+def test_a_publication_retry_fenced_by_a_revocation_does_not_leave_the_worker_not_ready():
+    """worker.py `_until_published`: the `publish:<id>` key is added to `_stuck` and to the
+    health problems on the first failure; when the partition is revoked, `admit()` raises
+    Fenced (or the task is cancelled) and the key is never removed: the worker reports a
+    stuck intent and /readyz 503 for ever, for an intent it no longer owns."""
+
+    async def main():
+        settings = Settings(commit_interval_ms=10, shutdown_timeout_s=2)
+        worker, consumer, _, adapters, journal = make_edge(settings=settings)
+        worker.producer = DownProducer()
+        await consumer.assign(TP)
+        consumer.feed(TP, 0, encode(make_intent("0.5", intent_id="out")))
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        await until(lambda: worker.stuck() == 1)
+        await consumer.revoke(TP)  # the new owner republishes it from the journal
+        await until(lambda: not any(worker.tasks.values()))
+        stuck, ready, problems = worker.stuck(), worker.health.ready(), worker.health.problems()
+        stop.set()
+        await task
+        assert stuck == 0 and ready, f"after the revocation: stuck={stuck}, problems={problems}"
+
+    asyncio.run(main())

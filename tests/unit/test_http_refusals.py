@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestServer
 from fastapi.testclient import TestClient
 
 from tests.support.fakes import MemoryJournal
+from tests.support.scenarios import make_intent
 from tests.unit.test_api import KEY, SECRET, VENUES, InProcessGateway, books
 from worker.api.app import ApiDeps, create_app
 from worker.api.security import sign
@@ -227,3 +228,38 @@ def test_paper_venue_caps_recv_window_at_60000():
     status, text, ledger = _paper(scenario)
     assert status == 400 and json.loads(text)["code"] in (-1131, -1021), (status, text)
     assert ledger == {}
+
+
+class _Gateway:
+    def __init__(self):
+        from worker.service.results import ResultBook
+
+        self.book = ResultBook(100)
+        self.published = []
+
+    async def publish(self, intent):
+        self.published.append(intent)
+
+    def healthy(self):
+        return True
+
+
+def test_a_retry_naming_the_same_venues_in_another_order_is_the_same_order():
+    """The venues are a filter: ["a", "b"] then ["b", "a"] is the same order, replayed, never
+    a 409."""
+    from worker.api.orders import IdempotencyConflict, OrderDesk
+
+    async def main():
+        gateway = _Gateway()
+        desk = OrderDesk(gateway)
+        first = make_intent("0.5", intent_id="api-k").model_copy(update={"venues": ["a", "b"]})
+        await desk.place(first, 0.01)
+        retry = first.model_copy(update={"venues": ["b", "a"]})
+        try:
+            placement = await desk.place(retry, 0.01)
+        except IdempotencyConflict:
+            raise AssertionError("a retry of the same order (venues listed in another order) is a conflict") from None
+        assert placement.replayed
+        assert len(gateway.published) == 1
+
+    asyncio.run(main())

@@ -6,10 +6,14 @@ from __future__ import annotations
 import asyncio
 from decimal import Decimal
 
+import orjson
+
 from tests.support.fakes import MemoryJournal
+from tests.unit.test_edge import make_edge
 from tests.unit.test_service import NOW, setup
 from tests.support.scenarios import make_intent
-from worker.execution.journal import JournalEntry, JournalRound
+from worker.config import Settings
+from worker.execution.journal import IntentState, JournalEntry, JournalRound
 from worker.pipeline.codec import EncodedCache, encode
 from worker.pipeline.compaction import JournalRecord
 from worker.pipeline.kafka import JOURNAL_ENTRY_FIELDS, JOURNAL_ROUND_FIELDS, encode_entry
@@ -121,3 +125,61 @@ def test_a_leg_equal_to_the_planned_one_but_written_differently_is_kept_as_writt
     changed = entry.model_copy(update={"rounds": [rnd.model_copy(update={"legs": legs}), *entry.rounds[1:]]})
     back = JournalRecord.validate_json(encode_entry(changed, EncodedCache()))
     assert encode(back.rounds[0].legs[0].leg) == encode(rewritten)
+
+
+class _Rec:
+    def __init__(self, key, value, offset):
+        self.key, self.value, self.offset, self.partition = key, value, offset, 0
+
+
+class _RecoveryConsumer:
+    def __init__(self, records):
+        self.records, self.read = records, False
+
+    async def start(self): ...
+    async def stop(self): ...
+    def assign(self, tps): self.tps = tps
+    async def seek_to_beginning(self, *tps): ...
+    async def end_offsets(self, tps): return {tp: len(self.records) for tp in tps}
+
+    async def getmany(self, timeout_ms=0, max_records=None):
+        if self.read:
+            return {}
+        self.read = True
+        return {self.tps[0]: self.records}
+
+    async def position(self, tp): return len(self.records) if self.read else 0
+
+
+class _Clients:
+    def __init__(self, consumer):
+        self._consumer = consumer
+
+    def consumer(self, role=None):
+        return self._consumer
+
+
+def test_a_journal_record_of_the_previous_release_still_reads_back():
+    """Venue reports are checked where adapters build them, never when a journal record is
+    read: a record an earlier release wrote with a trade today's checks refuse (its ccxt
+    adapter journaled a price of 0 when the exchange gave neither trades, an average nor a
+    price) must still read back, or the assignment's recovery would fail for ever."""
+    from worker.pipeline.kafka import read_partitions
+
+    async def main():
+        worker, consumer, producer, adapters, journal = make_edge()
+        await worker.service.handle(make_intent("0.5", intent_id="old"), NOW, Source(0, 0))
+        entry = journal.latest()["old"]
+        assert entry.state is IntentState.COMPLETED
+        doc = orjson.loads(entry.model_dump_json())
+        trade = doc["rounds"][0]["legs"][0]["trades"][0]
+        trade["price"] = "0"  # what the previous release's ccxt fallback journaled
+        raw = orjson.dumps(doc)
+        recovery = _RecoveryConsumer([_Rec(b"old", raw, 0)])
+        try:
+            out = await read_partitions(Settings(), "sor.journal.v1", [0], JournalEntry, clients=_Clients(recovery))
+        except Exception as exc:  # noqa: BLE001
+            raise AssertionError(f"journal recovery raised {type(exc).__name__}: {exc}") from None
+        assert set(out) <= {b"old"}
+
+    asyncio.run(main())

@@ -34,11 +34,17 @@ _ORDER_FIELDS = ("account_id", "symbol", "side", "type", "qty", "limit_price", "
                  "venues", "dry_run")
 
 
+def _as_sent(intent: OrderIntent, name: str):
+    value = getattr(intent, name)
+    # The venues are a filter, a set: the same ones in another order are the same order.
+    return value if name != "venues" or value is None else sorted(set(value))
+
+
 def _same_order(intent: OrderIntent, other: OrderIntent | ExecutionResult) -> bool:
     """Whether ``intent`` is a retry of ``other``: the whole order when the intent is known,
     else what its result carries (another replica's order whose intent this one never read)."""
     if isinstance(other, OrderIntent):
-        return all(getattr(intent, name) == getattr(other, name) for name in _ORDER_FIELDS)
+        return all(_as_sent(intent, name) == _as_sent(other, name) for name in _ORDER_FIELDS)
     return ((intent.account_id, intent.symbol, intent.side, intent.qty, intent.algorithm)
             == (other.account_id, other.symbol, other.side, other.total_qty, other.algorithm))
 

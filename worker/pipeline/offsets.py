@@ -40,6 +40,14 @@ class OffsetTracker:
                 out[tp] = last + 1
         return out
 
+    def lowest_pending(self, tp: Hashable) -> int | None:
+        """The first offset of ``tp`` begun and not finished (after :meth:`committable`, the
+        first one it still holds)."""
+        for offset, done in (self._parts.get(tp) or {}).items():
+            if not done:
+                return offset
+        return None
+
     def in_flight(self, tps: Iterable[Hashable] | None = None) -> int:
         parts = self._parts if tps is None else {tp: self._parts.get(tp, {}) for tp in tps}
         return sum(sum(1 for done in p.values() if not done) for p in parts.values())

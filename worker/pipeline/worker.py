@@ -248,24 +248,21 @@ class IntentWorker:
         worker is not ready, an error is logged and ``sor_stuck_intents`` counts it; its
         offset stays uncommitted, so nothing after it in the partition is committed either."""
         delay = 0.2
-        while True:
-            try:
-                outcome = await self.service.recover(entry, admit)
-            except Fenced:
-                raise
-            except Exception as exc:
-                entry = self.service.in_flight(entry.intent_id) or entry
-                if entry.intent_id not in self._stuck:
-                    self._stuck.add(entry.intent_id)
-                    self.health.problem(f"intent:{entry.intent_id}", f"stuck in flight: {exc!r}")
-                log.error("recovery_failed", intent_id=entry.intent_id, error=repr(exc), retry_in_s=delay)
+        key = f"intent:{entry.intent_id}"
+        try:
+            while True:
+                try:
+                    return await self.service.recover(entry, admit)
+                except Fenced:
+                    raise
+                except Exception as exc:
+                    entry = self.service.in_flight(entry.intent_id) or entry
+                    self._stuck_on(key, f"stuck in flight: {exc!r}")
+                    log.error("recovery_failed", intent_id=entry.intent_id, error=repr(exc), retry_in_s=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
-                continue
-            if entry.intent_id in self._stuck:
-                self._stuck.discard(entry.intent_id)
-                self.health.resolved(f"intent:{entry.intent_id}")
-            return outcome
+        finally:  # recovered, fenced or cancelled: this worker no longer holds it
+            self._unstuck(key)
 
     async def _until_published(self, outcome: Outcome, admit) -> None:
         """Publish the outcome, with backoff until the broker acknowledges it (an outage): the
@@ -274,22 +271,29 @@ class IntentWorker:
         uncommitted. The fence is passed before every attempt: the partition may have moved."""
         delay = 0.2
         key = f"publish:{outcome.intent.intent_id}"
-        while True:
-            await admit()
-            try:
-                await self.publish(outcome)
-            except Exception as exc:
-                if key not in self._stuck:
-                    self._stuck.add(key)
-                    self.health.problem(key, f"outcome not acknowledged: {exc!r}")
-                log.error("publish_failed", intent_id=outcome.intent.intent_id, error=repr(exc), retry_in_s=delay)
+        try:
+            while True:
+                await admit()
+                try:
+                    await self.publish(outcome)
+                    return
+                except Exception as exc:
+                    self._stuck_on(key, f"outcome not acknowledged: {exc!r}")
+                    log.error("publish_failed", intent_id=outcome.intent.intent_id, error=repr(exc), retry_in_s=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
-                continue
-            if key in self._stuck:
-                self._stuck.discard(key)
-                self.health.resolved(key)
-            return
+        finally:  # published, fenced or cancelled: this worker no longer holds it
+            self._unstuck(key)
+
+    def _stuck_on(self, key: str, why: str) -> None:
+        if key not in self._stuck:
+            self._stuck.add(key)
+            self.health.problem(key, why)
+
+    def _unstuck(self, key: str) -> None:
+        if key in self._stuck:
+            self._stuck.discard(key)
+            self.health.resolved(key)
 
     def stuck(self) -> int:
         return len(self._stuck)
@@ -321,10 +325,11 @@ class IntentWorker:
         for tp, off in self._uncommitted.items():
             consumed = self._positions.get(tp)
             if (only is None or tp in only) and consumed is not None:
-                # Never past what was consumed: a recovery may finish an offset whose earlier
-                # records (completed intents whose outcome a crash may have lost) were not
-                # redelivered yet, and the tracker only knows the offsets it has seen.
-                offsets[tp] = min(off, consumed)
+                # Never past what was consumed, nor past an offset still in flight: a recovery
+                # may finish an offset whose earlier records (completed intents whose outcome a
+                # crash may have lost) were not redelivered yet, or are being republished now.
+                pending = self.tracker.lowest_pending(tp)
+                offsets[tp] = min(off, consumed, off if pending is None else pending)
         if not offsets:
             return
         try:

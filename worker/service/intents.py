@@ -323,11 +323,19 @@ class IntentService:
 
 
 def _spent_notional(legs: list[LegOutcome]) -> Decimal:
-    """What the legs so far cost or may have cost: their trades, or the whole planned leg
-    when the venue has not said (it may have filled)."""
+    """What the legs so far cost or may have cost: their trades; the whole planned leg when the
+    venue has not said (it may have filled); a fill reported without its trades (a query
+    answer) at the leg's dearer of its worst and its estimated price."""
     with decimal.localcontext(MONEY_CONTEXT):
-        return sum((o.leg.estimated_notional if o.report.status is LegStatus.UNKNOWN
-                    else sum((t.price * t.qty for t in o.report.trades), ZERO) for o in legs), ZERO)
+        total = ZERO
+        for o in legs:
+            if o.report.status is LegStatus.UNKNOWN:
+                total += o.leg.estimated_notional
+            elif o.report.trades:
+                total += sum((t.price * t.qty for t in o.report.trades), ZERO)
+            else:
+                total += o.report.filled_qty * max(o.leg.worst_price, o.leg.estimated_price)
+        return total
 
 
 def _settled_or_unknown(legs: list[LegOutcome]):

@@ -92,7 +92,7 @@ class LateFillSweeper:
             if admit is not None:
                 await admit()
             await self.publish(Outcome(entry.intent, [], out.result, out.fills))
-            entry = await self._mark_published(entry)
+            entry = await self._mark_published(entry, admit)
         entry, correction = await self.service.sweep(entry, admit)
         if intent_id in self._watched:
             self._watched[intent_id] = entry  # before publishing: whether it is still swept decides its compaction
@@ -100,7 +100,7 @@ class LateFillSweeper:
             if admit is not None:
                 await admit()
             await self.publish(correction)
-            entry = await self._mark_published(entry)
+            entry = await self._mark_published(entry, admit)
         if not entry.unknown_legs():
             self._drop(intent_id)
         elif entry.received_ms + self.max_age_ms < self.clock():
@@ -112,9 +112,11 @@ class LateFillSweeper:
             self._watched[intent_id] = entry
         return 1 if correction is not None else 0
 
-    async def _mark_published(self, entry: JournalEntry) -> JournalEntry:
+    async def _mark_published(self, entry: JournalEntry, admit: Admission | None = None) -> JournalEntry:
         last = entry.amendments[-1].model_copy(update={"published": True})
         entry = entry.model_copy(update={"amendments": [*entry.amendments[:-1], last]})
+        if admit is not None:
+            await admit()
         await self.service.journal.write(entry)
         return entry
 

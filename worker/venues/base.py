@@ -34,17 +34,6 @@ class VenueTrade:
     commission_asset: str
     trade_id: str
 
-    def __post_init__(self) -> None:
-        # What an adapter parsed from a venue's answer is checked here, where it enters: the
-        # result and fills are built from it without validation, and a value that is not what
-        # the fills' schema says would reach the wire and leave a journal record that does not
-        # read back. The order may exist, so a report that fails this is an unknown state.
-        _check_number("price", self.price, positive=True)
-        _check_number("qty", self.qty, positive=True)
-        _check_number("commission", self.commission)  # a maker rebate may be negative
-        _check_text("commission_asset", self.commission_asset)
-        _check_text("trade_id", self.trade_id)
-
 
 #: Binance's text for a refused re-use of a client order id (error -2010).
 DUPLICATE_ORDER = "Duplicate order sent."
@@ -66,15 +55,6 @@ class OrderReport:
     error: str | None = None
     duplicate: bool = False
 
-    def __post_init__(self) -> None:
-        if type(self.client_order_id) is not str:  # may be empty: an exchange that does not echo it
-            raise _unreadable("client_order_id", self.client_order_id)
-        if self.order_id is not None:
-            _check_text("order_id", self.order_id)
-        if type(self.status) is not LegStatus:
-            raise _unreadable("status", self.status)
-        _check_number("filled_qty", self.filled_qty, zero=True)
-
 
 class VenueError(Exception):
     """The venue refused or failed the request; ``unknown`` means the order may exist."""
@@ -82,6 +62,30 @@ class VenueError(Exception):
     def __init__(self, message: str, *, unknown: bool = False):
         super().__init__(message)
         self.unknown = unknown
+
+
+def checked(report: OrderReport) -> OrderReport:
+    """``report`` as an adapter parsed it from a venue's answer, checked where it enters: the
+    result and fills are built from it without validation, and a value that is not what the
+    fills' schema says would reach the wire and leave a journal record that does not read back.
+    The order may exist, so a report that fails is an unknown state (:class:`VenueError`).
+
+    Only here, not in the classes: a journal record written before these checks must still
+    read back."""
+    if type(report.client_order_id) is not str:  # may be empty: an exchange that does not echo it
+        raise _unreadable("client_order_id", report.client_order_id)
+    if report.order_id is not None:
+        _check_text("order_id", report.order_id)
+    if type(report.status) is not LegStatus:
+        raise _unreadable("status", report.status)
+    _check_number("filled_qty", report.filled_qty, zero=True)
+    for trade in report.trades:
+        _check_number("price", trade.price, positive=True)
+        _check_number("qty", trade.qty, positive=True)
+        _check_number("commission", trade.commission)  # a maker rebate may be negative
+        _check_text("commission_asset", trade.commission_asset)
+        _check_text("trade_id", trade.trade_id)
+    return report
 
 
 def _unreadable(name: str, value: object) -> "VenueError":

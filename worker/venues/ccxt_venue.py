@@ -40,7 +40,7 @@ import structlog
 from worker.domain.errors import InputError
 from worker.domain.models import LegStatus, Side, VenueConfig, VenueQuote
 from worker.domain.money import ZERO
-from worker.venues.base import DUPLICATE_ORDER, LegOrder, OrderReport, VenueError, VenueTrade
+from worker.venues.base import DUPLICATE_ORDER, LegOrder, OrderReport, VenueError, VenueTrade, checked
 from worker.venues.paper import quote_asset
 
 log = structlog.get_logger("sor.venues.ccxt")
@@ -410,8 +410,8 @@ class CcxtVenue:
         traded = sum((t.qty for t in parsed), ZERO)
         if parsed and traded != filled:
             log.warning("trades_differ_from_filled", venue=self.name, client_order_id=coid, filled=str(filled), trades=str(traded))
-        return OrderReport(coid, str(order["id"]) if order.get("id") is not None else None, _status(order, filled, amount),
-                           filled, parsed, error=None if order.get("status") != "rejected" else "rejected by the venue")
+        return checked(OrderReport(coid, str(order["id"]) if order.get("id") is not None else None, _status(order, filled, amount),
+                                   filled, parsed, error=None if order.get("status") != "rejected" else "rejected by the venue"))
 
     def _quote(self, unified: str) -> str:
         market = (self.exchange.markets or {}).get(unified) or {}

@@ -19,7 +19,7 @@ import aiohttp
 from yarl import URL
 
 from worker.domain.models import LegStatus, VenueConfig
-from worker.venues.base import DUPLICATE_ORDER, LegOrder, OrderReport, VenueError, VenueTrade
+from worker.venues.base import DUPLICATE_ORDER, LegOrder, OrderReport, VenueError, VenueTrade, checked
 
 _STATUS = {"FILLED": LegStatus.FILLED, "REJECTED": LegStatus.REJECTED, "NEW": LegStatus.UNKNOWN,
            "PARTIALLY_FILLED": LegStatus.PARTIAL, "CANCELED": LegStatus.EXPIRED, "EXPIRED": LegStatus.EXPIRED}
@@ -34,7 +34,7 @@ def report_from(body: dict) -> OrderReport:
     """An :class:`OrderReport` from a Binance order JSON; :class:`VenueError` (``unknown``: the
     order may exist) when the answer is not one."""
     try:
-        return _report_from(body)
+        return checked(_report_from(body))
     except (KeyError, TypeError, ValueError, ArithmeticError) as exc:  # ArithmeticError: decimal.InvalidOperation
         raise VenueError(f"unreadable venue report: {type(exc).__name__}: {str(exc)[:80]}", unknown=True) from None
 
