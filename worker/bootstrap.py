@@ -260,7 +260,7 @@ def build(settings: Settings, venues: Sequence[VenueConfig], *, clients: KafkaCl
         adapters = {v.name: build_adapter(v, quotes, s.venue_credentials.get(v.name)) for v in venues}
     breakers = CircuitBreakers(s.breaker_threshold, s.breaker_cooldown_ms, now_ms)
     executor = Executor(adapters, s.leg_timeout_ms, breakers=breakers, reconcile_timeout_ms=s.reconcile_timeout_ms, metrics=metrics)
-    limits = RiskLimits(s.account_max_notional, s.default_max_notional, s.intent_ttl_ms)
+    limits = RiskLimits(s.account_max_notional, s.default_max_notional, s.intent_ttl_ms, s.max_clock_skew_ms)
     allow = {account: frozenset(names) for account, names in s.account_venues.items()}
     index = JournalIndex(s.dedupe_capacity)
     producer = Producer(clients)

@@ -10,13 +10,25 @@ import os
 import tomllib
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from worker.domain.errors import InputError, describe
-from worker.domain.models import VenueConfig
+from worker.domain.models import Minimum, VenueConfig
+
+
+def _no_float(value):
+    # A settings JSON (SOR_ACCOUNT_MAX_NOTIONAL='{"a": 1.5}') or TOML number with a fraction is a
+    # binary float by then: 12345678901234567.89 would be 12345678901234568. Refused, by name.
+    if isinstance(value, float):
+        raise ValueError("a number with a fraction is read as a binary float here: write it as a string, e.g. \"1500000.50\"")
+    return value
+
+
+#: A notional cap: an exact decimal >= 0, never through a float.
+NotionalCap = Annotated[Minimum, BeforeValidator(_no_float)]
 
 
 class Topics(BaseModel):
@@ -88,11 +100,11 @@ class Settings(BaseSettings):
     shutdown_timeout_s: float = Field(default=30.0, gt=0)
     connect_timeout_s: float = Field(default=60.0, ge=0)
     dedupe_capacity: int = Field(default=1_000_000, ge=1)
-    account_max_notional: dict[str, Decimal] = Field(default_factory=dict)
+    account_max_notional: dict[str, NotionalCap] = Field(default_factory=dict)
     venue_credentials: dict[str, VenueCredentials] = Field(default_factory=dict)
     # Per-account venue allow-list, e.g. SOR_ACCOUNT_VENUES='{"acct-7": ["binance", "kraken"]}'
     account_venues: dict[str, list[str]] = Field(default_factory=dict)  # SOR_VENUE_CREDENTIALS__BINANCE__API_KEY
-    default_max_notional: Decimal | None = None
+    default_max_notional: NotionalCap | None = None
     # "auto": try the idempotent producer, fall back (with a warning) where the broker refuses
     # InitProducerId, as the embedded Tansu broker does. Production sets "true".
     enable_idempotence: Literal["auto", "true", "false"] = "auto"
@@ -182,6 +194,10 @@ def load_venues(path: Path) -> list[VenueConfig]:
         doc = tomllib.loads(path.read_text(), parse_float=Decimal)  # exact: a float would be refused
     except FileNotFoundError:
         raise InputError(f"venues file {path}: not found") from None
+    except UnicodeDecodeError:
+        raise InputError(f"venues file {path}: not UTF-8 text") from None
+    except OSError as exc:  # a directory, no permission
+        raise InputError(f"venues file {path}: cannot be read: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"venues file {path}: invalid TOML: {exc}") from None
     tables = doc.get("venues")

@@ -153,21 +153,28 @@ class WhatIfSummary:
         return "\n".join(lines)
 
 
-def _books_timeline(quotes: Iterable) -> list[tuple[int, VenueQuote]]:
+def _books_timeline(quotes: Iterable, max_skew_ms: int | None) -> list[tuple[int, VenueQuote]]:
+    """The snapshots by record time, without those the worker refused: undecodable ones, and
+    those dated further ahead of their record than the clock skew allowed (they would shadow
+    every real snapshot after them)."""
     timeline = []
     for rec in quotes:
         try:
-            timeline.append((rec.timestamp, decode(VenueQuote, rec.value)))
+            quote = decode(VenueQuote, rec.value)
         except InputError:
             continue
+        if max_skew_ms is not None and quote.ts - rec.timestamp > max_skew_ms:
+            continue
+        timeline.append((rec.timestamp, quote))
     return sorted(timeline, key=lambda x: x[0])
 
 
 def what_if(intent_records: list, quote_records: list, venues: list[VenueConfig], algorithms: list[Algorithm],
-            max_quote_age_ms: int | None, node_limit: int = DEFAULT_NODE_LIMIT) -> tuple[list[RoutePlan], WhatIfSummary]:
+            max_quote_age_ms: int | None, node_limit: int = DEFAULT_NODE_LIMIT,
+            max_clock_skew_ms: int | None = 5_000) -> tuple[list[RoutePlan], WhatIfSummary]:
     """Route every intent with every algorithm against the books of its time; nothing else."""
     summary = WhatIfSummary()
-    timeline = _books_timeline(quote_records)
+    timeline = _books_timeline(quote_records, max_clock_skew_ms)
     books: dict[str, dict[str, VenueQuote]] = {}
     qi = 0
     plans_out: list[RoutePlan] = []
@@ -209,7 +216,7 @@ async def run_what_if(settings: Settings, venues: list[VenueConfig], rng: Range,
     end_time = max((r.timestamp for r in intents), default=0)
     quotes = await read_range(settings, settings.topics.quotes, Range(to_time=end_time + 1), "quotes ")
     plans, summary = what_if(intents, quotes, venues, algorithms, settings.max_quote_age_ms,
-                             settings.routing_node_limit)
+                             settings.routing_node_limit, max_clock_skew_ms=settings.max_clock_skew_ms)
     if out is not None:
         with out.open("wb") as fh:
             for plan in plans:

@@ -289,6 +289,9 @@ async def run(args) -> int:
 
 
 def main(args) -> int:
+    if not args.rate > 0:
+        print(f"sor demo: error: --rate: must be > 0 intents per second (got {args.rate})", file=sys.stderr)
+        return 2
     try:
         return asyncio.run(run(args))
     except KeyboardInterrupt:

@@ -23,6 +23,10 @@ def main(args) -> int:
             if settings.venues_file is None:
                 raise InputError("--venues: required for what-if (the venues' fees and lot rules)")
             venues = load_venues(Path(settings.venues_file))
+            known = {a.value for a in Algorithm}
+            unknown = [a for a in args.algorithms.split(",") if a not in known]
+            if unknown:
+                raise InputError(f"--algorithms: {', '.join(map(repr, unknown))} not one of {', '.join(sorted(known))}")
             algorithms = [Algorithm(a) for a in args.algorithms.split(",")]
             if args.topic:
                 settings = settings.model_copy(update={"topics": settings.topics.model_copy(update={"intents": args.topic})})
@@ -39,7 +43,7 @@ def main(args) -> int:
             if not args.topic or not args.to_topic:
                 raise InputError("--topic and --to-topic: both required for republish")
             asyncio.run(run_republish(settings, args.topic, rng, args.to_topic))
-    except ValueError as exc:  # InputError or a bad value in a record: exit 2, one line
+    except (ValueError, ArithmeticError) as exc:  # InputError or a bad value in a record: exit 2, one line
         print(f"sor replay: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 
 from worker.pipeline.kafka import KafkaClients
 
@@ -42,8 +43,15 @@ async def _oms(settings, intents: int, rate: float, mid: float) -> None:
 
 def main(args) -> int:
     from worker.cli.service import load_settings
+    from worker.domain.errors import InputError
 
-    settings = load_settings({"bootstrap_servers": args.bootstrap_servers})
+    try:
+        settings = load_settings({"bootstrap_servers": args.bootstrap_servers})
+        if args.what == "oms" and not args.rate > 0:
+            raise InputError(f"--rate: must be > 0 intents per second (got {args.rate})")
+    except InputError as exc:
+        print(f"sor sim: error: {exc}", file=sys.stderr)
+        return 2
     try:
         if args.what == "market":
             asyncio.run(_market(settings, args.interval))

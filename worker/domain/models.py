@@ -216,11 +216,11 @@ class VenueConfig(_Model):
     urls: dict[str, Any] = Field(default_factory=dict)
     symbols: dict[Identifier, Identifier] = Field(default_factory=dict)
     #: ccxt's ``rateLimit`` (ms per request-weight unit); default: ccxt's for the exchange.
-    rate_limit_ms: Annotated[int, Field(ge=0, le=60_000)] | None = None
+    rate_limit_ms: Annotated[int, Field(ge=0, le=60_000), BeforeValidator(check_integer_input)] | None = None
     #: The price grid; served by ``sor paper-venue`` (PRICE_FILTER), read from real exchanges.
     tick_size: Price | None = None
     # Paper-venue fault injection; ignored by real adapters.
-    latency_ms: Annotated[int, Field(ge=0, le=60_000)] = 0
+    latency_ms: Annotated[int, Field(ge=0, le=60_000), BeforeValidator(check_integer_input)] = 0
     reject_rate: Annotated[float, Field(ge=0, le=1, validation_alias=AliasChoices("reject_rate", "failure_rate"))] = 0.0
     partial_fill_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
     # `sor paper-venue` only: a 5xx before placing, a placed order whose answer is a 5xx,
@@ -228,7 +228,7 @@ class VenueConfig(_Model):
     error_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
     lost_response_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
     timeout_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
-    timeout_ms: Annotated[int, Field(ge=1, le=600_000)] = 2_000
+    timeout_ms: Annotated[int, Field(ge=1, le=600_000), BeforeValidator(check_integer_input)] = 2_000
 
     @model_validator(mode="after")
     def _adapter_needs(self) -> "VenueConfig":

@@ -128,17 +128,31 @@ def parse_decimal(value: Any) -> Decimal:
     if kind is float:
         raise FloatInput("a binary float cannot hold an exact decimal: pass a str, int or Decimal")
     if kind is OversizeNumber:
-        raise _error("decimal_length", f"a number has at most {MAX_DECIMAL_CHARS} characters")
+        raise _oversize(value)
     raise _error("decimal_type", "must be a decimal number as a JSON string or number")
 
 
+def _oversize(value: OversizeNumber) -> PydanticCustomError:
+    if value.length > MAX_DECIMAL_CHARS:
+        return _error("decimal_length", f"a number has at most {MAX_DECIMAL_CHARS} characters")
+    return _error("decimal_range", "must be less than 1e18 in magnitude")  # a short literal, a giant exponent
+
+
 def check_integer_input(value: Any) -> Any:
-    """Before pydantic's ``int``: refuse floats and booleans, which it would coerce."""
+    """Before pydantic's ``int``: refuse floats and booleans, which it would coerce, and an
+    exact JSON number (a ``Decimal``) that is not a whole number within bounds, which it would
+    convert digit by digit: ``1e99999999`` would hold the event loop for minutes."""
     kind = type(value)
     if kind is float:
         raise FloatInput("a binary float cannot hold an exact integer: pass an int")
     if kind is bool:
         raise _error("int_type", "a boolean is not a number")
+    if kind is Decimal:
+        if not value.is_finite() or value != value.to_integral_value() or value.adjusted() >= 19:
+            raise _error("int_type", "must be a whole number less than 1e19 in magnitude")
+        return int(value)
+    if kind is OversizeNumber:
+        raise _oversize(value)
     return value
 
 

@@ -18,6 +18,9 @@ class RiskLimits:
     account_max_notional: Mapping[str, Decimal] = field(default_factory=dict)
     default_max_notional: Decimal | None = None
     intent_ttl_ms: int = 60_000
+    #: How far ahead of this worker's clock a ``created_at`` may be: further, it is a wrong
+    #: date (a unit slip, microseconds) that would never expire, so it never trades.
+    max_clock_skew_ms: int = 5_000
 
     def max_notional(self, account_id: str) -> Decimal | None:
         return self.account_max_notional.get(account_id, self.default_max_notional)
@@ -27,11 +30,17 @@ def check_intent(intent: OrderIntent, now_ms: int, limits: RiskLimits) -> str | 
     """Why the intent must not trade before routing (expired, over the cap), else ``None``."""
     if intent.expires_at is not None and now_ms > intent.expires_at:
         return f"expired: expires_at {intent.expires_at} is {now_ms - intent.expires_at} ms in the past"
+    if intent.created_at is not None and intent.created_at > now_ms + limits.max_clock_skew_ms:
+        return (f"created_at: {intent.created_at} is {intent.created_at - now_ms} ms in the future "
+                f"(max clock skew {limits.max_clock_skew_ms} ms; epoch milliseconds expected)")
     if intent.expires_at is None and intent.created_at is not None and now_ms > intent.created_at + limits.intent_ttl_ms:
         return f"expired: created_at {intent.created_at} is older than the {limits.intent_ttl_ms} ms TTL"
     cap = limits.max_notional(intent.account_id)
-    if cap is not None and intent.limit_price is not None and intent.qty * intent.limit_price > cap:
-        return f"risk_limit: notional {intent.qty * intent.limit_price} exceeds the account's max {cap}"
+    if cap is not None and intent.limit_price is not None:
+        with decimal.localcontext(MONEY_CONTEXT):  # exact at the input bounds
+            notional = intent.qty * intent.limit_price
+        if notional > cap:
+            return f"risk_limit: notional {notional} exceeds the account's max {cap}"
     return None
 
 

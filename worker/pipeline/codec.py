@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 from collections import OrderedDict
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 
 import orjson
@@ -36,7 +36,12 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _exact_number(literal: str) -> Decimal | OversizeNumber:
-    return Decimal(literal) if len(literal) <= MAX_DECIMAL_CHARS else OversizeNumber(literal)
+    if len(literal) > MAX_DECIMAL_CHARS:
+        return OversizeNumber(literal)
+    try:
+        return Decimal(literal)
+    except InvalidOperation:  # an exponent beyond what Decimal holds (1e1000000000000000000)
+        return OversizeNumber(literal)
 
 
 def _exact_int(literal: str) -> int | OversizeNumber:

@@ -261,6 +261,7 @@ class QuoteFeed:
         self.clients = clients or KafkaClients(settings)
         self.consumer: AIOKafkaConsumer | None = None  # aiokafka needs a running loop: built in start()
         self.read_at_start = 0  # records read by catch_up
+        self.refused = 0  # quotes refused without a DLQ to send them to (logged)
 
     async def start(self) -> None:
         self.consumer = self.clients.consumer(role="quotes")
@@ -315,9 +316,7 @@ class QuoteFeed:
             for rec in records:
                 n += 1
                 try:
-                    quote = decode(VenueQuote, rec.value)
-                    if self.cache.update(quote) and self.on_update is not None:
-                        self.on_update(quote)
+                    self.cache.update(decode(VenueQuote, rec.value), self.on_update)
                 except InputError as exc:
                     error = str(exc)
                 except Exception as exc:  # a poison quote never kills the feed
@@ -326,6 +325,11 @@ class QuoteFeed:
                     continue
                 if self.dead is not None:
                     await self.dead(tp.topic, tp.partition, rec.offset, rec.key, rec.value, error)
+                else:  # a reader without a DLQ (sor api, sor paper-venue): never a silent drop
+                    self.refused += 1
+                    if self.refused & (self.refused - 1) == 0:  # the 1st, 2nd, 4th, 8th...: bounded on a flood
+                        log.warning("quote_refused", partition=tp.partition, offset=rec.offset, error=error[:300],
+                                    refused=self.refused)
         return n
 
     async def run(self) -> None:

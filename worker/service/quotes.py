@@ -66,10 +66,13 @@ class QuoteCache:
         # (venue, symbol) -> levels dropped from the cached snapshot by the depth cap
         self._capped: dict[tuple[str, str], int] = {}
 
-    def update(self, quote: VenueQuote) -> bool:
+    def update(self, quote: VenueQuote, prepare: Callable[[VenueQuote], None] | None = None) -> bool:
         """Cache ``quote`` if it is the newest of its book; ``False`` if it is older or its
         venue is not configured. Raises :class:`InputError` (field ``ts``) for a snapshot
-        dated in the future beyond ``max_skew_ms``."""
+        dated in the future beyond ``max_skew_ms``.
+
+        ``prepare`` (routing's prewarm) gets the snapshot as it will be cached (depth-capped)
+        before it replaces the current one: if it raises, the current one stays."""
         if self.venues is not None and quote.venue not in self.venues:
             self.on_drop(UNKNOWN_VENUE)
             return False
@@ -83,6 +86,8 @@ class QuoteCache:
         if not quote.replaces(current):
             return False
         quote, dropped = self._capped_copy(quote)
+        if prepare is not None:
+            prepare(quote)
         books[quote.venue] = quote
         key = (quote.venue, quote.symbol)
         if dropped:

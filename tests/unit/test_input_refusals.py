@@ -1,0 +1,255 @@
+"""What the input edges refuse, and how: a number with a giant exponent is a field error at
+once (never a stall of the event loop, never a stray InvalidOperation); a quote that fails
+preparing is dead-lettered and never cached; readers without a DLQ log what they refuse;
+replay refuses future-dated quotes as the worker does; an intent dated in the future never
+trades; notional caps never pass through a float; the venues file and the CLI exit 2 with
+the file or flag named. Each test failed on the code before its fix."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from aiokafka import TopicPartition
+
+from tests.support.fakes import FakeConsumer, FakeProducer, FakeRecord
+from tests.support.scenarios import make_intent, make_quote
+from worker.cli import plan as plan_cli
+from worker.config import Settings, load_venues
+from worker.domain.errors import InputError
+from worker.domain.models import Algorithm, OrderIntent, VenueConfig, VenueQuote
+from worker.execution.risk import RiskLimits, check_intent
+from worker.pipeline.codec import decode, encode
+from worker.pipeline.kafka import DeadLetters, QuoteFeed
+from worker.replay import what_if
+from worker.service.quotes import QuoteCache
+
+D = Decimal
+ROOT = Path(__file__).resolve().parents[2]
+QTP = TopicPartition("sor.quotes.v1", 0)
+INTENT = {"intent_id": "r-1", "account_id": "a", "symbol": "BTC/USD", "side": "buy", "type": "limit", "qty": "1",
+          "limit_price": "43000"}
+
+
+def _with_raw(doc: dict, field: str, token: str) -> bytes:
+    return json.dumps({**doc, field: "\x00HOLE\x00"}).replace('"\\u0000HOLE\\u0000"', token).encode()
+
+
+# --- 1. codec.py:39 _exact_number: Decimal() raises InvalidOperation for an exponent past 10**18 ------------
+
+@pytest.mark.parametrize("token", ["1e1000000000000000000", "1e-99999999999999999999"])
+def test_a_json_number_with_a_giant_exponent_is_a_field_error_not_invalid_operation(token):
+    raw = _with_raw(INTENT, "qty", token)
+    with pytest.raises(InputError) as info:  # today: decimal.InvalidOperation escapes decode()
+        decode(OrderIntent, raw)
+    assert str(info.value).startswith("qty"), str(info.value)
+
+
+def test_sor_plan_exits_2_on_a_giant_exponent_instead_of_a_traceback():
+    doc = {"intent": {**INTENT, "qty": "\x00HOLE\x00"}, "venues": [{"name": "v"}]}
+    text = json.dumps(doc).replace('"\\u0000HOLE\\u0000"', "1e1000000000000000000")
+    out, err = io.StringIO(), io.StringIO()
+    assert plan_cli.run(io.StringIO(text), out, err) == 2  # today: InvalidOperation propagates (exit 1, traceback)
+    assert "intent.qty" in err.getvalue()
+
+
+# --- 2. numbers.py:140 check_integer_input lets a Decimal through; pydantic's int() of 1E+99999999 runs for minutes
+
+def _decode_in_subprocess(code: str, timeout: float = 5.0) -> str:
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"decoding stalled for more than {timeout} s (the partition / quote feed would stall too)")
+    return proc.stdout + proc.stderr
+
+
+def test_a_timestamp_with_a_huge_exponent_is_refused_at_once_not_a_stall():
+    out = _decode_in_subprocess(
+        "from worker.pipeline.codec import decode\n"
+        "from worker.domain.models import VenueQuote\n"
+        "from worker.domain.errors import InputError\n"
+        "try:\n"
+        "    decode(VenueQuote, b'{\"venue\":\"v\",\"symbol\":\"S\",\"ts\":1e99999999}')\n"
+        "except InputError as e:\n"
+        "    print('ERR', e)\n")
+    assert out.startswith("ERR ts:"), out
+
+
+def test_a_venues_file_int_with_a_huge_exponent_is_refused_at_once_not_a_stall(tmp_path):
+    path = tmp_path / "venues.toml"
+    path.write_text('[[venues]]\nname = "a"\nlatency_ms = 1e99999999\n')
+    out = _decode_in_subprocess(
+        "from pathlib import Path\n"
+        "from worker.config import load_venues\n"
+        "from worker.domain.errors import InputError\n"
+        "try:\n"
+        f"    load_venues(Path({str(path)!r}))\n"
+        "except InputError as e:\n"
+        "    print('ERR', e)\n")
+    assert out.startswith("ERR ") and "latency_ms" in out, out
+
+
+# --- 3. config.py:169 load_venues catches FileNotFoundError only ----------------------------------------------
+
+def test_a_venues_path_that_is_a_directory_is_an_input_error(tmp_path):
+    with pytest.raises(InputError, match="venues file"):  # today: IsADirectoryError (sor worker: traceback, exit 1)
+        load_venues(tmp_path)
+
+
+def test_a_venues_file_that_is_not_utf8_is_an_input_error(tmp_path):
+    path = tmp_path / "venues.toml"
+    path.write_bytes(b"\xff\xfe[[venues]]\n")
+    with pytest.raises(InputError, match="venues file"):  # today: UnicodeDecodeError (traceback)
+        load_venues(path)
+
+
+# --- 4. kafka.py:318-320 a quote that fails preparing (on_update) is dead-lettered but stays cached ----------
+
+def test_a_dead_lettered_poison_quote_is_not_left_in_the_cache():
+    async def main():
+        producer = FakeProducer()
+        cache = QuoteCache({"a"})
+
+        def prewarm(quote):
+            if quote.asks[0][1] == 13:
+                raise ArithmeticError("DivisionImpossible")
+
+        feed = QuoteFeed(Settings(), cache, DeadLetters(producer, "sor.dlq.v1").send, on_update=prewarm)
+        feed.consumer = FakeConsumer()
+        feed.consumer.assigned.add(QTP)
+        feed.consumer.feed(QTP, 0, encode(make_quote("a", asks=[(1, 1)], ts=5)), key=b"a:BTC/USD")
+        feed.consumer.feed(QTP, 1, encode(make_quote("a", asks=[(2, 13)], ts=6)), key=b"a:BTC/USD")
+        await feed._poll(0)
+        assert [t for t, _, _ in producer.sent] == ["sor.dlq.v1"]
+        # The DLQ'd snapshot is what every plan now routes on (and it replaced the good one).
+        assert cache.get("a", "BTC/USD").ts == 5
+
+    asyncio.run(main())
+
+
+# --- 5. kafka.py:319 on_update (prewarm) gets the uncapped decoded quote, not the capped copy cached ---------
+
+def test_prewarm_prepares_the_capped_snapshot_the_cache_holds():
+    async def main():
+        seen = []
+        cache = QuoteCache({"a"}, max_levels=2)
+        feed = QuoteFeed(Settings(), cache, None, on_update=seen.append)
+        feed.consumer = FakeConsumer()
+        feed.consumer.assigned.add(QTP)
+        feed.consumer.feed(QTP, 0, encode(make_quote("a", asks=[(p, 1) for p in range(1, 6)], ts=5)), key=b"a:BTC/USD")
+        await feed._poll(0)
+        assert seen[0] is cache.get("a", "BTC/USD"), (len(seen[0].asks), len(cache.get("a", "BTC/USD").asks))
+
+    asyncio.run(main())
+
+
+# --- 6. replay.py:156 what-if caches a future-dated quote the worker dead-letters (no clock-skew check) ------
+
+def test_what_if_ignores_a_future_dated_quote_as_the_worker_does():
+    now = 1_710_000_000_000
+    day = 86_400_000
+    venues = [VenueConfig(name="a", step_size="0.00001")]
+    poison = FakeRecord("q", 0, 0, b"a:BTC/USD", encode(make_quote("a", asks=[(100, 5)], ts=now + day)), timestamp=now)
+    real = FakeRecord("q", 0, 1, b"a:BTC/USD", encode(make_quote("a", asks=[(101, 5)], ts=now + 1)), timestamp=now + 1)
+    intent = make_intent(1, limit=200, intent_id="w-1")
+    rec = FakeRecord("i", 0, 0, b"w-1", encode(intent), timestamp=now + 2)
+    plans, _ = what_if([rec], [poison, real], venues, [Algorithm.SOR], max_quote_age_ms=2_000)
+    # The worker refused the future quote (DLQ) and routed on the real one; the replay keeps the
+    # future quote, which shadows the real one and is stale: the venue is excluded.
+    assert plans[0].planned_qty == 1, plans[0].excluded
+
+
+# --- 7. intake.py / risk.py: a created_at in microseconds (or any far-future date) never expires -----------
+
+def test_an_intent_dated_in_microseconds_still_expires():
+    now_ms = 1_710_000_000_000
+    intent = make_intent(1, limit=100, created_at=now_ms * 1000)  # a unit slip: microseconds
+    # A day later (a replay after lost offsets), the intent must be rejected, not executed again.
+    assert check_intent(intent, now_ms + 86_400_000, RiskLimits(intent_ttl_ms=60_000)) is not None
+
+
+# --- 8. config.py:86-95 notional caps (money) go through a binary float and are unbounded/negative ---------
+
+def test_an_account_cap_from_json_is_exact_not_a_float(monkeypatch):
+    monkeypatch.setenv("SOR_ACCOUNT_MAX_NOTIONAL", '{"a": 12345678901234567.89}')
+    try:
+        caps = Settings().account_max_notional
+    except Exception:  # refusing the JSON number with a clear error would do too
+        return
+    assert caps["a"] == D("12345678901234567.89"), caps  # today: Decimal('12345678901234568')
+
+
+def test_a_negative_notional_cap_is_refused_naming_the_field():
+    from worker.cli.service import load_settings
+
+    with pytest.raises(InputError, match="default_max_notional"):  # today: accepted; every intent is risk_limit
+        load_settings({"default_max_notional": "-5"})
+
+
+# --- 9. cli/replay.py:23 and cli/sim.py:48: errors that do not name the flag, and tracebacks ---------------
+
+def test_replay_with_an_unknown_algorithm_names_the_flag(tmp_path, capsys):
+    from worker.cli.main import main
+
+    venues = tmp_path / "v.toml"
+    venues.write_text('[[venues]]\nname = "a"\n')
+    code = main(["replay", "--mode", "what-if", "--venues", str(venues), "--algorithms", "sor,xx",
+                 "--bootstrap-servers", "127.0.0.1:1"])
+    assert code == 2
+    assert "--algorithms" in capsys.readouterr().err  # today: "'xx' is not a valid Algorithm"
+
+
+def test_sim_with_a_bad_setting_exits_2_not_a_traceback(monkeypatch, capsys):
+    from worker.cli.main import main
+
+    monkeypatch.setenv("SOR_MAX_QUOTE_AGE_MS", "abc")
+    assert main(["sim", "market"]) == 2  # today: InputError escapes main (traceback, exit 1)
+
+
+def test_sim_oms_with_rate_0_exits_2_not_zero_division(monkeypatch):
+    import worker.pipeline.kafka as kafka
+    from worker.cli.main import main
+
+    async def no_topics(*a, **k):
+        return None
+
+    class _Producer:
+        async def send(self, *a, **k):
+            return None
+
+        async def flush(self):
+            return None
+
+        async def stop(self):
+            return None
+
+    async def producer(self, role=""):
+        return _Producer()
+
+    monkeypatch.setattr(kafka, "ensure_topics", no_topics)
+    monkeypatch.setattr(kafka.KafkaClients, "producer", producer)
+    assert main(["sim", "oms", "--intents", "1", "--rate", "0"]) == 2  # today: ZeroDivisionError traceback
+
+
+# --- 10. kafka.py:323 a quote reader without a DLQ (sor api, sor paper-venue) drops a bad quote silently -------
+
+def test_a_bad_quote_is_never_dropped_silently_by_a_reader_without_a_dlq():
+    from structlog.testing import capture_logs
+
+    async def main():
+        feed = QuoteFeed(Settings(), QuoteCache({"a"}), None)  # as bootstrap builds it for sor api / paper-venue
+        feed.consumer = FakeConsumer()
+        feed.consumer.assigned.add(QTP)
+        feed.consumer.feed(QTP, 0, b'{"venue": "a"}', key=b"a:BTC/USD")
+        with capture_logs() as logs:
+            assert await feed._poll(0) == 1
+        return logs
+
+    logs = asyncio.run(main())
+    assert any("symbol" in str(entry.get("error", "")) for entry in logs), logs  # today: no log, no counter
