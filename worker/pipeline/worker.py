@@ -281,7 +281,9 @@ class IntentWorker:
                     self._stuck_on(key, f"outcome not acknowledged: {exc!r}")
                     log.error("publish_failed", intent_id=outcome.intent.intent_id, error=repr(exc), retry_in_s=delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+                # At most 5 s: the fence is asked again before each attempt, so a revocation is
+                # seen within one backoff, well inside SOR_SHUTDOWN_TIMEOUT_S.
+                delay = min(delay * 2, 5.0)
         finally:  # published, fenced or cancelled: this worker no longer holds it
             self._unstuck(key)
 
