@@ -3,6 +3,8 @@ venues, no Kafka): shapes, auth, idempotency, Binance errors, limits."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import asyncio
 from decimal import Decimal
 from urllib.parse import urlencode
@@ -55,8 +57,10 @@ class InProcessGateway:
         return True
 
 
-@pytest.fixture
-def api():
+@contextmanager
+def api_client(raise_server_exceptions: bool = True):
+    """`sor api` on the worker's service in process, its quotes loaded; ``client.gateway``
+    shows what was published."""
     settings = Settings(api_keys={KEY: {"secret": SECRET, "account_id": "acct-1"}, "other": {"secret": "s2", "account_id": "acct-2"}},
                         api_result_timeout_ms=200, api_rate_limit_per_s=1000, api_rate_limit_burst=1000, max_quote_age_ms=600_000)
     worker = build(settings, VENUES, journal=MemoryJournal())
@@ -64,8 +68,14 @@ def api():
         worker.quotes.update(q)
     gateway = InProcessGateway(worker.service)
     app = create_app(ApiDeps(settings=settings, venues=VENUES, quotes=worker.quotes, gateway=gateway))
-    with TestClient(app) as client:
+    with TestClient(app, raise_server_exceptions=raise_server_exceptions) as client:
         client.gateway = gateway
+        yield client
+
+
+@pytest.fixture
+def api():
+    with api_client() as client:
         yield client
 
 

@@ -88,6 +88,25 @@ async def until(predicate, timeout_s: float = 5.0) -> None:
     raise AssertionError("condition not reached")
 
 
+
+async def start_with(worker, consumer, *intents) -> tuple[asyncio.Event, asyncio.Task]:
+    """Assign TP, feed ``intents`` at offsets 0, 1, ... and start the worker; returns its stop
+    event and task."""
+    await consumer.assign(TP)
+    for offset, intent in enumerate(intents):
+        consumer.feed(TP, offset, encode(intent))
+    stop = asyncio.Event()
+    return stop, asyncio.create_task(worker.run(stop))
+
+
+async def work_through(worker, consumer, *intents, timeout_s: float = 10) -> None:
+    """:func:`start_with`, until every intent is committed; then stop the worker."""
+    stop, task = await start_with(worker, consumer, *intents)
+    await until(lambda: consumer.committed_offsets.get(TP) == len(intents), timeout_s=timeout_s)
+    stop.set()
+    await task
+
+
 def results(producer) -> list[dict]:
     return [orjson.loads(v) for t, v, _ in producer.sent if t == "sor.executions.v1"]
 
@@ -275,13 +294,7 @@ def test_an_intent_with_2100_trades_keeps_every_record_under_the_size_limit():
         adapters["c"] = CountingVenue(worker.service.venues[-1], worker.service.quotes)
         worker.service.executor.adapters["c"] = adapters["c"]
         worker.service.quotes.update(make_quote("c", asks=levels, ts=NOW + 1))
-        await consumer.assign(TP)
-        consumer.feed(TP, 0, encode(make_intent("21", intent_id="deep")))
-        stop = asyncio.Event()
-        task = asyncio.create_task(worker.run(stop))
-        await until(lambda: consumer.committed_offsets.get(TP) == 1, timeout_s=60)
-        stop.set()
-        await task
+        await work_through(worker, consumer, make_intent("21", intent_id="deep"), timeout_s=60)
         [result] = results(producer)
         assert result["status"] == "filled" and result["fill_count"] == 2100
         fills = [v for t, v, _ in producer.sent if t == "sor.fills.v1"]

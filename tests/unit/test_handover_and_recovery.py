@@ -14,7 +14,7 @@ import orjson
 
 from tests.support.fakes import FakeProducer, MemoryJournal
 from tests.support.scenarios import make_intent, make_quote
-from tests.unit.test_edge import NOW, TP, CountingVenue, FlakyJournal, LostVenue, make_edge, results, until
+from tests.unit.test_edge import NOW, TP, CountingVenue, FlakyJournal, LostVenue, make_edge, results, start_with, until, work_through
 from worker.config import Settings
 from worker.domain.models import LegStatus
 from worker.execution.journal import IntentState
@@ -147,11 +147,7 @@ def test_an_outcome_whose_publication_failed_is_published_once_the_broker_is_bac
         worker, consumer, _, adapters, journal = make_edge()
         producer = FailOnceProducer()
         worker.producer = producer
-        await consumer.assign(TP)
-        consumer.feed(TP, 0, encode(make_intent("0.5", intent_id="pub")))
-        consumer.feed(TP, 1, encode(make_intent("0.5", intent_id="later")))
-        stop = asyncio.Event()
-        task = asyncio.create_task(worker.run(stop))
+        stop, task = await start_with(worker, consumer, make_intent("0.5", intent_id="pub"), make_intent("0.5", intent_id="later"))
         await until(lambda: "later" in [r["intent_id"] for r in results(producer)])
         assert journal.latest()["pub"].state is IntentState.COMPLETED  # filled at the venue
         try:
@@ -188,13 +184,7 @@ def test_a_leg_unknown_after_a_failed_completed_write_is_still_swept():
 
     async def main():
         worker, consumer, producer, adapters, journal = lost_edge(journal=FlakyJournal(failures=1))
-        await consumer.assign(TP)
-        consumer.feed(TP, 0, encode(make_intent("1.5", intent_id="flaky")))
-        stop = asyncio.Event()
-        task = asyncio.create_task(worker.run(stop))
-        await until(lambda: consumer.committed_offsets.get(TP) == 1, timeout_s=10)
-        stop.set()
-        await task
+        await work_through(worker, consumer, make_intent("1.5", intent_id="flaky"))
         [result] = results(producer)
         assert any(leg["status"] == "unknown" for leg in result["legs"])
         assert journal.latest()["flaky"].unknown_legs()
@@ -327,13 +317,7 @@ def test_the_sweeper_publishes_nothing_while_the_lease_is_stale():
 
     async def main():
         worker, consumer, producer, adapters, journal = lost_edge()
-        await consumer.assign(TP)
-        consumer.feed(TP, 0, encode(make_intent("1.5", intent_id="stall")))
-        stop = asyncio.Event()
-        task = asyncio.create_task(worker.run(stop))
-        await until(lambda: consumer.committed_offsets.get(TP) == 1, timeout_s=10)
-        stop.set()
-        await task
+        await work_through(worker, consumer, make_intent("1.5", intent_id="stall"))
         sent, writes = len(producer.sent), len(journal.records)
         clock = [0.0]
         worker.fence.clock = lambda: clock[0]
@@ -404,11 +388,7 @@ def test_backpressure_never_resumes_a_partition_before_its_journal_is_recovered(
                 return await place(order)
 
             adapter.place = held
-        await consumer.assign(TP)
-        consumer.feed(TP, 0, encode(make_intent("0.2", intent_id="h1")))
-        consumer.feed(TP, 1, encode(make_intent("0.2", intent_id="h2")))
-        stop = asyncio.Event()
-        task = asyncio.create_task(worker.run(stop))
+        stop, task = await start_with(worker, consumer, make_intent("0.2", intent_id="h1"), make_intent("0.2", intent_id="h2"))
         await until(lambda: worker._paused and worker.stats.in_flight == 2)
 
         reads = []

@@ -191,18 +191,24 @@ def test_a_failed_dlq_send_is_logged_counted_and_the_offset_commits():
     assert results(producer)[0]["intent_id"] == "after"
 
 
+def poisoned_feed() -> tuple[QuoteFeed, FakeProducer, QuoteCache]:
+    """A quote feed with a DLQ whose preparation (prewarm) fails on a level size of 13."""
+    producer = FakeProducer()
+    cache = QuoteCache({"a"})
+
+    def prewarm(quote):
+        if quote.asks[0][1] == 13:
+            raise ArithmeticError("DivisionImpossible")
+
+    feed = QuoteFeed(Settings(), cache, DeadLetters(producer, "sor.dlq.v1").send, on_update=prewarm)
+    feed.consumer = FakeConsumer()
+    feed.consumer.assigned.add(QTP)
+    return feed, producer, cache
+
+
 def test_a_poison_quote_never_kills_the_feed():
     async def main():
-        producer = FakeProducer()
-        cache = QuoteCache({"a"})
-
-        def prewarm(quote):
-            if quote.asks[0][1] == 13:
-                raise ArithmeticError("DivisionImpossible")
-
-        feed = QuoteFeed(Settings(), cache, DeadLetters(producer, "sor.dlq.v1").send, on_update=prewarm)
-        feed.consumer = FakeConsumer()
-        feed.consumer.assigned.add(QTP)
+        feed, producer, cache = poisoned_feed()
         for offset, value in enumerate([b"{", b"[" * 5_000, encode(make_quote("a", asks=[(1, 13)], ts=5)),
                                         encode(make_quote("a", asks=[(2, 1)], ts=6))]):
             feed.consumer.feed(QTP, offset, value, key=b"a:BTC/USD")

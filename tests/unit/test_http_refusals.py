@@ -13,15 +13,11 @@ from urllib.parse import quote, urlencode
 import pytest
 from aiohttp.test_utils import TestClient as AioClient
 from aiohttp.test_utils import TestServer
-from fastapi.testclient import TestClient
 
-from tests.support.fakes import MemoryJournal
 from tests.support.scenarios import make_intent
-from tests.unit.test_api import KEY, SECRET, VENUES, InProcessGateway, books
-from worker.api.app import ApiDeps, create_app
+from tests.unit.test_api import KEY, SECRET, api_client
 from worker.api.security import sign
-from worker.bootstrap import build
-from worker.config import Settings, VenueCredentials
+from worker.config import VenueCredentials
 from worker.domain.clock import now_ms
 from worker.domain.models import VenueConfig, VenueQuote
 from worker.venues.http import binance_signature
@@ -35,16 +31,7 @@ D = Decimal
 
 @pytest.fixture
 def api():
-    settings = Settings(api_keys={KEY: {"secret": SECRET, "account_id": "acct-1"}},
-                        api_result_timeout_ms=200, api_rate_limit_per_s=1000, api_rate_limit_burst=1000, max_quote_age_ms=600_000)
-    worker = build(settings, VENUES, journal=MemoryJournal())
-    for q in books(now_ms()):
-        worker.quotes.update(q)
-    gateway = InProcessGateway(worker.service)
-    app = create_app(ApiDeps(settings=settings, venues=VENUES, quotes=worker.quotes, gateway=gateway))
-    # Server errors come back as the app's 500, not as an exception in the test.
-    with TestClient(app, raise_server_exceptions=False) as client:
-        client.gateway = gateway
+    with api_client(raise_server_exceptions=False) as client:  # a server error is the app's 500, not an exception here
         yield client
 
 

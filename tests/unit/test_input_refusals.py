@@ -18,15 +18,16 @@ from pathlib import Path
 import pytest
 from aiokafka import TopicPartition
 
-from tests.support.fakes import FakeConsumer, FakeProducer, FakeRecord
+from tests.support.fakes import FakeConsumer, FakeRecord
 from tests.support.scenarios import make_intent, make_quote
+from tests.unit.test_hostile_edge import poisoned_feed
 from worker.cli import plan as plan_cli
 from worker.config import Settings, load_venues
 from worker.domain.errors import InputError
 from worker.domain.models import Algorithm, OrderIntent, VenueConfig, VenueQuote
 from worker.execution.risk import RiskLimits, check_intent
 from worker.pipeline.codec import decode, encode
-from worker.pipeline.kafka import DeadLetters, QuoteFeed
+from worker.pipeline.kafka import QuoteFeed
 from worker.replay import what_if
 from worker.service.quotes import QuoteCache
 
@@ -113,16 +114,7 @@ def test_a_venues_file_that_is_not_utf8_is_an_input_error(tmp_path):
 
 def test_a_dead_lettered_poison_quote_is_not_left_in_the_cache():
     async def main():
-        producer = FakeProducer()
-        cache = QuoteCache({"a"})
-
-        def prewarm(quote):
-            if quote.asks[0][1] == 13:
-                raise ArithmeticError("DivisionImpossible")
-
-        feed = QuoteFeed(Settings(), cache, DeadLetters(producer, "sor.dlq.v1").send, on_update=prewarm)
-        feed.consumer = FakeConsumer()
-        feed.consumer.assigned.add(QTP)
+        feed, producer, cache = poisoned_feed()
         feed.consumer.feed(QTP, 0, encode(make_quote("a", asks=[(1, 1)], ts=5)), key=b"a:BTC/USD")
         feed.consumer.feed(QTP, 1, encode(make_quote("a", asks=[(2, 13)], ts=6)), key=b"a:BTC/USD")
         await feed._poll(0)
