@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -16,19 +16,38 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, V
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from worker.domain.errors import InputError, describe
-from worker.domain.models import Minimum, VenueConfig
+from worker.domain.models import VenueConfig
 
 
-def _no_float(value):
-    # A settings JSON (SOR_ACCOUNT_MAX_NOTIONAL='{"a": 1.5}') or TOML number with a fraction is a
-    # binary float by then: 12345678901234567.89 would be 12345678901234568. Refused, by name.
+def _notional_cap(value):
+    """An exact decimal >= 0. A JSON number with a fraction in an env var
+    (SOR_ACCOUNT_MAX_NOTIONAL='{"a": 1.5}') is a binary float by then (12345678901234567.89 would
+    be 12345678901234568): refused, by name. No upper bound: a cap is compared with qty x
+    limit price, and a huge cap is how one account is exempted from the default one."""
+    if isinstance(value, bool):
+        raise ValueError("a boolean is not a number")
     if isinstance(value, float):
         raise ValueError("a number with a fraction is read as a binary float here: write it as a string, e.g. \"1500000.50\"")
-    return value
+    try:
+        number = value if isinstance(value, Decimal) else Decimal(value.strip() if isinstance(value, str) else value)
+    except (InvalidOperation, TypeError, ValueError):
+        raise ValueError("must be a decimal number, e.g. \"1500000.50\"") from None
+    if not number.is_finite() or number < 0:
+        raise ValueError("must be a finite number >= 0")
+    return number
 
 
 #: A notional cap: an exact decimal >= 0, never through a float.
-NotionalCap = Annotated[Minimum, BeforeValidator(_no_float)]
+NotionalCap = Annotated[Decimal, BeforeValidator(_notional_cap)]
+
+
+class _ExactTomlSource(TomlConfigSettingsSource):
+    """``SOR_CONFIG_FILE`` read as the venues file is: TOML numbers with a fraction as exact
+    decimals, never binary floats."""
+
+    def _read_file(self, file_path):
+        with file_path.open(mode="rb") as toml_file:
+            return tomllib.load(toml_file, parse_float=Decimal)
 
 
 class Topics(BaseModel):
@@ -179,7 +198,7 @@ class Settings(BaseSettings):
         if config_file:
             if not Path(config_file).is_file():
                 raise InputError(f"SOR_CONFIG_FILE: {config_file} does not exist")
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+            sources.append(_ExactTomlSource(settings_cls, toml_file=config_file))
         secrets_dir = os.environ.get("SOR_SECRETS_DIR")
         if secrets_dir:
             from pydantic_settings import SecretsSettingsSource

@@ -163,7 +163,7 @@ def _books_timeline(quotes: Iterable, max_skew_ms: int | None) -> list[tuple[int
             quote = decode(VenueQuote, rec.value)
         except InputError:
             continue
-        if max_skew_ms is not None and quote.ts - rec.timestamp > max_skew_ms:
+        if max_skew_ms is not None and rec.timestamp >= 0 and quote.ts - rec.timestamp > max_skew_ms:  # -1: no timestamp
             continue
         timeline.append((rec.timestamp, quote))
     return sorted(timeline, key=lambda x: x[0])

@@ -245,3 +245,29 @@ def test_a_bad_quote_is_never_dropped_silently_by_a_reader_without_a_dlq():
 
     logs = asyncio.run(main())
     assert any("symbol" in str(entry.get("error", "")) for entry in logs), logs  # today: no log, no counter
+
+
+def _clean_caps(monkeypatch) -> None:
+    for name in ("SOR_CONFIG_FILE", "SOR_SECRETS_DIR", "SOR_DEFAULT_MAX_NOTIONAL", "SOR_ACCOUNT_MAX_NOTIONAL"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_a_toml_config_file_cap_written_as_a_toml_float_still_loads_exactly(tmp_path, monkeypatch):
+    """SOR_CONFIG_FILE is read as the venues file is: `50000.5` is an exact TOML decimal."""
+    _clean_caps(monkeypatch)
+    path = tmp_path / "sor.toml"
+    path.write_text("default_max_notional = 50000.5\n\n[account_max_notional]\nacct-7 = 1000000.0\n")
+    monkeypatch.setenv("SOR_CONFIG_FILE", str(path))
+    settings = Settings()
+    assert settings.default_max_notional == D("50000.5")
+    assert settings.account_max_notional == {"acct-7": D("1000000.0")}
+
+
+def test_an_account_cap_above_the_wire_bound_still_loads(monkeypatch):
+    """A cap is compared with qty x limit price (up to 1e36): a huge per-account cap is how one
+    account is exempted from SOR_DEFAULT_MAX_NOTIONAL."""
+    _clean_caps(monkeypatch)
+    monkeypatch.setenv("SOR_DEFAULT_MAX_NOTIONAL", "100000")
+    monkeypatch.setenv("SOR_ACCOUNT_MAX_NOTIONAL", '{"house": "1e20"}')
+    settings = Settings()
+    assert settings.account_max_notional["house"] == D("1e20")

@@ -148,6 +148,8 @@ def check_integer_input(value: Any) -> Any:
     if kind is bool:
         raise _error("int_type", "a boolean is not a number")
     if kind is Decimal:
+        if value.is_zero():
+            return 0  # 0e99999999 is 0
         if not value.is_finite() or value != value.to_integral_value() or value.adjusted() >= 19:
             raise _error("int_type", "must be a whole number less than 1e19 in magnitude")
         return int(value)

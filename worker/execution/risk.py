@@ -18,8 +18,9 @@ class RiskLimits:
     account_max_notional: Mapping[str, Decimal] = field(default_factory=dict)
     default_max_notional: Decimal | None = None
     intent_ttl_ms: int = 60_000
-    #: How far ahead of this worker's clock a ``created_at`` may be: further, it is a wrong
-    #: date (a unit slip, microseconds) that would never expire, so it never trades.
+    #: How far ahead of this worker's clock a ``created_at`` may be when it alone dates the
+    #: intent: further, it is a wrong date (a unit slip, microseconds) that would never
+    #: expire, so it never trades (an ``expires_at`` expires it whatever ``created_at`` says).
     max_clock_skew_ms: int = 5_000
 
     def max_notional(self, account_id: str) -> Decimal | None:
@@ -30,7 +31,7 @@ def check_intent(intent: OrderIntent, now_ms: int, limits: RiskLimits) -> str | 
     """Why the intent must not trade before routing (expired, over the cap), else ``None``."""
     if intent.expires_at is not None and now_ms > intent.expires_at:
         return f"expired: expires_at {intent.expires_at} is {now_ms - intent.expires_at} ms in the past"
-    if intent.created_at is not None and intent.created_at > now_ms + limits.max_clock_skew_ms:
+    if intent.expires_at is None and intent.created_at is not None and intent.created_at > now_ms + limits.max_clock_skew_ms:
         return (f"created_at: {intent.created_at} is {intent.created_at - now_ms} ms in the future "
                 f"(max clock skew {limits.max_clock_skew_ms} ms; epoch milliseconds expected)")
     if intent.expires_at is None and intent.created_at is not None and now_ms > intent.created_at + limits.intent_ttl_ms:
