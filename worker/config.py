@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from worker.domain.errors import InputError, describe
 from worker.domain.models import VenueConfig
+from worker.domain.numbers import is_json_number
 
 
 def _notional_cap(value):
@@ -24,30 +25,46 @@ def _notional_cap(value):
     (SOR_ACCOUNT_MAX_NOTIONAL='{"a": 1.5}') is a binary float by then (12345678901234567.89 would
     be 12345678901234568): refused, by name. No upper bound: a cap is compared with qty x
     limit price, and a huge cap is how one account is exempted from the default one."""
-    if isinstance(value, bool):
-        raise ValueError("a boolean is not a number")
     if isinstance(value, float):
         raise ValueError("a number with a fraction is read as a binary float here: write it as a string, e.g. \"1500000.50\"")
-    try:
-        number = value if isinstance(value, Decimal) else Decimal(value.strip() if isinstance(value, str) else value)
-    except (InvalidOperation, TypeError, ValueError):
-        raise ValueError("must be a decimal number, e.g. \"1500000.50\"") from None
+    if isinstance(value, str) and is_json_number(value.strip()):
+        number = Decimal(value.strip())
+    elif type(value) is int or type(value) is Decimal:
+        number = Decimal(value)
+    else:  # a boolean, a list (Decimal would read it as a tuple), "+5", "1_000", other scripts' digits
+        raise ValueError("must be a decimal number as in JSON, e.g. \"1500000.50\"")
     if not number.is_finite() or number < 0:
         raise ValueError("must be a finite number >= 0")
-    return number
+    return number + 0  # -0 is 0
 
 
 #: A notional cap: an exact decimal >= 0, never through a float.
 NotionalCap = Annotated[Decimal, BeforeValidator(_notional_cap)]
 
 
+#: Settings whose TOML numbers are money: read exactly. Every other number stays a float as
+#: TOML reads it (an int setting written 1e99999999 is then refused at once as infinite).
+_EXACT_SETTINGS = ("default_max_notional", "account_max_notional")
+
+
 class _ExactTomlSource(TomlConfigSettingsSource):
-    """``SOR_CONFIG_FILE`` read as the venues file is: TOML numbers with a fraction as exact
-    decimals, never binary floats."""
+    """``SOR_CONFIG_FILE`` with the notional caps read as the venues file is read: TOML numbers
+    with a fraction as exact decimals, never binary floats."""
 
     def _read_file(self, file_path):
         with file_path.open(mode="rb") as toml_file:
-            return tomllib.load(toml_file, parse_float=Decimal)
+            doc = tomllib.load(toml_file, parse_float=Decimal)
+        return {key: value if key in _EXACT_SETTINGS else _floats(value) for key, value in doc.items()}
+
+
+def _floats(value):
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, dict):
+        return {k: _floats(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_floats(v) for v in value]
+    return value
 
 
 class Topics(BaseModel):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import subprocess
 import sys
 from decimal import Decimal
@@ -22,6 +23,7 @@ from tests.support.fakes import FakeConsumer, FakeRecord
 from tests.support.scenarios import make_intent, make_quote
 from tests.unit.test_hostile_edge import poisoned_feed
 from worker.cli import plan as plan_cli
+from worker.cli.service import load_settings
 from worker.config import Settings, load_venues
 from worker.domain.errors import InputError
 from worker.domain.models import Algorithm, OrderIntent, VenueConfig, VenueQuote
@@ -32,6 +34,7 @@ from worker.replay import what_if
 from worker.service.quotes import QuoteCache
 
 D = Decimal
+REPO = Path(__file__).resolve().parents[2]
 ROOT = Path(__file__).resolve().parents[2]
 QTP = TopicPartition("sor.quotes.v1", 0)
 INTENT = {"intent_id": "r-1", "account_id": "a", "symbol": "BTC/USD", "side": "buy", "type": "limit", "qty": "1",
@@ -247,14 +250,15 @@ def test_a_bad_quote_is_never_dropped_silently_by_a_reader_without_a_dlq():
     assert any("symbol" in str(entry.get("error", "")) for entry in logs), logs  # today: no log, no counter
 
 
-def _clean_caps(monkeypatch) -> None:
-    for name in ("SOR_CONFIG_FILE", "SOR_SECRETS_DIR", "SOR_DEFAULT_MAX_NOTIONAL", "SOR_ACCOUNT_MAX_NOTIONAL"):
-        monkeypatch.delenv(name, raising=False)
+def _clean(monkeypatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("SOR_"):
+            monkeypatch.delenv(name, raising=False)
 
 
 def test_a_toml_config_file_cap_written_as_a_toml_float_still_loads_exactly(tmp_path, monkeypatch):
     """SOR_CONFIG_FILE is read as the venues file is: `50000.5` is an exact TOML decimal."""
-    _clean_caps(monkeypatch)
+    _clean(monkeypatch)
     path = tmp_path / "sor.toml"
     path.write_text("default_max_notional = 50000.5\n\n[account_max_notional]\nacct-7 = 1000000.0\n")
     monkeypatch.setenv("SOR_CONFIG_FILE", str(path))
@@ -266,8 +270,44 @@ def test_a_toml_config_file_cap_written_as_a_toml_float_still_loads_exactly(tmp_
 def test_an_account_cap_above_the_wire_bound_still_loads(monkeypatch):
     """A cap is compared with qty x limit price (up to 1e36): a huge per-account cap is how one
     account is exempted from SOR_DEFAULT_MAX_NOTIONAL."""
-    _clean_caps(monkeypatch)
+    _clean(monkeypatch)
     monkeypatch.setenv("SOR_DEFAULT_MAX_NOTIONAL", "100000")
     monkeypatch.setenv("SOR_ACCOUNT_MAX_NOTIONAL", '{"house": "1e20"}')
     settings = Settings()
     assert settings.account_max_notional["house"] == D("1e20")
+
+
+
+def test_a_toml_integer_setting_with_a_huge_exponent_is_refused_promptly(tmp_path):
+    """Only the caps are read exactly from SOR_CONFIG_FILE: `dedupe_capacity = 1e99999999` stays a
+    float (inf), refused at once, never a 100-million-digit integer built at start-up."""
+    path = tmp_path / "sor.toml"
+    path.write_text("dedupe_capacity = 1e99999999\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SOR_")}
+    env["SOR_CONFIG_FILE"] = str(path)
+    code = ("from worker.cli.service import load_settings\n"
+            "from worker.domain.errors import InputError\n"
+            "try:\n    load_settings({})\nexcept InputError as exc:\n    print('REFUSED', exc)\n"
+            "else:\n    print('ACCEPTED')\n")
+    try:
+        done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        pytest.fail("SOR_CONFIG_FILE `dedupe_capacity = 1e99999999`: still validating after 20 s")
+    assert done.stdout.startswith("REFUSED") and "dedupe_capacity" in done.stdout, (done.stdout, done.stderr[-500:])
+
+
+def test_a_cap_given_as_a_json_list_with_a_huge_exponent_is_a_settings_error_not_a_traceback(monkeypatch):
+    """Decimal() takes a list as a (sign, digits, exponent) tuple; an exponent beyond ssize_t
+    raises OverflowError, which _notional_cap does not catch: a traceback, not InputError."""
+    _clean(monkeypatch)
+    monkeypatch.setenv("SOR_ACCOUNT_MAX_NOTIONAL", '{"a": [0, [1], 99999999999999999999999]}')
+    with pytest.raises(InputError, match="account_max_notional"):
+        load_settings({})
+
+
+def test_a_cap_given_as_a_json_list_is_refused(monkeypatch):
+    """Before f32ebed a list was refused by name; now `[0, [1, 2], -1]` is a cap of 1.2."""
+    _clean(monkeypatch)
+    monkeypatch.setenv("SOR_ACCOUNT_MAX_NOTIONAL", '{"a": [0, [1, 2], -1]}')
+    with pytest.raises(InputError, match="account_max_notional"):
+        load_settings({})

@@ -24,10 +24,14 @@ def load_settings(overrides: dict):
     """Settings from SOR_* env vars, with the command line's flags on top."""
     from worker.config import Settings
 
+    from pydantic_settings import SettingsError
+
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
         raise InputError(describe(exc, "settings")) from None
+    except SettingsError as exc:  # an SOR_* value that is not the JSON its setting needs
+        raise InputError(f"settings: {str(exc)[:300]}") from None
 
 
 def load_configured(overrides: dict) -> tuple[Any, list]:

@@ -38,6 +38,11 @@ MAX_INT64 = 2**63 - 1
 #: The JSON number grammar, ASCII digits only (``\d`` would accept every Unicode digit).
 JSON_NUMBER_PATTERN = r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$"
 _JSON_NUMBER = re.compile(JSON_NUMBER_PATTERN[1:-1])
+
+
+def is_json_number(text: str) -> bool:
+    """``text`` is a number as JSON writes it: ASCII digits, no "+", no "_", no spaces."""
+    return _JSON_NUMBER.fullmatch(text) is not None
 # The common case, plain notation already within every bound: one regex and Decimal(), no checks.
 _ASCII_DIGITS = re.compile(r"[0-9]{1,20}")
 
