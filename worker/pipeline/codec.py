@@ -35,13 +35,22 @@ _NUMBER_OUT_OF_RANGE = "number is infinity"
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
+#: Beyond this decimal exponent a JSON number is refused (see :func:`_exact_number`).
+_MAX_EXPONENT = 1_000
+
+
 def _exact_number(literal: str) -> Decimal | OversizeNumber:
     if len(literal) > MAX_DECIMAL_CHARS:
         return OversizeNumber(literal)
     try:
-        return Decimal(literal)
+        number = Decimal(literal)
     except InvalidOperation:  # an exponent beyond what Decimal holds (1e1000000000000000000)
         return OversizeNumber(literal)
+    # No accepted value is anywhere near 1e±1000; converting 1e999999999 to an int for a plain
+    # int field would take minutes on the event loop. Every field refuses the marker by name.
+    if not number.is_zero() and abs(number.adjusted()) > _MAX_EXPONENT:
+        return OversizeNumber(literal)
+    return number
 
 
 def _exact_int(literal: str) -> int | OversizeNumber:

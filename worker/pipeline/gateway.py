@@ -22,7 +22,6 @@ from aiokafka.errors import KafkaError
 
 from worker.config import Settings
 from worker.domain.clock import Clock, now_ms
-from worker.domain.errors import InputError
 from worker.domain.models import ExecutionResult, OrderIntent
 from worker.pipeline.codec import decode, encode
 from worker.pipeline.kafka import KafkaClients, assign_all, drop_reached
@@ -92,7 +91,7 @@ class KafkaIntentGateway:
             for rec in records:
                 try:
                     result = decode(ExecutionResult, rec.value)
-                except InputError as exc:  # the worker's own output: log it, never stop reading
+                except Exception as exc:  # the worker's own output, or not: log it, never stop reading
                     log.error("result_unreadable", partition=tp.partition, offset=rec.offset, error=str(exc)[:500])
                     continue
                 self.book.add(Settled(result, now, rec.offset * MAX_PARTITIONS + tp.partition))
@@ -104,7 +103,7 @@ class KafkaIntentGateway:
                 continue
             try:
                 self.book.expect(decode(OrderIntent, rec.value))
-            except InputError:  # the worker dead-letters it; no result will come for it
+            except Exception:  # the worker dead-letters it; no result will come for it
                 continue
 
     async def _follow(self) -> None:

@@ -60,7 +60,9 @@ class ResultBook:
             return
         self._results[intent_id] = settled
         if len(self._results) > self.capacity:
-            self._results.popitem(last=False)
+            old, _ = self._results.popitem(last=False)
+            if old not in self._pending:
+                self._orders.pop(old, None)
         waiting = self._pending.pop(intent_id, None)
         if waiting is not None and not waiting[1].done():
             waiting[1].set_result(settled)
@@ -81,16 +83,16 @@ class ResultBook:
         """Register interest before publishing, so a fast reply cannot be missed; also for an
         intent another replica published (read from the intents topic). A no-op when the
         intent is already awaited or settled."""
-        if intent.intent_id not in self._orders:
-            self._orders[intent.intent_id] = intent
-            if len(self._orders) > 2 * self.capacity:  # results and pending intents both
-                self._orders.popitem(last=False)
         if intent.intent_id in self._pending or intent.intent_id in self._results:
+            self._orders.setdefault(intent.intent_id, intent)
             return
+        self._orders[intent.intent_id] = intent  # as long as it is awaited or its result is held
         self._pending[intent.intent_id] = (intent, asyncio.get_running_loop().create_future())
         if len(self._pending) > self.capacity:
-            _, (_, future) = self._pending.popitem(last=False)
+            old, (_, future) = self._pending.popitem(last=False)
             future.cancel()
+            if old not in self._results:
+                self._orders.pop(old, None)
 
     def forget(self, intent_id: str) -> None:
         """Drop an expectation whose intent never reached the broker."""
