@@ -121,6 +121,11 @@ class IntentService:
         sweeper), once; ``None`` for every other intent."""
         return self._unknown.pop(intent_id, None)
 
+    def _hand_to_sweeper(self, entry: JournalEntry) -> None:
+        """A completed entry with legs still unknown: :meth:`completed` gives it to the publisher."""
+        if entry.unknown_legs():
+            self._unknown[entry.intent_id] = entry
+
     def in_flight(self, intent_id: str) -> JournalEntry | None:
         """The latest journal entry of an intent whose orders may exist (its planned record
         was written, or its write was attempted), until it completes. After a failure, such
@@ -188,8 +193,7 @@ class IntentService:
                     await admit()  # only the partition's owner writes its journal
                 await self.journal.write(entry)
                 self._in_flight.pop(entry.intent_id, None)
-            if entry.unknown_legs():  # for the late-fill sweeper, as _complete does
-                self._unknown[entry.intent_id] = entry
+            self._hand_to_sweeper(entry)
             return Outcome.from_journal(entry)
         legs: list[LegOutcome] = []
         rounds = []
@@ -251,8 +255,7 @@ class IntentService:
             await admit()  # only the partition's owner completes the intent: one truth, not two
         await self.journal.write(entry)
         self._in_flight.pop(entry.intent_id, None)
-        if entry.unknown_legs():
-            self._unknown[entry.intent_id] = entry
+        self._hand_to_sweeper(entry)
         return Outcome(entry.intent, plans, result, fills)
 
     async def sweep(self, entry: JournalEntry, admit: Admission | None = None) -> tuple[JournalEntry, Outcome | None]:

@@ -23,6 +23,10 @@ from worker.service.intents import IntentService, Outcome
 log = structlog.get_logger("sor.sweeper")
 
 
+async def _unfenced() -> None:
+    """The admission of a sweeper built without a fence (tools, tests)."""
+
+
 class LateFillSweeper:
     """Watches completed intents with unknown legs, per source partition."""
 
@@ -78,7 +82,7 @@ class LateFillSweeper:
         """One pass over the watch list; returns how many corrections were published."""
         published = 0
         for intent_id, entry in list(self._watched.items()):
-            admit = self._admits.get(intent_id)
+            admit = self._admits.get(intent_id, _unfenced)
             try:
                 published += await self._sweep_entry(intent_id, entry, admit)
             except Fenced as exc:  # the partition moved on: its new owner sweeps it from the journal
@@ -86,19 +90,17 @@ class LateFillSweeper:
                 self._drop(intent_id)
         return published
 
-    async def _sweep_entry(self, intent_id: str, entry: JournalEntry, admit: Admission | None) -> int:
+    async def _sweep_entry(self, intent_id: str, entry: JournalEntry, admit: Admission) -> int:
         if self._unpublished(entry):  # a crash between the journal and the broker
             out = Outcome.from_journal(entry)
-            if admit is not None:
-                await admit()
+            await admit()
             await self.publish(Outcome(entry.intent, [], out.result, out.fills))
             entry = await self._mark_published(entry, admit)
         entry, correction = await self.service.sweep(entry, admit)
         if intent_id in self._watched:
             self._watched[intent_id] = entry  # before publishing: whether it is still swept decides its compaction
         if correction is not None:
-            if admit is not None:
-                await admit()
+            await admit()
             await self.publish(correction)
             entry = await self._mark_published(entry, admit)
         if not entry.unknown_legs():
@@ -112,11 +114,10 @@ class LateFillSweeper:
             self._watched[intent_id] = entry
         return 1 if correction is not None else 0
 
-    async def _mark_published(self, entry: JournalEntry, admit: Admission | None = None) -> JournalEntry:
+    async def _mark_published(self, entry: JournalEntry, admit: Admission) -> JournalEntry:
         last = entry.amendments[-1].model_copy(update={"published": True})
         entry = entry.model_copy(update={"amendments": [*entry.amendments[:-1], last]})
-        if admit is not None:
-            await admit()
+        await admit()
         await self.service.journal.write(entry)
         return entry
 
