@@ -487,3 +487,59 @@ def test_a_publication_retry_fenced_by_a_revocation_does_not_leave_the_worker_no
         assert stuck == 0 and ready, f"after the revocation: stuck={stuck}, problems={problems}"
 
     asyncio.run(main())
+
+
+# --- 9. what a worker keeps of intents it no longer owns -----------------------------------------
+
+def test_an_intent_fenced_mid_flight_leaves_nothing_behind_in_the_service():
+    """service.py `_in_flight`: the entry of an intent whose planned record was written stays
+    there when the partition is revoked (the task is cancelled or fenced, and nothing pops
+    it). Each handover left one entry per intent in flight, for the life of the process."""
+
+    async def main():
+        settings = Settings(commit_interval_ms=10, shutdown_timeout_s=0.2)
+        worker, consumer, _, adapters, journal = make_edge(settings=settings)
+        hung = asyncio.Event()
+
+        async def never_answers(order):
+            hung.set()
+            await asyncio.Event().wait()
+
+        for adapter in adapters.values():
+            adapter.place = never_answers
+        stop, task = await start_with(worker, consumer, make_intent("0.5", intent_id="moved"))
+        await until(hung.is_set)
+        await consumer.revoke(TP)  # the new owner recovers it from the journal
+        await until(lambda: not any(worker.tasks.values()))
+        kept = worker.service.in_flight("moved")
+        stop.set()
+        await task
+        assert journal.latest()["moved"].state is IntentState.PLANNED
+        assert kept is None, "the service still holds the entry of an intent another worker now owns"
+
+    asyncio.run(main())
+
+
+def test_an_intent_with_an_unknown_leg_fenced_before_its_publication_leaves_nothing_behind():
+    """service.py `_unknown`: a completed entry with a leg still unknown waits there for the
+    publisher to hand it to the sweeper. When the publication is fenced (the partition moved
+    while the broker was down), the publisher never asks, and the entry stays for ever."""
+
+    async def main():
+        settings = Settings(commit_interval_ms=10, shutdown_timeout_s=2)
+        worker, consumer, _, adapters, journal = make_edge(settings=settings)
+        worker.service.executor.adapters["a"] = LostVenue(worker.service.venues[0], worker.service.quotes)
+        worker.service.executor.reconcile_timeout_s = 0.05
+        worker.service.max_rounds = 1
+        worker.producer = DownProducer()
+        stop, task = await start_with(worker, consumer, make_intent("1.5", intent_id="unknown"))
+        await until(lambda: worker.stuck() == 1)  # completed and journaled; its outcome not acknowledged
+        assert journal.latest()["unknown"].unknown_legs()
+        await consumer.revoke(TP)
+        await until(lambda: not any(worker.tasks.values()))
+        left = worker.service.completed("unknown")
+        stop.set()
+        await task
+        assert left is None, "the service still holds a completed entry of an intent another worker now owns"
+
+    asyncio.run(main())

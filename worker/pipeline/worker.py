@@ -11,6 +11,7 @@ handed in by ``worker.bootstrap``; the unit tests hand in fakes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import defaultdict
 from typing import Awaitable, Callable, Protocol
@@ -199,7 +200,7 @@ class IntentWorker:
     async def _resume(self, entry: JournalEntry, admit) -> None:
         """A message the journal already knows: finish it if needed, and make sure its
         outcome is published (again, byte-identical, if a crash may have lost it)."""
-        with structlog.contextvars.bound_contextvars(intent_id=entry.intent_id):
+        with structlog.contextvars.bound_contextvars(intent_id=entry.intent_id), self._holding(entry.intent_id):
             self.active.add(entry.intent_id)
             try:
                 outcome = await self._until_recovered(entry, admit)
@@ -208,8 +209,19 @@ class IntentWorker:
                 self.active.discard(entry.intent_id)
             log.info("outcome_republished", state=entry.state.value)
 
+    @contextlib.contextmanager
+    def _holding(self, intent_id: str):
+        """While this worker works on an intent: if the partition moves on (fenced, or the task
+        cancelled by a revocation or a stop), the service forgets what it kept of the intent,
+        since its new owner finishes it from the journal."""
+        try:
+            yield
+        except (Fenced, asyncio.CancelledError):
+            self.service.forget(intent_id)
+            raise
+
     async def _process(self, intent: OrderIntent, received_ms: int, source: Source, admit) -> None:
-        with structlog.contextvars.bound_contextvars(intent_id=intent.intent_id):
+        with structlog.contextvars.bound_contextvars(intent_id=intent.intent_id), self._holding(intent.intent_id):
             self.active.add(intent.intent_id)
             try:
                 try:

@@ -126,6 +126,11 @@ class IntentService:
         if entry.unknown_legs():
             self._unknown[entry.intent_id] = entry
 
+    def forget(self, intent_id: str) -> None:
+        """This worker no longer holds the intent (its partition moved on): drop what it kept."""
+        self._in_flight.pop(intent_id, None)
+        self._unknown.pop(intent_id, None)
+
     def in_flight(self, intent_id: str) -> JournalEntry | None:
         """The latest journal entry of an intent whose orders may exist (its planned record
         was written, or its write was attempted), until it completes. After a failure, such
