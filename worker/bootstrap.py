@@ -432,6 +432,7 @@ def serve_api(settings: Settings, venues: Sequence[VenueConfig], port: int | Non
             supervisor = Supervisor(asyncio.Event(), health)
             stack.push_async_callback(supervisor.close)
             supervisor.spawn("quote-feed", feed.run)
+            supervisor.spawn("api-results", gateway.follow)
             health.started = True
             # Stopping runs in reverse: the server first (requests in flight still get their
             # results), then the Kafka side; the server's first callback is then a no-op.

@@ -136,3 +136,56 @@ def test_a_retry_after_restart_with_another_limit_price_is_a_conflict():
         raise AssertionError("after a restart, same key with a different limit price is replayed, not 409")
 
     asyncio.run(main())
+
+
+# --- 4. one failed fetch ended the reading of results for good ---------------------------------
+
+def test_the_gateway_reads_results_again_after_a_failed_fetch():
+    """gateway.py: the loop that reads results ran in a bare task. One ``KafkaError`` from a
+    fetch (a broker restart, a leader moving) ended it for good: `/readyz` answered 503 for
+    ever, and every order waited its whole timeout for a result that was on the topic. It now
+    runs under the process's supervisor, as `serve_api` wires it: restarted with backoff, the
+    API not ready meanwhile (and the process stopped if it keeps failing)."""
+    from aiokafka import TopicPartition
+    from aiokafka.errors import KafkaConnectionError
+
+    from tests.unit.test_edge import until
+    from worker.bootstrap import Supervisor
+    from worker.observability import Health
+    from worker.pipeline.codec import encode
+    from worker.pipeline.gateway import KafkaIntentGateway
+
+    settings = Settings()
+    intent = make_intent("0.5", intent_id="api-after-failure")
+
+    class Rec:
+        def __init__(self, offset, value):
+            self.offset, self.value, self.key = offset, value, b"k"
+
+    class OnceFailingConsumer:
+        def __init__(self):
+            self.fetches = 0
+
+        async def getmany(self, timeout_ms, max_records):
+            self.fetches += 1
+            if self.fetches == 1:
+                raise KafkaConnectionError("connection to the group coordinator lost")
+            await asyncio.sleep(0.01)
+            if self.fetches == 2:
+                return {TopicPartition(settings.topics.executions, 0): [Rec(0, encode(_result_of(intent)))]}
+            return {}
+
+    async def main():
+        gateway = KafkaIntentGateway(settings, clients=None, book=ResultBook(10), clock=lambda: 0)
+        gateway.consumer = OnceFailingConsumer()
+        health = Health()
+        health.started = True
+        supervisor = Supervisor(asyncio.Event(), health, give_up_s=30)
+        supervisor.spawn("api-results", gateway.follow)
+        try:
+            await until(lambda: gateway.book.get(intent.intent_id) is not None, timeout_s=5)
+            await until(health.ready)
+        finally:
+            await supervisor.close()
+
+    asyncio.run(main())

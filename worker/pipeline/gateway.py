@@ -13,7 +13,6 @@ answers 202 "pending", not 404, and a caller never mistakes a pending order for 
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import structlog
@@ -44,10 +43,10 @@ class KafkaIntentGateway:
         self.clock = clock
         self.producer = None
         self.consumer = None
-        self._task: asyncio.Task | None = None
+        self._caught_up = False
 
     async def start(self, timeout_s: float = 120.0) -> None:
-        """Connect, read the results of the lookback window, then follow the topic."""
+        """Connect and read the results of the lookback window; :meth:`follow` reads on."""
         self.producer = await self.clients.producer(role="api")
         # A short fetch wait: a caller is waiting on every record of this topic.
         self.consumer = self.clients.consumer(role="api-results")
@@ -64,7 +63,7 @@ class KafkaIntentGateway:
         if targets:
             raise TimeoutError(f"executions topic not read within {timeout_s}s: {targets}")
         log.info("results_caught_up", results=len(self.book))
-        self._task = asyncio.create_task(self._follow(), name="api-results")
+        self._caught_up = True
 
     async def _seek_lookback(self, tps: list[TopicPartition], lookback_ms: int) -> None:
         since = max(0, self.clock() - lookback_ms)
@@ -106,7 +105,11 @@ class KafkaIntentGateway:
             except Exception:  # the worker dead-letters it; no result will come for it
                 continue
 
-    async def _follow(self) -> None:
+    async def follow(self) -> None:
+        """Read results and intents as they come, until cancelled. It raises what a fetch
+        raises: the process's supervisor restarts it (and marks the API not ready meanwhile),
+        since a reader that died quietly would leave every caller waiting for a result that
+        is on the topic."""
         while True:
             await self._poll(200)
 
@@ -115,12 +118,10 @@ class KafkaIntentGateway:
         await self.producer.send_and_wait(self.settings.topics.intents, encode(intent), key=intent.intent_id.encode())
 
     def healthy(self) -> bool:
-        return self._task is not None and not self._task.done()
+        """Caught up with the lookback window (a failing :meth:`follow` is the supervisor's to report)."""
+        return self._caught_up
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
         for client in (self.consumer, self.producer):
             if client is not None:
                 try:
