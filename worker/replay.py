@@ -25,8 +25,9 @@ from worker.domain.numbers import ascii_digits
 from worker.config import Settings
 from worker.pipeline.clients import KafkaClients
 from worker.domain.errors import InputError
-from worker.domain.models import Algorithm, OrderIntent, RoutePlan, VenueConfig, VenueQuote
+from worker.domain.models import Algorithm, RoutePlan, VenueConfig, VenueQuote
 from worker.pipeline.codec import decode, encode
+from worker.pipeline.intake import decode_intent
 from worker.routing.allocators import DEFAULT_NODE_LIMIT
 from worker.routing.planner import route
 
@@ -186,7 +187,7 @@ def what_if(intent_records: list, quote_records: list, venues: list[VenueConfig]
                 books[q.symbol][q.venue] = q
             qi += 1
         try:
-            intent = decode(OrderIntent, rec.value)
+            intent = decode_intent(rec)  # what the worker accepts: the key too (it dead-letters the rest)
         except InputError:
             summary.invalid += 1
             continue

@@ -311,3 +311,53 @@ def test_a_cap_given_as_a_json_list_is_refused(monkeypatch):
     monkeypatch.setenv("SOR_ACCOUNT_MAX_NOTIONAL", '{"a": [0, [1, 2], -1]}')
     with pytest.raises(InputError, match="account_max_notional"):
         load_settings({})
+
+
+# --- 13. looser edges: booleans as words, invisible characters in identifiers, replay's key check ---------
+
+@pytest.mark.parametrize("token", ['"yes"', '"no"', "1", '"false"'])
+def test_dry_run_is_a_json_boolean_as_the_schema_says(token):
+    """models.py `dry_run: bool`: pydantic's lax mode took "yes", "no", 1 and "false" where the
+    published schema says boolean; a consumer checking the schema and the worker then disagree
+    on whether an order was real. Only ``true`` and ``false`` are accepted."""
+    with pytest.raises(InputError) as info:
+        decode(OrderIntent, _with_raw(INTENT, "dry_run", token))
+    assert str(info.value).startswith("dry_run"), str(info.value)
+
+
+def test_the_http_order_body_takes_dry_run_as_a_json_boolean_only():
+    from worker.api.models import SmartOrderRequest
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as info:
+        SmartOrderRequest.model_validate_json(json.dumps({"symbol": "BTC/USD", "side": "buy", "qty": "1", "dry_run": "yes"}))
+    assert info.value.errors()[0]["loc"] == ("dry_run",)
+
+
+@pytest.mark.parametrize("field", ["intent_id", "account_id", "symbol"])
+@pytest.mark.parametrize("text", ["acct\u200b", "a\x00b", "a\nb", "\u202eacct"])
+def test_identifiers_with_invisible_or_control_characters_are_refused_naming_the_field(field, text):
+    """``account_id`` "acct" plus a zero-width space is another account to the allow-list and the
+    notional caps (neither applies), yet reads the same in every log and dashboard; a newline
+    splits a log line. Such identifiers are refused by name."""
+    with pytest.raises(InputError) as info:
+        decode(OrderIntent, json.dumps({**INTENT, field: text}).encode())
+    assert str(info.value).startswith(field), str(info.value)
+
+
+def test_identifiers_keep_ordinary_characters():
+    intent = decode(OrderIntent, json.dumps({**INTENT, "intent_id": "oms:2024/03-ü 1", "account_id": "desk 7",
+                                             "symbol": "BTC/USDT"}).encode())
+    assert intent.intent_id == "oms:2024/03-ü 1" and intent.account_id == "desk 7"
+
+
+def test_what_if_skips_an_intent_record_the_worker_would_dead_letter_for_its_key():
+    """replay.py `what_if` decoded the value only: a record keyed by another id (which the
+    worker dead-letters, never executes) was routed and counted as an intent."""
+    now = 1_710_000_000_000
+    venues = [VenueConfig(name="a", step_size="0.00001")]
+    quote = FakeRecord("q", 0, 0, b"a:BTC/USD", encode(make_quote("a", asks=[(100, 5)], ts=now)), timestamp=now)
+    good = FakeRecord("i", 0, 0, b"w-1", encode(make_intent(1, limit=200, intent_id="w-1")), timestamp=now + 1)
+    bad_key = FakeRecord("i", 0, 1, b"other", encode(make_intent(1, limit=200, intent_id="w-2")), timestamp=now + 2)
+    plans, summary = what_if([good, bad_key], [quote], venues, [Algorithm.SOR], max_quote_age_ms=None)
+    assert [p.intent_id for p in plans] == ["w-1"] and summary.invalid == 1

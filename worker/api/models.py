@@ -20,6 +20,7 @@ from worker.domain.models import (
     ExecutionStatus,
     Fill,
     Identifier,
+    JsonBool,
     LegStatus,
     OrderType,
     Price,
@@ -110,7 +111,7 @@ class SmartOrderRequest(BaseModel):
     idempotency_key: IdempotencyKey | None = Field(
         default=None, description="the same key (per API key) never executes twice; the Idempotency-Key header works too")
     expires_at: Int64 | None = None  # the domain's: a boolean is not a time
-    dry_run: bool = Field(default=False, description="return the split plan; place nothing")
+    dry_run: JsonBool = Field(default=False, description="return the split plan; place nothing")
 
 
 class ExecutionLeg(_Out):

@@ -16,6 +16,7 @@ from operator import itemgetter, methodcaller
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
+    AfterValidator,
     AliasChoices,
     BaseModel,
     BeforeValidator,
@@ -23,6 +24,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     PlainValidator,
+    StrictBool,
     StringConstraints,
     WithJsonSchema,
     field_validator,
@@ -94,7 +96,20 @@ FeeBps = _decimal_input("A fee in basis points, 0 <= fee < 10000", ge=ZERO, lt=B
 #: A timestamp or other non-negative integer, at most int64 (floats and booleans refused).
 Int64 = Annotated[int, Field(ge=0, le=MAX_INT64), BeforeValidator(check_integer_input)]
 
-Identifier = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
+def _visible(text: str) -> str:
+    """Refuse control and invisible characters (a newline, NUL, a zero-width space, a
+    direction override): ``acct`` and ``acct`` + U+200B look alike in every log and
+    dashboard, yet are two accounts to the allow-list and the notional caps."""
+    if not text.isprintable():
+        bad = next(c for c in text if not c.isprintable())
+        raise ValueError(f"must not contain control or invisible characters (found U+{ord(bad):04X})")
+    return text
+
+
+#: An id or a symbol as the OMS writes it: 1-128 visible characters (spaces and any script allowed).
+Identifier = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128), AfterValidator(_visible)]
+#: ``true`` or ``false`` only, as the schemas say (lax parsing took "yes", "no", 1, "false").
+JsonBool = StrictBool
 VenueName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
 
 
@@ -164,7 +179,7 @@ class OrderIntent(_Model):
     one. Timestamps are epoch milliseconds, ``0 <= t < 2**63``.
     """
 
-    intent_id: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
+    intent_id: Identifier
     account_id: Identifier
     symbol: Identifier
     side: Annotated[Side, BeforeValidator(_lower)]
@@ -176,7 +191,7 @@ class OrderIntent(_Model):
     created_at: Int64 | None = None
     expires_at: Int64 | None = None
     venues: list[VenueName] | None = None
-    dry_run: bool = False
+    dry_run: JsonBool = False
 
     @model_validator(mode="after")
     def _limit_matches_type(self) -> "OrderIntent":
