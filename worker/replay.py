@@ -26,8 +26,8 @@ from worker.config import Settings
 from worker.pipeline.clients import KafkaClients
 from worker.domain.errors import InputError
 from worker.domain.models import Algorithm, RoutePlan, VenueConfig, VenueQuote
-from worker.pipeline.codec import decode, encode
-from worker.pipeline.intake import decode_intent
+from worker.pipeline.codec import encode
+from worker.pipeline.intake import decode_intent, decode_quote
 from worker.routing.allocators import DEFAULT_NODE_LIMIT
 from worker.routing.planner import route
 
@@ -161,7 +161,7 @@ def _books_timeline(quotes: Iterable, max_skew_ms: int | None) -> list[tuple[int
     timeline = []
     for rec in quotes:
         try:
-            quote = decode(VenueQuote, rec.value)
+            quote = decode_quote(rec)
         except InputError:
             continue
         if max_skew_ms is not None and rec.timestamp >= 0 and quote.ts - rec.timestamp > max_skew_ms:  # -1: no timestamp

@@ -16,6 +16,7 @@ import sys
 from decimal import Decimal
 from pathlib import Path
 
+import orjson
 import pytest
 from aiokafka import TopicPartition
 
@@ -361,3 +362,30 @@ def test_what_if_skips_an_intent_record_the_worker_would_dead_letter_for_its_key
     bad_key = FakeRecord("i", 0, 1, b"other", encode(make_intent(1, limit=200, intent_id="w-2")), timestamp=now + 2)
     plans, summary = what_if([good, bad_key], [quote], venues, [Algorithm.SOR], max_quote_age_ms=None)
     assert [p.intent_id for p in plans] == ["w-1"] and summary.invalid == 1
+
+
+def test_a_quote_keyed_as_another_book_is_dead_lettered_and_never_cached():
+    """kafka.py QuoteFeed: the record's key was never read. The quotes topic is compacted by
+    ``venue:symbol``, so a snapshot of book B keyed as book A is cached live as B, but after the
+    next compaction it has erased A's latest snapshot and will itself vanish once B's key moves
+    on: a restart then loads other books than the running worker routed on. Refused like an
+    intent whose key is not its id."""
+
+    async def main():
+        feed, producer, cache = poisoned_feed()
+        feed.consumer.feed(QTP, 0, encode(make_quote("a", asks=[(100, 1)], ts=5)), key=b"b:BTC/USD")
+        await feed._poll(0)
+        [dead] = [orjson.loads(v) for t, v, _ in producer.sent if t == "sor.dlq.v1"]
+        assert dead["error"].startswith("key: must equal venue:symbol 'a:BTC/USD'"), dead["error"]
+        assert cache.get("a", "BTC/USD") is None
+
+    asyncio.run(main())
+
+
+def test_what_if_skips_a_quote_keyed_as_another_book_as_the_worker_does():
+    now = 1_710_000_000_000
+    venues = [VenueConfig(name="a", step_size="0.00001")]
+    mis_keyed = FakeRecord("q", 0, 0, b"b:BTC/USD", encode(make_quote("a", asks=[(100, 5)], ts=now)), timestamp=now)
+    intent = FakeRecord("i", 0, 0, b"w-1", encode(make_intent(1, limit=200, intent_id="w-1")), timestamp=now + 1)
+    plans, _ = what_if([intent], [mis_keyed], venues, [Algorithm.SOR], max_quote_age_ms=None)
+    assert plans[0].planned_qty == 0, "routed on a snapshot the worker refused"

@@ -18,7 +18,8 @@ from worker.config import Settings
 from worker.pipeline.clients import KafkaClients, Producer  # noqa: F401  (Producer: the one process-wide producer)
 from worker.domain.errors import InputError
 from worker.domain.models import VenueQuote
-from worker.pipeline.codec import EncodedCache, decode, encode
+from worker.pipeline.codec import EncodedCache, encode
+from worker.pipeline.intake import decode_quote
 from worker.execution.journal import JOURNAL_FORMAT, JournalEntry
 from typing import TYPE_CHECKING
 
@@ -316,7 +317,7 @@ class QuoteFeed:
             for rec in records:
                 n += 1
                 try:
-                    self.cache.update(decode(VenueQuote, rec.value), self.on_update)
+                    self.cache.update(decode_quote(rec), self.on_update)
                 except InputError as exc:
                     error = str(exc)
                 except Exception as exc:  # a poison quote never kills the feed
