@@ -14,7 +14,7 @@ import pytest
 from tests.support.scenarios import make_intent
 from worker.api.orders import IdempotencyConflict, OrderDesk
 from worker.config import Settings
-from worker.domain.models import ExecutionResult, ExecutionStatus
+from worker.domain.models import ExecutionResult, ExecutionStatus, Fill
 from worker.service.results import ResultBook, Settled
 
 
@@ -189,3 +189,28 @@ def test_the_gateway_reads_results_again_after_a_failed_fetch():
             await supervisor.close()
 
     asyncio.run(main())
+
+
+# --- 5. a late fill's correction never reached an API caller --------------------------------------
+
+def test_a_corrected_result_replaces_the_first_one_and_keeps_its_allocation_ids():
+    """results.py `ResultBook.add`: "the first one read for an intent id wins". The worker
+    publishes a correction (version 2, 3, ...) when a leg of unknown state turns out to have
+    filled; the API kept version 1, so `GET /api/v1/orders/{id}`, Binance's order answer and
+    `myAllocations` went on showing less than the account bought. The highest version wins;
+    the order keeps its first position and time, so allocation ids already handed out stay."""
+    intent = make_intent("2", intent_id="api-late")
+    fill = {"price": Decimal("100"), "qty": Decimal("1"), "commission": Decimal("0"), "commissionAsset": "USD",
+            "provider": "a"}
+    first = _result_of(intent).model_copy(update={
+        "filled_qty": Decimal(1), "status": ExecutionStatus.PARTIAL, "fills": [Fill(allocId=0, **fill)]})
+    corrected = first.model_copy(update={
+        "event_id": "r-api-late:v2", "version": 2, "filled_qty": Decimal(2), "status": ExecutionStatus.FILLED,
+        "fills": [Fill(allocId=0, **fill), Fill(allocId=1, **{**fill, "provider": "b"})]})
+    book = ResultBook(10)
+    book.add(Settled(first, 1_000, 7))
+    book.add(Settled(corrected, 2_000, 9))
+    book.add(Settled(first, 3_000, 11))  # a republication of version 1 after a crash: older, ignored
+    held = book.get("api-late")
+    assert held.result.version == 2 and held.result.filled_qty == 2
+    assert (held.received_ms, held.position) == (1_000, 7)

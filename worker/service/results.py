@@ -54,9 +54,15 @@ class ResultBook:
         self._orders: OrderedDict[str, OrderIntent] = OrderedDict()
 
     def add(self, settled: Settled) -> None:
-        """Record a result (the first one read for an intent id wins: the worker publishes one)."""
+        """Record a result. A correction (a higher ``version``: a leg of unknown state turned
+        out filled) replaces the result held, keeping the order's first time and position, so
+        allocation ids already handed out stay the same; a republication of an older version
+        (after a worker's crash) changes nothing."""
         intent_id = settled.result.intent_id
-        if intent_id in self._results:
+        held = self._results.get(intent_id)
+        if held is not None:
+            if settled.result.version > held.result.version:
+                self._results[intent_id] = Settled(settled.result, held.received_ms, held.position)
             return
         self._results[intent_id] = settled
         if len(self._results) > self.capacity:
