@@ -543,3 +543,27 @@ def test_an_intent_with_an_unknown_leg_fenced_before_its_publication_leaves_noth
         assert left is None, "the service still holds a completed entry of an intent another worker now owns"
 
     asyncio.run(main())
+
+
+def test_watching_an_older_entry_never_replaces_a_newer_correction():
+    """sweeper.py `watch`: the entry handed in replaced the one watched, whatever their ages. A
+    republication of the intent's outcome (its record redelivered while the sweeper had already
+    journaled a correction) handed in the entry from before the correction: the sweeper then
+    asked again about the leg it had settled, journaled a second "version 2" over the first,
+    and published its fills again."""
+
+    async def main():
+        worker, consumer, producer, adapters, journal = lost_edge()
+        await work_through(worker, consumer, make_intent("1.5", intent_id="two"))
+        before = journal.latest()["two"]
+        assert len(before.unknown_legs()) == 2
+        adapters["a"].up = True
+        assert await worker.sweeper.sweep_once() == 1  # version 2: the leg at "a" filled
+        assert len(journal.latest()["two"].unknown_legs()) == 1
+        worker.sweeper.watch(before)  # the entry as it was before the correction
+        adapters["b"].up = True
+        await worker.sweeper.sweep_once()
+        versions = [orjson.loads(v)["version"] for t, v, _ in producer.sent if t == "sor.executions.v1"]
+        assert versions == [1, 2, 3], versions
+
+    asyncio.run(main())

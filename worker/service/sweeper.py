@@ -50,7 +50,11 @@ class LateFillSweeper:
         """Take a completed entry on if any of its legs is still unknown (or its last
         correction was journaled but maybe not published); ``True`` if it is watched."""
         if entry.state is IntentState.COMPLETED and (entry.unknown_legs() or self._unpublished(entry)):
-            self._watched[entry.intent_id] = entry
+            held = self._watched.get(entry.intent_id)
+            # A republication may hand in the entry from before a correction this sweeper
+            # journaled since: keep the newer one (amendments only ever grow).
+            if held is None or len(entry.amendments) >= len(held.amendments):
+                self._watched[entry.intent_id] = entry
             if self.admission is not None and entry.intent_id not in self._admits:
                 self._admits[entry.intent_id] = self.admission(entry.source_partition)
             return True
