@@ -71,9 +71,11 @@ def hostile_quotes(rng: random.Random, n: int):
         elif kind == 1:
             out.append((f"{v}:BTC/USD".encode(), orjson.dumps(quote(v, asks=[(42_000, 1)], ts=now_ms() + DAY)), "dlq"))  # future
         elif kind == 2:
-            out.append((b"u", orjson.dumps(quote(f"evil{i}", f"E{i}/USD", asks=[(1, 1)])), "dropped"))
+            out.append((f"evil{i}:E{i}/USD".encode(), orjson.dumps(quote(f"evil{i}", f"E{i}/USD", asks=[(1, 1)])), "dropped"))
         elif kind == 3:
             out.append((f"{v}:BTC/USD".encode(), orjson.dumps({"venue": v, "symbol": "BTC/USD", "ts": "soon", "asks": "many"}), "dlq"))
+        elif kind == 5 and i % 50 == 5:  # a valid snapshot keyed as another book
+            out.append((f"{v}:ETH/USD".encode(), orjson.dumps(quote(v, asks=[(42_000, 1)])), "dlq"))
         elif kind == 4 and i % 100 == 4:
             out.append((f"{v}:BTC/USD".encode(), b'{"venue": "' + b"v" * OVERSIZE + b'"}', "dlq"))  # ~400 KB
         else:

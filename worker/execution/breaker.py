@@ -64,6 +64,13 @@ class CircuitBreakers:
             v.opened_at = None
         v.probing = False
 
+    def abandon(self, venue: str) -> None:
+        """A leg sent to ``venue`` ended without an outcome (its intent was cancelled): it
+        counts neither way, but a probe it was must not hold the venue half-open for ever."""
+        v = self._venues.get(venue)
+        if v is not None:
+            v.probing = False
+
     def state(self, venue: str) -> str:
         v = self._venues.get(venue)
         if v is None or v.opened_at is None:

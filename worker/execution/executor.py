@@ -109,15 +109,22 @@ class Executor:
         self.breakers.on_send(leg.provider)
         started = time.perf_counter()
         try:
-            # wait_for runs the request in a task of its own: a timeout cancels that task only,
-            # and this intent's task (which also holds the fence and the journal writes) never
-            # receives a cancellation it has to tell apart from a revocation's.
-            report = await asyncio.wait_for(adapter.place(order), self.leg_timeout_s)
-            if report.duplicate:
-                # Already placed (a redelivery after a crash): the venue's record is the truth.
-                report = await self._reconcile(adapter, coid, "duplicate client order id")
-        except (asyncio.TimeoutError, VenueError) as exc:
-            report = await self._reconcile(adapter, coid, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+            try:
+                # wait_for runs the request in a task of its own: a timeout cancels that task only,
+                # and this intent's task (which also holds the fence and the journal writes) never
+                # receives a cancellation it has to tell apart from a revocation's.
+                report = await asyncio.wait_for(adapter.place(order), self.leg_timeout_s)
+                if report.duplicate:
+                    # Already placed (a redelivery after a crash): the venue's record is the truth.
+                    report = await self._reconcile(adapter, coid, "duplicate client order id")
+            except (asyncio.TimeoutError, VenueError) as exc:
+                report = await self._reconcile(adapter, coid, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+            except Exception as exc:  # an adapter bug after the request may have left: the venue's record decides
+                log.error("adapter_error", venue=leg.provider, client_order_id=coid, error=repr(exc)[:300])
+                report = await self._reconcile(adapter, coid, f"adapter error: {type(exc).__name__}: {str(exc)[:200]}")
+        except BaseException:
+            self.breakers.abandon(leg.provider)  # cancelled (or reconciling failed): no outcome to record
+            raise
         latency = int((time.perf_counter() - started) * 1000)
         self.breakers.record(leg.provider, report.status)
         if self.metrics is not None:
@@ -143,7 +150,7 @@ class Executor:
         while True:
             try:
                 found = await asyncio.wait_for(adapter.query(coid), self.leg_timeout_s)
-            except (asyncio.TimeoutError, VenueError) as exc:
+            except Exception as exc:  # unreachable, timed out, or an adapter bug: ask again until the deadline
                 error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                 if time.monotonic() >= deadline:
                     break
@@ -213,14 +220,18 @@ def build_result(
     return result, events
 
 
-def amend_result(intent: OrderIntent, plans: list[RoutePlan], prior: ExecutionResult, found: list[LegOutcome]) -> tuple[ExecutionResult, list[FillEvent]]:
+def amend_result(intent: OrderIntent, plans: list[RoutePlan], prior: ExecutionResult, found: list[LegOutcome],
+                 published: set[tuple[str, str]] | frozenset = frozenset()) -> tuple[ExecutionResult, list[FillEvent]]:
     """A correction of ``prior``: legs whose state was unknown are now known (``found``).
 
     Allocations already published keep their ``allocId``; the late trades are appended in
-    the same deterministic order as :func:`build_result` uses. Returns the amended result
-    (next ``version``) and only the new fill events.
+    the same deterministic order as :func:`build_result` uses. A leg reported unknown may
+    already have had trades (an order still working); those, named in ``published`` by
+    (client order id, trade id), are not counted again. Returns the amended result (next
+    ``version``) and only the new fill events.
     """
-    trades = sorted(((intent.side.sign * t.price, o.leg.provider, t.trade_id, o.client_order_id, t) for o in found for t in o.report.trades),
+    trades = sorted(((intent.side.sign * t.price, o.leg.provider, t.trade_id, o.client_order_id, t) for o in found for t in o.report.trades
+                     if (o.client_order_id, t.trade_id) not in published),
                     key=lambda x: (x[0], x[1], x[2]))
     fills = list(prior.fills)
     events: list[FillEvent] = []

@@ -140,9 +140,13 @@ class JournalEntry(BaseModel):
     latency_ms: int | None = None
 
     def unknown_legs(self) -> list[JournalLeg]:
-        """Legs of a completed intent still of unknown state, after every amendment."""
-        found = {leg.client_order_id for a in self.amendments for leg in a.legs}
-        return [leg for r in self.rounds for leg in r.legs if leg.status is LegStatus.UNKNOWN and leg.client_order_id not in found]
+        """Legs of a completed intent still of unknown state: each leg as its latest record
+        (the last amendment that names it) says."""
+        latest = {leg.client_order_id: leg for r in self.rounds for leg in r.legs}
+        for amendment in self.amendments:
+            for leg in amendment.legs:
+                latest[leg.client_order_id] = leg
+        return [leg for leg in latest.values() if leg.status is LegStatus.UNKNOWN]
 
 
 class Journal(Protocol):

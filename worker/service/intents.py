@@ -68,11 +68,18 @@ class Outcome:
         legs = [LegOutcome(jl.leg, jl.client_order_id, jl.report(), jl.latency_ms) for r in entry.rounds for jl in r.legs]
         latency_ms = entry.latency_ms if result is None else result.latency_ms  # older records store the result
         result, fills = build_result(entry.intent, plans, legs, latency_ms)
+        published = _trade_keys(legs)
         for amendment in entry.amendments:
             found = [LegOutcome(jl.leg, jl.client_order_id, jl.report(), jl.latency_ms) for jl in amendment.legs]
-            result, late = amend_result(entry.intent, plans, result, found)
+            result, late = amend_result(entry.intent, plans, result, found, published)
             fills += late
+            published |= _trade_keys(found)
         return cls(entry.intent, plans, result, fills)
+
+
+def _trade_keys(legs: list[LegOutcome]) -> set[tuple[str, str]]:
+    """(client order id, trade id) of every trade the legs report: what is published already."""
+    return {(o.client_order_id, t.trade_id) for o in legs for t in o.report.trades}
 
 
 @dataclass(frozen=True)
@@ -273,6 +280,9 @@ class IntentService:
                 report = await self.executor.adapters[jl.leg.provider].query(jl.client_order_id)
             except Exception as exc:  # still unreachable: ask again on the next sweep
                 log.info("sweep_unanswered", intent_id=entry.intent_id, client_order_id=jl.client_order_id, error=repr(exc))
+                continue
+            if report is not None and report.status is LegStatus.UNKNOWN:  # still working at the venue: ask again
+                log.info("sweep_still_working", intent_id=entry.intent_id, client_order_id=jl.client_order_id)
                 continue
             if report is None:  # long past any request's life: it never reached the venue
                 report = OrderReport(jl.client_order_id, None, LegStatus.NOT_PLACED, ZERO,

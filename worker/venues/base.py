@@ -79,6 +79,8 @@ def checked(report: OrderReport) -> OrderReport:
     if type(report.status) is not LegStatus:
         raise _unreadable("status", report.status)
     _check_number("filled_qty", report.filled_qty, zero=True)
+    if report.filled_qty > 0 and not report.trades:  # fills and results are built from trades: it would vanish
+        raise VenueError(f"unreadable venue report: filled_qty = {report.filled_qty} without its trades", unknown=True)
     for trade in report.trades:
         _check_number("price", trade.price, positive=True)
         _check_number("qty", trade.qty, positive=True)

@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import hmac
 import time
+from dataclasses import replace
 from decimal import Decimal
 from urllib.parse import urlencode
 
@@ -21,8 +22,13 @@ from yarl import URL
 from worker.domain.models import LegStatus, VenueConfig
 from worker.venues.base import DUPLICATE_ORDER, LegOrder, OrderReport, VenueError, VenueTrade, checked
 
+#: Binance order statuses. Only final ones are known outcomes: an IOC order ends FILLED or
+#: EXPIRED, so ``NEW`` and ``PARTIALLY_FILLED`` in a query answer mean it is still matching
+#: (its remainder may yet fill: re-routing it would risk buying twice); every status not
+#: listed is unknown too. ``EXPIRED_IN_MATCH`` is self-trade prevention: final.
 _STATUS = {"FILLED": LegStatus.FILLED, "REJECTED": LegStatus.REJECTED, "NEW": LegStatus.UNKNOWN,
-           "PARTIALLY_FILLED": LegStatus.PARTIAL, "CANCELED": LegStatus.EXPIRED, "EXPIRED": LegStatus.EXPIRED}
+           "PARTIALLY_FILLED": LegStatus.UNKNOWN, "CANCELED": LegStatus.EXPIRED, "EXPIRED": LegStatus.EXPIRED,
+           "EXPIRED_IN_MATCH": LegStatus.EXPIRED}
 
 
 def binance_signature(secret: str, query: str) -> str:
@@ -33,8 +39,12 @@ def binance_signature(secret: str, query: str) -> str:
 def report_from(body: dict) -> OrderReport:
     """An :class:`OrderReport` from a Binance order JSON; :class:`VenueError` (``unknown``: the
     order may exist) when the answer is not one."""
+    return checked(_parsed(body))
+
+
+def _parsed(body: dict) -> OrderReport:
     try:
-        return checked(_report_from(body))
+        return _report_from(body)
     except (KeyError, TypeError, ValueError, ArithmeticError) as exc:  # ArithmeticError: decimal.InvalidOperation
         raise VenueError(f"unreadable venue report: {type(exc).__name__}: {str(exc)[:80]}", unknown=True) from None
 
@@ -93,9 +103,11 @@ class HttpVenue:
         if status >= 500:
             raise VenueError(f"{self.name}: HTTP {status}: {body}", unknown=True)  # may or may not exist
         if status >= 400:
-            msg = body.get("msg", str(body)) if isinstance(body, dict) else str(body)
-            duplicate = isinstance(body, dict) and body.get("code") == -2010
-            error = DUPLICATE_ORDER if duplicate else f"{body.get('code')}: {msg}"
+            code, msg = (body.get("code"), body.get("msg", str(body))) if isinstance(body, dict) else (None, str(body))
+            # -2010 is every refusal of a new order (insufficient balance, market closed, ...):
+            # only its "Duplicate order sent." says the client order id exists already.
+            duplicate = code == -2010 and str(msg).strip().lower() == DUPLICATE_ORDER.lower()
+            error = DUPLICATE_ORDER if duplicate else f"{code}: {msg}"[:500]
             return OrderReport(order.client_order_id, None, LegStatus.REJECTED, Decimal(0), error=error, duplicate=duplicate)
         return report_from(body)
 
@@ -107,7 +119,31 @@ class HttpVenue:
             if isinstance(body, dict) and body.get("code") == -2013:
                 return None
             raise VenueError(f"{self.name}: query refused: {body}")
-        return report_from(body)
+        report = _parsed(body)
+        if report.filled_qty > 0 and not report.trades:
+            return await self._with_trades(body, report)
+        return checked(report)
+
+    async def _with_trades(self, order: dict, report: OrderReport) -> OrderReport:
+        """Binance's order query has no ``fills``: its trades come from ``myTrades``. Until
+        they add up to what the order executed, its state is unknown (a leg is never settled
+        on a quantity it cannot itemize: the fills and the result are built from trades)."""
+        symbol, order_id = order.get("symbol"), order.get("orderId")
+        if symbol is None or order_id is None:
+            raise VenueError(f"{self.name}: an order executed {report.filled_qty} without a symbol and id to ask its trades by",
+                             unknown=True)
+        status, body = await self._call("GET", "/api/v3/myTrades", {"symbol": symbol, "orderId": order_id})
+        if status >= 400 or not isinstance(body, list):
+            raise VenueError(f"{self.name}: trades of order {order_id} unavailable: HTTP {status}", unknown=True)
+        try:
+            trades = tuple(VenueTrade(Decimal(t["price"]), Decimal(t["qty"]), Decimal(t["commission"]), t["commissionAsset"],
+                                      str(t["id"])) for t in body if str(t.get("orderId")) == str(order_id))
+        except (KeyError, TypeError, ValueError, ArithmeticError, AttributeError) as exc:
+            raise VenueError(f"unreadable venue trades: {type(exc).__name__}: {str(exc)[:80]}", unknown=True) from None
+        if sum((t.qty for t in trades), Decimal(0)) != report.filled_qty:
+            raise VenueError(f"{self.name}: order {order_id} executed {report.filled_qty}, its trades are not all "
+                             "visible yet", unknown=True)
+        return checked(replace(report, trades=trades))
 
     async def cancel(self, client_order_id: str) -> OrderReport | None:
         status, body = await self._call("DELETE", "/api/v3/order", {"origClientOrderId": client_order_id})
