@@ -56,7 +56,7 @@ _POISON_SCRIPT = textwrap.dedent('''
 
     class Rec:
         def __init__(self, offset, value):
-            self.offset, self.value, self.key = offset, value, b"k"
+            self.offset, self.value, self.key, self.timestamp = offset, value, b"k", -1
 
     class Consumer:
         async def getmany(self, timeout_ms, max_records):
@@ -160,7 +160,7 @@ def test_the_gateway_reads_results_again_after_a_failed_fetch():
 
     class Rec:
         def __init__(self, offset, value):
-            self.offset, self.value, self.key = offset, value, b"k"
+            self.offset, self.value, self.key, self.timestamp = offset, value, b"k", -1
 
     class OnceFailingConsumer:
         def __init__(self):

@@ -43,12 +43,15 @@ class BinanceError(Exception):
 
 
 def parse_params(query: str, body: str) -> dict[str, str]:
-    """Parameters from the query string and the form body; a name sent twice is an error."""
+    """Parameters from the query string and the form body. A name sent twice in one of them
+    is an error (-1101); sent in both, the query string's value is used, as on Binance."""
     out: dict[str, str] = {}
-    for raw in (query, body):
+    for raw in (body, query):  # the query last: its values win
+        seen: set[str] = set()
         for name, value in parse_qsl(raw, keep_blank_values=True):
-            if name in out:
+            if name in seen:
                 raise BinanceError(-1101, f"Duplicate values for parameter '{name}'.")
+            seen.add(name)
             out[name] = value
     return out
 
@@ -106,8 +109,10 @@ def parse_sor_order(params: Mapping[str, str], symbols: Mapping[str, str]) -> So
         if tif_raw not in ("IOC", "FOK"):
             raise BinanceError(-1115, "Invalid timeInForce: the router takes liquidity (IOC, FOK) and never rests an order.")
         tif = TimeInForce(tif_raw)
-    elif params.get("price"):
-        raise BinanceError(-1106, "Parameter 'price' sent when not required.")
+    else:
+        for name in ("price", "timeInForce"):  # a MARKET FOK would silently run IOC: refused, as Binance does
+            if params.get(name):
+                raise BinanceError(-1106, f"Parameter '{name}' sent when not required.")
     coid = params.get("newClientOrderId") or None
     if coid is not None and not CLIENT_ORDER_ID_RE.match(coid):
         raise BinanceError(-1100, f"Illegal characters found in parameter 'newClientOrderId'; legal range is '{CLIENT_ORDER_ID_RE.pattern}'.")
@@ -136,10 +141,16 @@ def ack(order: SorOrder, intent_id: str, client_order_id: str, transact_ms: int)
             "clientOrderId": client_order_id, "transactTime": transact_ms}
 
 
+#: Rejections that are the market's answer to a taking order, not a refusal: on Binance such
+#: an order is accepted and ends EXPIRED with nothing filled (a LIMIT FOK that cannot fill).
+_EXPIRED_NOT_REJECTED = ("fok_not_coverable", "no_liquidity")
+
+
 def order_response(order: SorOrder, settled: Settled, client_order_id: str) -> dict:
-    """RESULT or FULL (with ``fills``); a rejected intent is Binance's -2010."""
+    """RESULT or FULL (with ``fills``); a rejected intent is Binance's -2010, unless the book
+    could not fill it (EXPIRED, nothing filled, as Binance answers)."""
     r = settled.result
-    if r.status is ExecutionStatus.REJECTED:
+    if r.status is ExecutionStatus.REJECTED and not (r.reason or "").startswith(_EXPIRED_NOT_REJECTED):
         raise BinanceError(-2010, f"Order was rejected: {r.reason}")
     out = ack(order, r.intent_id, client_order_id, settled.received_ms) | {
         "price": _fmt(order.price), "origQty": _fmt(r.total_qty), "executedQty": _fmt(r.executedQty),
@@ -239,11 +250,16 @@ def allocations(results: Iterable[Settled], account_id: str, api_symbol: str, sy
             alloc = settled.position * ALLOCS_PER_RESULT + f.allocId
             if from_id is not None and alloc < from_id:
                 continue
+            # Binance's allocation row (allocationId, allocationType), plus the fields earlier
+            # releases answered (id, tradeId, isBestMatch, allocId): the answer only grows.
             rows.append({
-                "symbol": api_symbol, "tradeId": f.tradeId, "id": alloc, "orderId": oid, "orderListId": -1,
+                "symbol": api_symbol, "allocationId": alloc, "allocationType": "SOR", "orderId": oid, "orderListId": -1,
                 "price": _fmt(f.price), "qty": _fmt(f.qty), "quoteQty": _fmt(f.price * f.qty), "commission": _fmt(f.commission),
                 "commissionAsset": f.commissionAsset, "time": settled.received_ms, "isBuyer": r.side is Side.BUY,
-                "isMaker": False, "isBestMatch": True, "isAllocator": False, "allocId": f.allocId,
+                "isMaker": False, "isAllocator": False,
+                "id": alloc, "tradeId": f.tradeId, "isBestMatch": True, "allocId": f.allocId,
             })
     rows.sort(key=lambda row: row["id"] if from_id is not None else (row["time"], row["id"]))
+    if end is not None and start is None and from_id is None:
+        return rows[-limit:]  # symbol + endTime: the newest allocations until endTime (still oldest first)
     return rows[:limit]

@@ -70,17 +70,25 @@ def authenticate(keys: Mapping[str, ApiKey], api_key: str | None, query: str, bo
     entry = keys.get(api_key)
     if entry is None:
         raise AuthError(-2015, "Invalid API-key, IP, or permissions for action.")
+    valid = signature_valid(entry, query, body, form_body)
+    if valid is None:
+        raise AuthError(-1102, "Mandatory parameter 'signature' was not sent, was empty/null, or malformed.")
+    if not valid:
+        raise AuthError(-1022, "Signature for this request is not valid.")
+    check_timestamp(params, now_ms)
+    return Caller(api_key, entry.account_id)
+
+
+def signature_valid(entry: ApiKey, query: str, body: str, form_body: bool = True) -> bool | None:
+    """Whether the request is signed with ``entry``'s secret; ``None`` without a signature."""
     query_wo, sig_q = strip_signature(query)
     body_wo, sig_b = strip_signature(body) if form_body else (body, None)
     given = sig_q if sig_q is not None else sig_b
     if not given:
-        raise AuthError(-1102, "Mandatory parameter 'signature' was not sent, was empty/null, or malformed.")
+        return None
     expected = sign(entry.secret.get_secret_value(), query_wo + body_wo)
     # compare_digest raises on non-ASCII text: such a signature is simply not the right one.
-    if not given.isascii() or not hmac.compare_digest(expected, given.lower()):
-        raise AuthError(-1022, "Signature for this request is not valid.")
-    check_timestamp(params, now_ms)
-    return Caller(api_key, entry.account_id)
+    return given.isascii() and hmac.compare_digest(expected, given.lower())
 
 
 def check_timestamp(params: Mapping[str, str], now_ms: int) -> None:
@@ -133,14 +141,17 @@ def error_body(path: str, status: int, detail: str, code: int) -> bytes:
 
 
 class GuardMiddleware:
-    """Pure ASGI: per-key rate limit, then a hard cap on the request body (buffered, so the
-    app sees a body that is known to fit)."""
+    """Pure ASGI: a hard cap on the request body (buffered, so the app sees a body that is
+    known to fit), then the rate limit: per API key once the request is signed with that
+    key's secret, per client address otherwise. Naming a key is not enough to be charged to
+    it: whoever has seen a key (it travels in a header) could otherwise exhaust its owner's
+    limit with requests signed with nothing."""
 
-    def __init__(self, app, max_body_bytes: int, buckets: TokenBuckets, known_keys: frozenset[str] = frozenset()):
+    def __init__(self, app, max_body_bytes: int, buckets: TokenBuckets, keys: Mapping[str, ApiKey] | None = None):
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.buckets = buckets
-        self.known_keys = known_keys
+        self.keys = dict(keys or {})
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope["path"] in UNLIMITED:
@@ -148,35 +159,31 @@ class GuardMiddleware:
             return
         path = scope["path"]
         headers = dict(scope["headers"])
-        caller = headers.get(b"x-mbx-apikey", b"").decode(errors="replace")
-        # Only a configured key gets its own bucket: made-up keys share their address's.
-        who = f"key:{caller}" if caller in self.known_keys else f"addr:{(scope.get('client') or ('?', 0))[0]}"
-        if not self.buckets.allow(who):
-            limit = f"{self.buckets.rate:g}/s"
-            await _reply(send, 429, error_body(path, 429, f"Too many requests; current limit is {limit} per API key.", -1003),
-                         [(b"retry-after", b"1")])
-            return
         declared = headers.get(b"content-length")
         if declared is not None and (not declared.isascii() or not declared.isdigit() or int(declared) > self.max_body_bytes):
             await _reply(send, 413, error_body(path, 413, f"request body: larger than {self.max_body_bytes} bytes", -1000))
             return
-        if scope["method"] in ("GET", "HEAD", "DELETE", "OPTIONS") and declared is None:
-            await self.app(scope, receive, send)
+        body = b""
+        if scope["method"] not in ("GET", "HEAD", "DELETE", "OPTIONS") or declared is not None:
+            chunks, size = [], 0
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > self.max_body_bytes:
+                    await _reply(send, 413, error_body(path, 413, f"request body: larger than {self.max_body_bytes} bytes", -1000))
+                    return
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
+            body = b"".join(chunks)
+        if not self.buckets.allow(self._charged(scope, headers, body)):
+            limit = f"{self.buckets.rate:g}/s"
+            await _reply(send, 429, error_body(path, 429, f"Too many requests; current limit is {limit} per API key.", -1003),
+                         [(b"retry-after", b"1")])
             return
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                await _reply(send, 413, error_body(path, 413, f"request body: larger than {self.max_body_bytes} bytes", -1000))
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
         sent = False
 
         async def replay() -> dict:
@@ -187,6 +194,15 @@ class GuardMiddleware:
             return await receive()
 
         await self.app(scope, replay, send)
+
+    def _charged(self, scope, headers: dict, body: bytes) -> str:
+        """The bucket of the request: its key's when signed with that key, else its address's."""
+        name = headers.get(b"x-mbx-apikey", b"").decode(errors="replace")
+        entry = self.keys.get(name)
+        if entry is not None and signature_valid(entry, scope["query_string"].decode("latin-1"),
+                                                 body.decode("utf-8", errors="replace"), is_binance_path(scope["path"])):
+            return f"key:{name}"
+        return f"addr:{(scope.get('client') or ('?', 0))[0]}"
 
 
 async def _reply(send: Callable[[dict], Awaitable[None]], status: int, body: bytes, extra: list | None = None) -> None:

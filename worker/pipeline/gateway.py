@@ -93,7 +93,10 @@ class KafkaIntentGateway:
                 except Exception as exc:  # the worker's own output, or not: log it, never stop reading
                     log.error("result_unreadable", partition=tp.partition, offset=rec.offset, error=str(exc)[:500])
                     continue
-                self.book.add(Settled(result, now, rec.offset * MAX_PARTITIONS + tp.partition))
+                # The record's timestamp (when the worker published it) is the same for every
+                # replica and after a restart: Binance's transactTime and allocation times.
+                at = rec.timestamp if isinstance(rec.timestamp, int) and rec.timestamp > 0 else now
+                self.book.add(Settled(result, at, rec.offset * MAX_PARTITIONS + tp.partition))
 
     def _track(self, records) -> None:
         """Intents an API replica published: awaited here too (see the module docstring)."""

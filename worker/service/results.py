@@ -37,6 +37,10 @@ BINANCE_NAMESPACE = "bn"
 API_NAMESPACES = (API_NAMESPACE, BINANCE_NAMESPACE)
 
 
+class NotPlaced(Exception):
+    """The intent a caller waits on never reached the broker: nothing was placed."""
+
+
 class ResultBook:
     """Bounded (LRU) map of final results, plus the intents this process is waiting on.
 
@@ -101,11 +105,13 @@ class ResultBook:
                 self._orders.pop(old, None)
 
     def forget(self, intent_id: str) -> None:
-        """Drop an expectation whose intent never reached the broker."""
+        """Drop an expectation whose intent never reached the broker. A concurrent retry
+        waiting on it gets :class:`NotPlaced`, not "no result yet": nothing was placed."""
         self._orders.pop(intent_id, None)
         waiting = self._pending.pop(intent_id, None)
-        if waiting is not None:
-            waiting[1].cancel()
+        if waiting is not None and not waiting[1].done():
+            waiting[1].set_exception(NotPlaced(intent_id))
+            waiting[1].exception()  # retrieved: a failure nobody waits on is not an error to log
 
     async def wait(self, intent_id: str, timeout_s: float) -> Settled | None:
         """The result, or ``None`` if it did not arrive within ``timeout_s``."""
