@@ -111,3 +111,37 @@ def test_a_cancellation_that_arrives_with_the_venues_answer_is_not_lost(venues, 
             await task
 
     asyncio.run(main())
+
+
+class SlowWireVenue:
+    """A request that is stuck on the wire: the venue accepts it ``arrives_after_s`` after it was
+    sent, still within the time it accepts a signed request (Binance: ``recvWindow``)."""
+
+    request_lifetime_ms = 600
+
+    def __init__(self, arrives_after_s: float) -> None:
+        self.arrives_after_s = arrives_after_s
+        self.sent_at: float | None = None
+
+    async def place(self, order):
+        self.sent_at = asyncio.get_running_loop().time()
+        await asyncio.sleep(3600)
+
+    async def query(self, client_order_id):
+        if asyncio.get_running_loop().time() - self.sent_at < self.arrives_after_s:
+            return None  # not there yet
+        from worker.venues.base import VenueTrade
+
+        return OrderReport(client_order_id, "venue-1", LegStatus.FILLED, D("0.5"), (VenueTrade(D(100), D("0.5"), D(0), "USD", "t1"),))
+
+
+def test_a_leg_is_not_declared_unplaced_while_the_venue_may_still_accept_its_request():
+    """executor.py `_reconcile`: "not found" was confirmed once, half a leg timeout later (25 ms
+    here), and the leg ended FAILED, so its quantity was re-routed. The venue accepts a signed
+    request until its ``recvWindow`` has passed (5 s by default on Binance, 10 s in ccxt): a
+    request still on the wire then fills there too, and the account buys twice. "Not found"
+    now counts only once the adapter's ``request_lifetime_ms`` since the send has passed."""
+    intent, plan = plan_on(["a"], "0.5")
+    venue = SlowWireVenue(arrives_after_s=0.3)
+    [outcome] = asyncio.run(Executor({"a": venue}, leg_timeout_ms=50).run_legs(intent, plan))
+    assert outcome.report.status is LegStatus.FILLED, (outcome.report.status, outcome.report.error)

@@ -16,7 +16,7 @@ from tests.support.fakes import FakeProducer, MemoryJournal
 from tests.support.scenarios import make_intent, make_quote
 from tests.unit.test_edge import NOW, TP, CountingVenue, FlakyJournal, LostVenue, make_edge, results, start_with, until, work_through
 from worker.config import Settings
-from worker.domain.models import LegStatus
+from worker.domain.models import LegStatus, VenueConfig
 from worker.execution.journal import IntentState
 from worker.execution.risk import RiskLimits
 from worker.pipeline.codec import encode
@@ -567,3 +567,38 @@ def test_watching_an_older_entry_never_replaces_a_newer_correction():
         assert versions == [1, 2, 3], versions
 
     asyncio.run(main())
+
+
+def test_a_market_intent_is_held_to_its_cap_at_the_legs_worst_prices():
+    """risk.py `check_plan`: a market intent's notional was the plan's estimate (its VWAP x qty),
+    but each leg is an IOC limit order at the leg's worst price, and the venue fills it at any
+    price up to that: a book that moved between the snapshot and the order fills the whole leg
+    at its worst price. Here 1.5 is estimated at 200 (1 @ 100, 0.5 @ 200) and may cost 300,
+    against a cap of 250. A buy is now held to the cap at its legs' worst prices."""
+    from worker.execution.executor import Executor
+    from worker.service.intents import IntentService
+    from worker.service.quotes import QuoteCache
+    from worker.venues.paper import PaperVenue
+
+    quotes = QuoteCache()
+    venue = VenueConfig(name="a")
+    quotes.update(make_quote("a", asks=[(100, 1), (200, 1)], ts=NOW))
+    executor = Executor({"a": PaperVenue(venue, lambda s: quotes.get("a", s))}, 1000, clock=lambda: NOW)
+    service = IntentService([venue], quotes, executor, RiskLimits(default_max_notional=D(250)), 2_000, clock=lambda: NOW)
+    out = asyncio.run(service.handle(make_intent("1.5", intent_id="deep"), NOW))
+    assert out.result.status.value == "rejected" and "risk_limit" in out.result.reason, out.result.reason
+
+
+def test_a_leg_of_unknown_state_counts_against_the_cap_at_its_worst_price():
+    """intents.py `_spent_notional`: a leg whose state is unknown counted at its estimated
+    notional, though it may have filled in full at up to its worst price; a re-route of the
+    remainder could then take the account past its cap by the difference."""
+    from worker.execution.executor import LegOutcome
+    from worker.routing.planner import route
+    from worker.service.intents import _spent_notional
+
+    plan = route(make_intent("1.5"), {"a": make_quote("a", asks=[(100, 1), (200, 1)])}, [VenueConfig(name="a")])
+    [leg] = plan.legs
+    assert leg.worst_price == 200 and leg.estimated_notional == 200
+    unknown = LegOutcome(leg, "c-1", OrderReport("c-1", None, LegStatus.UNKNOWN, D(0)), 5)
+    assert _spent_notional([unknown]) == D(300)

@@ -95,7 +95,7 @@ class Executor:
         started = time.perf_counter()
         adapter = self.adapters[leg.provider]
         report = await self._reconcile(adapter, coid, "recovered after restart", placed=False)
-        settled_ms = (journaled_ms or 0) + self.leg_timeout_ms + self.grace_ms
+        settled_ms = (journaled_ms or 0) + self.leg_timeout_ms + self.grace_ms + request_lifetime_ms(adapter)
         if report.status is LegStatus.NOT_PLACED and self.clock() < settled_ms:
             await asyncio.sleep((settled_ms - self.clock()) / 1000)
             report = await self._reconcile(adapter, coid, "recovered after a handover", placed=False)
@@ -108,6 +108,7 @@ class Executor:
             await admit()
         self.breakers.on_send(leg.provider)
         started = time.perf_counter()
+        sent = time.monotonic()
         try:
             try:
                 # wait_for runs the request in a task of its own: a timeout cancels that task only,
@@ -116,12 +117,13 @@ class Executor:
                 report = await asyncio.wait_for(adapter.place(order), self.leg_timeout_s)
                 if report.duplicate:
                     # Already placed (a redelivery after a crash): the venue's record is the truth.
-                    report = await self._reconcile(adapter, coid, "duplicate client order id")
+                    report = await self._reconcile(adapter, coid, "duplicate client order id", sent=sent)
             except (asyncio.TimeoutError, VenueError) as exc:
-                report = await self._reconcile(adapter, coid, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+                report = await self._reconcile(adapter, coid, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
+                                               sent=sent)
             except Exception as exc:  # an adapter bug after the request may have left: the venue's record decides
                 log.error("adapter_error", venue=leg.provider, client_order_id=coid, error=repr(exc)[:300])
-                report = await self._reconcile(adapter, coid, f"adapter error: {type(exc).__name__}: {str(exc)[:200]}")
+                report = await self._reconcile(adapter, coid, f"adapter error: {type(exc).__name__}: {str(exc)[:200]}", sent=sent)
         except BaseException:
             self.breakers.abandon(leg.provider)  # cancelled (or reconciling failed): no outcome to record
             raise
@@ -139,14 +141,19 @@ class Executor:
             qty=format(leg.qty, "f"), filled=format(report.filled_qty, "f"), latency_ms=latency)
         return LegOutcome(leg, coid, report, latency)
 
-    async def _reconcile(self, adapter: VenueAdapter, coid: str, why: str, placed: bool = True) -> OrderReport:
+    async def _reconcile(self, adapter: VenueAdapter, coid: str, why: str, placed: bool = True,
+                         sent: float | None = None) -> OrderReport:
         """The venue's record of ``coid``, asked with backoff until ``reconcile_timeout_ms``;
         UNKNOWN only if the venue stays unreachable that long (the leg then counts as filled
-        for re-routing, so it is never bought twice)."""
+        for re-routing, so it is never bought twice). "Not found" after a send (at monotonic
+        ``sent``) is asked again once the venue can no longer accept that request."""
         error = ""
         deadline = time.monotonic() + self.reconcile_timeout_s
         attempt = 0
         confirmed = not placed  # after a restart the request is long gone; after a timeout it may still be queued
+        # A request on the wire may still be accepted until its lifetime has passed (Binance:
+        # recvWindow after its timestamp): "not found" before that proves nothing.
+        accepted_until = (time.monotonic() if sent is None else sent) + request_lifetime_ms(adapter) / 1000
         while True:
             try:
                 found = await asyncio.wait_for(adapter.query(coid), self.leg_timeout_s)
@@ -159,7 +166,9 @@ class Executor:
                 continue
             if found is None and not confirmed:
                 confirmed = True
-                await asyncio.sleep(min(1.0, self.leg_timeout_s / 2))  # a late request must not become an orphan fill
+                # A late request must not become an orphan fill: ask again after a grace, and
+                # not before the venue would refuse it anyway.
+                await asyncio.sleep(max(min(1.0, self.leg_timeout_s / 2), accepted_until - time.monotonic()))
                 continue
             if found is None and not placed:
                 return OrderReport(coid, None, LegStatus.NOT_PLACED, ZERO, error=f"{why}; the order never reached the venue")
@@ -167,6 +176,11 @@ class Executor:
                 return OrderReport(coid, None, LegStatus.FAILED, ZERO, error=f"{why}; the venue has no such order")
             return found
         return OrderReport(coid, None, LegStatus.UNKNOWN, ZERO, error=f"{why}; query failed: {error}")
+
+
+def request_lifetime_ms(adapter: VenueAdapter) -> int:
+    """How long after it was sent the venue may still accept a request (0: not past its connection)."""
+    return getattr(adapter, "request_lifetime_ms", 0)
 
 
 def build_result(

@@ -48,13 +48,18 @@ def check_intent(intent: OrderIntent, now_ms: int, limits: RiskLimits) -> str | 
 def check_plan(intent: OrderIntent, plan: RoutePlan, limits: RiskLimits, spent: Decimal = ZERO) -> str | None:
     """Checks that need the plan: a market order's notional is only known once routed.
 
-    ``spent``: what the intent's earlier rounds cost or may have cost; a re-route of the
-    remainder is held to the account's cap with it, whatever the market did since."""
+    The notional is what the legs may cost: each is an IOC limit order at its worst price,
+    which a venue fills in full if its book moved since the snapshot; for a sell, the
+    estimate (a sale at better prices than its worst is not more at risk). ``spent``: what
+    the intent's earlier rounds cost or may have cost; a re-route of the remainder is held to
+    the account's cap with it, whatever the market did since."""
     cap = limits.max_notional(intent.account_id)
     if cap is not None and plan.estimated_vwap is not None:
         with decimal.localcontext(MONEY_CONTEXT):
-            notional = spent + plan.estimated_vwap * plan.planned_qty
+            estimate = plan.estimated_vwap * plan.planned_qty
+            worst = sum((leg.qty * leg.worst_price for leg in plan.legs), ZERO)
+            notional = spent + max(estimate, worst)
         if notional > cap:
             already = f" (with {spent} of earlier rounds)" if spent else ""
-            return f"risk_limit: estimated notional {notional}{already} exceeds the account's max {cap}"
+            return f"risk_limit: notional up to {notional}{already} at the legs' worst prices exceeds the account's max {cap}"
     return None

@@ -347,8 +347,8 @@ def _spent_notional(legs: list[LegOutcome]) -> Decimal:
     with decimal.localcontext(MONEY_CONTEXT):
         total = ZERO
         for o in legs:
-            if o.report.status is LegStatus.UNKNOWN:
-                total += o.leg.estimated_notional
+            if o.report.status is LegStatus.UNKNOWN:  # it may fill in full, at up to its worst price
+                total += o.leg.qty * max(o.leg.worst_price, o.leg.estimated_price)
             elif o.report.trades:
                 total += sum((t.price * t.qty for t in o.report.trades), ZERO)
             else:

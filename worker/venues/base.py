@@ -109,6 +109,10 @@ def _check_text(name: str, value: object) -> None:
 @runtime_checkable
 class VenueAdapter(Protocol):
     name: str
+    #: How long after it was sent the venue may still accept a request (a signed Binance
+    #: request: its recvWindow, plus clock skew). The executor never takes "no such order" for
+    #: an answer before then. Optional: 0 when a request cannot outlive its connection.
+    request_lifetime_ms: int
 
     async def place(self, order: LegOrder) -> OrderReport:
         """Send a new IOC order. A refused order returns status ``rejected``; a transport

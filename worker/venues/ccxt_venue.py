@@ -174,6 +174,14 @@ class CcxtVenue:
         self._placed_symbol: OrderedDict[str, str] = OrderedDict()
         self._start_lock = asyncio.Lock()
         self._started = False
+        self.request_lifetime_ms = 0  # the exchange's recvWindow, once built
+
+    @staticmethod
+    def _lifetime_ms(exchange: Any) -> int:
+        """How long the exchange accepts a signed request (ccxt's ``recvWindow`` option, e.g.
+        10 s on Binance), plus a second of clock skew; 0 for an exchange without one."""
+        window = (exchange.options or {}).get("recvWindow") if isinstance(getattr(exchange, "options", None), dict) else None
+        return int(window) + 1_000 if isinstance(window, (int, float)) and window > 0 else 0
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -192,6 +200,7 @@ class CcxtVenue:
             exchange.urls["api"] = _reroot(exchange.urls["api"], v.url)
         if v.urls:
             exchange.urls = exchange.deep_extend(exchange.urls, v.urls)
+        self.request_lifetime_ms = self._lifetime_ms(exchange)
         return exchange
 
     async def start(self) -> None:

@@ -68,6 +68,9 @@ class HttpVenue:
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         self.credentials = credentials
         self.recv_window_ms = recv_window_ms
+        # The venue takes a signed request until recvWindow after its timestamp, by its own
+        # clock: a second more for the skew between the two clocks.
+        self.request_lifetime_ms = recv_window_ms + 1_000 if credentials is not None else 0
         self._session: aiohttp.ClientSession | None = None
 
     def signed(self, params: dict, now_ms: int | None = None) -> tuple[str, dict[str, str]]:
