@@ -265,3 +265,55 @@ def test_transact_time_is_the_same_on_every_replica_and_after_a_restart():
             allocs = client.get(f"/api/v3/myAllocations?{signed({'symbol': 'BTCUSDT'})}", headers=HEADERS).json()
             answers.append((order.json()["transactTime"], [a["time"] for a in allocs]))
     assert answers[0] == answers[1], answers
+
+
+# --- 9. an ACK client has no Binance way to learn its order's outcome ---------------------------
+
+def _query_order(api, params: dict, key: str = KEY, secret: str | None = None):
+    query = signed(params) if secret is None else signed(params, secret=secret)
+    return api.get(f"/api/v3/order?{query}", headers={"X-MBX-APIKEY": key})
+
+
+def test_an_ack_order_is_found_by_binances_order_query(api):
+    """app.py: there was no ``GET /api/v3/order``. A Binance client that places with
+    ``newOrderRespType=ACK`` (or whose request timed out with -1007) asks Binance's "Query
+    order (USER_DATA)" by ``origClientOrderId`` or ``orderId``: here it got 404, so it could not
+    learn whether, or at what price, its order filled."""
+    ack = _sor(api, {"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "IOC", "price": "42156",
+                     "quantity": "8", "newClientOrderId": "q-1", "newOrderRespType": "ACK"})
+    assert ack.status_code == 200, ack.text
+    by_coid = _query_order(api, {"symbol": "BTCUSDT", "origClientOrderId": "q-1"})
+    assert by_coid.status_code == 200, by_coid.text
+    order = by_coid.json()
+    assert order["orderId"] == ack.json()["orderId"] and order["clientOrderId"] == "q-1"
+    assert order["status"] == "FILLED" and D(order["executedQty"]) == 8 and D(order["origQty"]) == 8
+    assert order["type"] == "LIMIT" and order["timeInForce"] == "IOC" and order["side"] == "BUY" and D(order["price"]) == 42156
+    assert order["usedSor"] is True and order["workingFloor"] == "SOR" and order["isWorking"] is False
+    assert D(order["cummulativeQuoteQty"]) > 0 and order["time"] == order["updateTime"] > 0
+    by_id = _query_order(api, {"symbol": "BTCUSDT", "orderId": ack.json()["orderId"]})
+    assert by_id.status_code == 200 and by_id.json() == order
+
+
+def test_the_order_query_refuses_what_binance_refuses(api):
+    assert _sor(api, {"symbol": "BTCUSDT", "side": "BUY", "type": "MARKET", "quantity": "1", "newClientOrderId": "q-2",
+                      "newOrderRespType": "ACK"}).status_code == 200
+    missing = _query_order(api, {"symbol": "BTCUSDT", "origClientOrderId": "no-such"})
+    assert missing.status_code == 400 and missing.json() == {"code": -2013, "msg": "Order does not exist."}
+    other = _query_order(api, {"symbol": "BTCUSDT", "origClientOrderId": "q-2"}, key="other", secret="s2")
+    assert other.status_code == 400 and other.json()["code"] == -2013  # another account's order does not exist for it
+    neither = _query_order(api, {"symbol": "BTCUSDT"})
+    assert neither.status_code == 400 and neither.json()["code"] == -1102
+    wrong_symbol = _query_order(api, {"symbol": "ETHUSDT", "origClientOrderId": "q-2"})
+    assert wrong_symbol.status_code == 400 and wrong_symbol.json()["code"] in (-1121, -2013)
+
+
+def test_the_order_id_index_forgets_what_the_result_book_evicted():
+    from tests.unit.test_gateway_records import _result_of
+    from tests.support.scenarios import make_intent
+    from worker.service.results import Settled
+
+    book = ResultBook(2)
+    book.index_by(lambda intent_id: len(intent_id))
+    for n, intent_id in enumerate(["a", "bb", "ccc"]):
+        book.add(Settled(_result_of(make_intent("1", intent_id=intent_id)), 1, n))
+    assert book.find(1) is None and book.find(2) == "bb" and book.find(3) == "ccc"

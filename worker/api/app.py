@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Annotated, Any, Callable, Sequence
@@ -42,6 +43,7 @@ from worker.api.security import AuthError, Caller, GuardMiddleware, TokenBuckets
 from worker.config import Settings
 from worker.domain.clock import Clock, now_ms
 from worker.domain.errors import InputError, describe, field_path
+from worker.domain.numbers import ascii_digits
 from worker.domain.models import Algorithm, OrderIntent, OrderType, Quantity, RoutePlan, Side, VenueConfig, VenueRoute
 from worker.pipeline.codec import loads_exact
 from worker.routing.planner import route
@@ -110,6 +112,15 @@ class _Api:
         self.symbols = {k.upper(): v for k, v in deps.settings.api_symbols.items()}
         self.api_symbol_of = {v: k for k, v in sorted(self.symbols.items(), reverse=True)}
         self.allow = {account: frozenset(names) for account, names in deps.settings.account_venues.items()}
+        #: The client order id of the Binance orders this replica took, for a query by orderId
+        #: (the intent id is a digest of it); bounded like the result book.
+        self.client_ids: OrderedDict[str, str] = OrderedDict()
+
+    def remember_client_id(self, intent_id: str, client_order_id: str) -> None:
+        self.client_ids[intent_id] = client_order_id
+        self.client_ids.move_to_end(intent_id)
+        if len(self.client_ids) > self.settings.api_result_capacity:
+            self.client_ids.popitem(last=False)
 
     # --- shared steps ----------------------------------------------------------------------
 
@@ -204,6 +215,7 @@ def _problem(status: int, detail: str) -> dict:
 def create_app(deps: ApiDeps) -> FastAPI:
     """The ASGI app; every collaborator comes from ``deps``."""
     api = _Api(deps)
+    deps.gateway.book.index_by(binance.order_id_of)  # GET /api/v3/order by orderId
     started = time.monotonic()
     app = FastAPI(
         title="Smart order router API",
@@ -418,6 +430,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
         caller, _, order = await sor_request(request)
         coid = order.client_order_id or secrets.token_urlsafe(16)[:22]
         intent = sor_intent(caller, order, coid)
+        api.remember_client_id(intent.intent_id, coid)
         try:
             placement = await api.place(intent, wait=order.resp_type != "ACK")
         except IdempotencyConflict:
@@ -471,6 +484,38 @@ def create_app(deps: ApiDeps) -> FastAPI:
         if symbol is None:
             raise binance.BinanceError(-1121, "Invalid symbol.")
         return JSONResponse(binance.allocations(deps.gateway.book, caller.account_id, api_symbol, symbol, params))
+
+    @app.get("/api/v3/order", summary="Query order (USER_DATA)", tags=["binance"], responses=binance_errors,
+             openapi_extra={"parameters": [{"name": n, "in": "query", "required": n in ("symbol", "timestamp", "signature"),
+                                            "schema": {"type": "string"}}
+                                           for n in ("symbol", "origClientOrderId", "orderId", "recvWindow", "timestamp",
+                                                     "signature")]})
+    async def query_order(request: Request) -> Response:
+        api.require_ready()
+        caller, params = await api.caller(request, b"")
+        api_symbol = (params.get("symbol") or "").upper()
+        if not api_symbol:
+            raise binance.BinanceError(-1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.")
+        symbol = api.symbols.get(api_symbol)
+        if symbol is None:
+            raise binance.BinanceError(-1121, "Invalid symbol.")
+        coid, raw_id = params.get("origClientOrderId") or None, params.get("orderId") or None
+        if coid is None and raw_id is None:
+            raise binance.BinanceError(-1102, "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!")
+        if raw_id is not None and not ascii_digits(raw_id):
+            raise binance.BinanceError(-1100, "Illegal characters found in parameter 'orderId'; legal range is '^[0-9]{1,20}$'.")
+        book = deps.gateway.book
+        if coid is not None:
+            intent_id: str | None = intent_id_for(BINANCE_NAMESPACE, caller.account_id, coid)
+        else:
+            intent_id = book.find(int(raw_id))  # type: ignore[arg-type]
+        intent, settled = (book.order(intent_id), book.get(intent_id)) if intent_id is not None else (None, None)
+        owner = intent or (settled.result if settled is not None else None)
+        if (owner is None or owner.account_id != caller.account_id or owner.symbol != symbol
+                or (raw_id is not None and binance.order_id(intent_id) != int(raw_id))):  # type: ignore[arg-type]
+            raise binance.BinanceError(-2013, "Order does not exist.")
+        client_id = coid if coid is not None else api.client_ids.get(intent_id, "")  # type: ignore[arg-type]
+        return JSONResponse(binance.query_order(api_symbol, intent, settled, client_id))
 
     @app.get("/api/v3/ping", tags=["binance"])
     async def ping() -> dict:

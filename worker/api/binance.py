@@ -17,6 +17,7 @@ from worker.domain.numbers import ascii_digits
 from worker.domain.models import (
     ExecutionResult,
     ExecutionStatus,
+    OrderIntent,
     OrderType,
     RoutePlan,
     Side,
@@ -24,7 +25,7 @@ from worker.domain.models import (
     VenueConfig,
 )
 from worker.domain.money import BPS, ZERO
-from worker.service.results import Settled
+from worker.service.results import BINANCE_NAMESPACE, Settled
 
 #: Binance's pattern for decimal parameters.
 DECIMAL_RE = re.compile(r"^([0-9]{1,20})(\.[0-9]{1,20})?$")
@@ -127,6 +128,11 @@ def order_id(intent_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(intent_id.encode(), digest_size=8).digest(), "big") & ((1 << 53) - 1)
 
 
+def order_id_of(intent_id: str) -> int | None:
+    """:func:`order_id` of an intent this API took as a Binance order, else ``None``."""
+    return order_id(intent_id) if intent_id.startswith(f"{BINANCE_NAMESPACE}-") else None
+
+
 def _status(result: ExecutionResult) -> str:
     # A taking order that did not fill completely ends EXPIRED on Binance (IOC semantics).
     return "FILLED" if result.status is ExecutionStatus.FILLED else "EXPIRED"
@@ -166,6 +172,34 @@ def order_response(order: SorOrder, settled: Settled, client_order_id: str) -> d
     out["workingFloor"] = "SOR"
     out["usedSor"] = True
     return out
+
+
+def query_order(api_symbol: str, intent: OrderIntent | None, settled: Settled | None, client_order_id: str) -> dict:
+    """``GET /api/v3/order`` (Binance's "Query order"): ``NEW`` while the result is awaited,
+    then FILLED, EXPIRED (an IOC remainder, or a book that could not fill it) or REJECTED.
+    Without the intent (read before this process started, past the intent TTL), type and
+    price are not known: the order shows as a MARKET order."""
+    r = settled.result if settled is not None else None
+    if r is None:
+        status = "NEW"
+    elif r.status is ExecutionStatus.REJECTED and not (r.reason or "").startswith(_EXPIRED_NOT_REJECTED):
+        status = "REJECTED"
+    else:
+        status = _status(r)
+    limit = intent.limit_price if intent is not None else None
+    is_limit = intent is not None and intent.type is OrderType.LIMIT
+    at = settled.received_ms if settled is not None else (intent.created_at or 0) if intent is not None else 0
+    side = (intent.side if intent is not None else r.side).value.upper()  # type: ignore[union-attr]
+    return {
+        "symbol": api_symbol, "orderId": order_id(intent.intent_id if intent is not None else r.intent_id),  # type: ignore[union-attr]
+        "orderListId": -1, "clientOrderId": client_order_id, "price": _fmt(limit),
+        "origQty": _fmt(intent.qty if intent is not None else r.total_qty),  # type: ignore[union-attr]
+        "executedQty": _fmt(r.executedQty if r else ZERO), "cummulativeQuoteQty": _fmt(r.cummulativeQuoteQty if r else ZERO),
+        "status": status, "timeInForce": intent.time_in_force.value if is_limit else "GTC",  # type: ignore[union-attr]
+        "type": "LIMIT" if is_limit else "MARKET", "side": side, "stopPrice": "0", "icebergQty": "0",
+        "time": at, "updateTime": at, "isWorking": False, "workingTime": at, "origQuoteOrderQty": "0",
+        "selfTradePreventionMode": "NONE", "workingFloor": "SOR", "usedSor": True,
+    }
 
 
 def commission_rates(plan: RoutePlan, venues: Sequence[VenueConfig]) -> dict:

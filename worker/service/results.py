@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Iterator, Protocol
+from typing import Callable, Hashable, Iterator, Protocol
 
 from worker.domain.models import ExecutionResult, OrderIntent
 
@@ -56,6 +56,32 @@ class ResultBook:
         #: settle: a retry with the same key is compared with the whole order, which the
         #: result alone does not carry (its limit price, time in force, venues).
         self._orders: OrderedDict[str, OrderIntent] = OrderedDict()
+        self._alias: Callable[[str], Hashable | None] | None = None
+        self._by_alias: dict[Hashable, str] = {}
+
+    def index_by(self, alias: Callable[[str], Hashable | None]) -> None:
+        """Keep the known intent ids (an order or a result) findable by ``alias(intent_id)``
+        (``None``: not indexed) with :meth:`find`: Binance's numeric ``orderId``."""
+        self._alias, self._by_alias = alias, {}
+        for intent_id in self.intent_ids():
+            self._index(intent_id)
+
+    def find(self, alias: Hashable) -> str | None:
+        """The intent id whose alias is ``alias`` (see :meth:`index_by`)."""
+        return self._by_alias.get(alias)
+
+    def _index(self, intent_id: str) -> None:
+        if self._alias is not None:
+            key = self._alias(intent_id)
+            if key is not None:
+                self._by_alias[key] = intent_id
+
+    def _unindex(self, intent_id: str) -> None:
+        """After ``intent_id`` may have left the book: out of the index once nothing of it is held."""
+        if self._alias is not None and intent_id not in self._results and intent_id not in self._orders:
+            key = self._alias(intent_id)
+            if key is not None and self._by_alias.get(key) == intent_id:
+                del self._by_alias[key]
 
     def add(self, settled: Settled) -> None:
         """Record a result. A correction (a higher ``version``: a leg of unknown state turned
@@ -69,10 +95,12 @@ class ResultBook:
                 self._results[intent_id] = Settled(settled.result, held.received_ms, held.position)
             return
         self._results[intent_id] = settled
+        self._index(intent_id)
         if len(self._results) > self.capacity:
             old, _ = self._results.popitem(last=False)
             if old not in self._pending:
                 self._orders.pop(old, None)
+            self._unindex(old)
         waiting = self._pending.pop(intent_id, None)
         if waiting is not None and not waiting[1].done():
             waiting[1].set_result(settled)
@@ -98,16 +126,19 @@ class ResultBook:
             return
         self._orders[intent.intent_id] = intent  # as long as it is awaited or its result is held
         self._pending[intent.intent_id] = (intent, asyncio.get_running_loop().create_future())
+        self._index(intent.intent_id)
         if len(self._pending) > self.capacity:
             old, (_, future) = self._pending.popitem(last=False)
             future.cancel()
             if old not in self._results:
                 self._orders.pop(old, None)
+            self._unindex(old)
 
     def forget(self, intent_id: str) -> None:
         """Drop an expectation whose intent never reached the broker. A concurrent retry
         waiting on it gets :class:`NotPlaced`, not "no result yet": nothing was placed."""
         self._orders.pop(intent_id, None)
+        self._unindex(intent_id)
         waiting = self._pending.pop(intent_id, None)
         if waiting is not None and not waiting[1].done():
             waiting[1].set_exception(NotPlaced(intent_id))
@@ -131,6 +162,11 @@ class ResultBook:
             if future.cancelled() and not (task is not None and task.cancelling()):
                 return None  # forgotten or evicted, not our own cancellation
             raise
+
+    def intent_ids(self) -> Iterator[str]:
+        """Every intent id this process knows an order or a result of."""
+        yield from list(self._orders)
+        yield from (i for i in list(self._results) if i not in self._orders)
 
     def __iter__(self) -> Iterator[Settled]:
         return iter(list(self._results.values()))
