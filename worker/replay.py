@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Iterable
+from typing import Collection, Iterable, Mapping
 
 from aiokafka import TopicPartition
 
@@ -147,8 +147,9 @@ class WhatIfSummary:
         for alg in self.plans:
             vs = self.vs_sor_bps.get(alg) or []
             sv = self.savings_bps.get(alg) or []
-            lines.append(f"| {alg} | {self.plans[alg]} | {statistics.fmean(vs) if vs else 0:.4f} | "
-                         f"{statistics.fmean(sv) if sv else float('nan'):.4f} | {self.unfilled.get(alg, Decimal(0))} |")
+            # "–": nothing to average (no intent where it planned what sor did), never a 0.
+            lines.append(f"| {alg} | {self.plans[alg]} | {f'{statistics.fmean(vs):.4f}' if vs else '–'} | "
+                         f"{f'{statistics.fmean(sv):.4f}' if sv else '–'} | {self.unfilled.get(alg, Decimal(0))} |")
         lines.append("")
         lines.append("cost vs sor: extra fee-inclusive cost per unit against sor on intents where both filled the same quantity.")
         return "\n".join(lines)
@@ -172,13 +173,17 @@ def _books_timeline(quotes: Iterable, max_skew_ms: int | None) -> list[tuple[int
 
 def what_if(intent_records: list, quote_records: list, venues: list[VenueConfig], algorithms: list[Algorithm],
             max_quote_age_ms: int | None, node_limit: int = DEFAULT_NODE_LIMIT,
-            max_clock_skew_ms: int | None = 5_000) -> tuple[list[RoutePlan], WhatIfSummary]:
-    """Route every intent with every algorithm against the books of its time; nothing else."""
+            max_clock_skew_ms: int | None = 5_000,
+            account_venues: Mapping[str, Collection[str]] | None = None) -> tuple[list[RoutePlan], WhatIfSummary]:
+    """Route every intent with every algorithm against the books of its time, as the worker
+    would have: what its intake accepts, each intent id once, held to its account's venues."""
     summary = WhatIfSummary()
     timeline = _books_timeline(quote_records, max_clock_skew_ms)
     books: dict[str, dict[str, VenueQuote]] = {}
     qi = 0
     plans_out: list[RoutePlan] = []
+    seen: set[str] = set()  # the worker executes an intent id once; a resend is a duplicate
+    allow = account_venues or {}
     for rec in sorted(intent_records, key=lambda r: (r.timestamp, r.partition, r.offset)):
         while qi < len(timeline) and timeline[qi][0] <= rec.timestamp:
             q = timeline[qi][1]
@@ -191,6 +196,10 @@ def what_if(intent_records: list, quote_records: list, venues: list[VenueConfig]
         except InputError:
             summary.invalid += 1
             continue
+        if intent.intent_id in seen:
+            continue
+        seen.add(intent.intent_id)
+        intent = intent.within(allow.get(intent.account_id))
         summary.intents += 1
         per_alg = {}
         for alg in algorithms:
@@ -217,7 +226,8 @@ async def run_what_if(settings: Settings, venues: list[VenueConfig], rng: Range,
     end_time = max((r.timestamp for r in intents), default=0)
     quotes = await read_range(settings, settings.topics.quotes, Range(to_time=end_time + 1), "quotes ")
     plans, summary = what_if(intents, quotes, venues, algorithms, settings.max_quote_age_ms,
-                             settings.routing_node_limit, max_clock_skew_ms=settings.max_clock_skew_ms)
+                             settings.routing_node_limit, max_clock_skew_ms=settings.max_clock_skew_ms,
+                             account_venues=settings.account_venues)
     if out is not None:
         with out.open("wb") as fh:
             for plan in plans:

@@ -851,7 +851,9 @@ def _legacy_route(intent, books, venues, now_ms, max_quote_age_ms, round_no, qty
         net = average_price(notional_sum + side.sign * fees, planned)
         # Single-venue benchmarks: the same quantity sent whole to one venue, walking its
         # whole visible book (the seed compares against the worst venue).
-        benchmarks = [v for v in (b.net_vwap(planned) for b in quoted) if v is not None]
+        # Only venues that would take the whole quantity (on their step, at least their minimums).
+        benchmarks = [v for v in (b.net_vwap(planned) for b in quoted
+                                  if planned % b.venue.step_size == 0 and planned >= b.min_qty) if v is not None]
         if benchmarks:
             worst = max(benchmarks, key=lambda p: side.sign * p)
             best = min(benchmarks, key=lambda p: side.sign * p)

@@ -95,8 +95,8 @@ def test_the_csv_carries_the_figures_of_the_page(report):
     assert shortfall == {r["intent_id"]: Decimal(r["tca"]["shortfall_bps"]) for r in executed}
     shares = [Decimal(r["value"]) for r in rows if r["figure"] == "venue_share" and r["metric"] == "share"]
     assert abs(sum(shares) - 1) <= Decimal("0.0005")
-    filled = sum(Decimal(f["qty"]) for r in executed for f in r["fills"])
-    assert sum(Decimal(r["value"]) for r in rows if r["figure"] == "venue_share" and r["metric"] == "filled_qty") == filled
+    notional = sum(Decimal(leg["filled_qty"]) * Decimal(leg["price"]) for r in executed for leg in r["legs"] if leg["price"])
+    assert sum(Decimal(r["value"]) for r in rows if r["figure"] == "venue_share" and r["metric"] == "filled_notional") == notional
 
 
 def test_undecodable_records_are_listed_not_fatal():

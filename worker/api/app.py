@@ -165,11 +165,7 @@ class _Api:
                            qty=qty, algorithm=algorithm)
 
     def with_allow_list(self, intent: OrderIntent) -> OrderIntent:
-        allowed = self.allow.get(intent.account_id)
-        if allowed is None:
-            return intent
-        chosen = allowed if intent.venues is None else allowed & set(intent.venues)
-        return intent.model_copy(update={"venues": sorted(chosen)})
+        return intent.within(self.allow.get(intent.account_id))
 
     async def caller(self, request: Request, body: bytes) -> tuple[Caller, dict[str, str]]:
         """Authenticate (Binance's scheme); returns the caller and the query parameters."""

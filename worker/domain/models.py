@@ -13,7 +13,7 @@ import re
 from decimal import Decimal
 from enum import Enum
 from operator import itemgetter, methodcaller
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Collection, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -192,6 +192,14 @@ class OrderIntent(_Model):
     expires_at: Int64 | None = None
     venues: list[VenueName] | None = None
     dry_run: JsonBool = False
+
+    def within(self, allowed: "Collection[str] | None") -> "OrderIntent":
+        """This intent held to an account's venue allow-list (``None``: no list): the venues it
+        names that the account may use, or all of the account's venues if it names none."""
+        if allowed is None:
+            return self
+        venues = sorted(set(allowed) if self.venues is None else set(allowed).intersection(self.venues))
+        return self.model_copy(update={"venues": venues})
 
     @model_validator(mode="after")
     def _limit_matches_type(self) -> "OrderIntent":

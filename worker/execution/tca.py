@@ -98,6 +98,10 @@ def _transaction_costs(intent: OrderIntent, plan: RoutePlan, fills: Sequence[Fil
         return cost_bps(side, net, reference) if net is not None and reference else None
 
     def saving(reference: Decimal | None) -> Decimal | None:
+        # The single-venue references are priced for the planned quantity: a fill of another
+        # quantity (a partial fill takes the top of the books) is not comparable with them.
+        if filled != plan.planned_qty:
+            return None
         spent = cost(reference)
         return None if spent is None else -spent
 

@@ -99,8 +99,10 @@ class ReportData:
         for alg in self.algorithms():
             results = [r.result for r in self.records if r.result.algorithm.value == alg]
             executed = [r for r in results if r.tca is not None]
-            ordered = sum((r.total_qty for r in executed), ZERO)
-            filled = sum((r.filled_qty for r in executed), ZERO)
+            # Quantities of different symbols are different assets: a filled quantity only for
+            # one symbol, and the fill rate as the mean of the intents' own rates.
+            one_symbol = len({r.symbol for r in executed}) == 1
+            filled = sum((r.filled_qty for r in executed), ZERO) if one_symbol else None
 
             def values(name: str) -> list[Decimal]:
                 return [getattr(r.tca, name) for r in executed if getattr(r.tca, name) is not None]
@@ -110,7 +112,7 @@ class ReportData:
                 "intents": len(results),
                 "executed": len(executed),
                 "filled_qty": filled,
-                "fill_rate": (filled / ordered).quantize(Decimal("0.000001")) if ordered else None,
+                "fill_rate": mean_of([r.tca.fill_rate for r in executed], Decimal("0.000001")),
                 "shortfall_mean_bps": mean(shortfall),
                 "shortfall_p50_bps": median(shortfall),
                 "shortfall_p90_bps": quantile(shortfall, 90),
@@ -123,11 +125,16 @@ class ReportData:
         return out
 
     def venue_share(self) -> dict[str, tuple[Decimal, Decimal]]:
-        """venue -> (filled base quantity, share of all filled quantity), largest first."""
+        """venue -> (filled notional, share of all filled notional), largest first.
+
+        Notional in each symbol's quote asset (1 BTC and 1000 DOGE are not 1001 of anything;
+        USD 50,000 and USD 100 add up), from the legs, which are complete even when a result
+        too big for one record lists only a prefix of its fills."""
         qty: dict[str, Decimal] = defaultdict(lambda: ZERO)
         for res in self.executed:
-            for f in res.fills:
-                qty[f.provider] += f.qty
+            for leg in res.legs:
+                if leg.filled_qty and leg.price is not None:
+                    qty[leg.provider] += leg.filled_qty * leg.price
         total = sum(qty.values(), ZERO)
         ranked = sorted(qty.items(), key=lambda kv: (-kv[1], kv[0]))
         return {v: (q, (q / total).quantize(Decimal("0.0001")) if total else ZERO) for v, q in ranked}
@@ -165,7 +172,11 @@ def plan_anchor(intent_id: str) -> str:
 
 
 def mean(values: list[Decimal]) -> Decimal | None:
-    return (sum(values, ZERO) / len(values)).quantize(BPS_QUANTUM) if values else None
+    return mean_of(values, BPS_QUANTUM)
+
+
+def mean_of(values: list[Decimal], quantum: Decimal) -> Decimal | None:
+    return (sum(values, ZERO) / len(values)).quantize(quantum) if values else None
 
 
 def quantile(values: Iterable[T], q: int) -> T | None:
@@ -214,8 +225,10 @@ def build(results: Iterable[Any] | Mapping[str, Any], plans: Iterable[Any] | Map
         except InputError as exc:
             skipped.append(f"result {i}: {exc}")
             continue
-        by_intent[res.intent_id] = res
-    plan_rounds: dict[str, dict[int, dict]] = defaultdict(dict)
+        held = by_intent.get(res.intent_id)
+        if held is None or res.version >= held.version:  # a correction wins, in whatever order read
+            by_intent[res.intent_id] = res
+    plan_rounds: dict[str, dict[tuple[int, str], dict]] = defaultdict(dict)
     flat = [p for item in plans for p in (item if isinstance(item, list) else [item])]  # {intent_id: [round plans]} too
     for i, item in enumerate(flat):
         try:
@@ -224,7 +237,7 @@ def build(results: Iterable[Any] | Mapping[str, Any], plans: Iterable[Any] | Map
         except (InputError, KeyError, TypeError, ValueError) as exc:
             skipped.append(f"plan {i}: {exc if isinstance(exc, InputError) else 'no intent_id/round'}")
             continue
-        plan_rounds[str(intent_id)][round_no] = plan
+        plan_rounds[str(intent_id)][(round_no, str(plan.get("algorithm")))] = plan
     timestamps = timestamps or {}
     records = []
     for res in by_intent.values():
@@ -233,6 +246,15 @@ def build(results: Iterable[Any] | Mapping[str, Any], plans: Iterable[Any] | Map
             ts = res.tca.arrival_ts
         records.append(Record(res, ts))
     records.sort(key=lambda r: (r.ts is None, r.ts or 0, r.result.intent_id))
-    plans_out = {k: [v[n] for n in sorted(v)] for k, v in plan_rounds.items()}
+    plans_out = {k: _rounds_of(v, by_intent.get(k)) for k, v in plan_rounds.items()}
     return ReportData(records, plans_out, skipped)
+
+
+def _rounds_of(plans: dict[tuple[int, str], dict], result: ExecutionResult | None) -> list[dict]:
+    """An intent's plans, round by round, of the algorithm it executed with (what-if output
+    holds a round-0 plan per algorithm); of the first algorithm seen without a result, or
+    when none is of its algorithm."""
+    algorithm = result.algorithm.value if result is not None else next(iter(plans))[1]
+    mine = {n: p for (n, alg), p in plans.items() if alg == algorithm} or {n: p for (n, _), p in plans.items()}
+    return [mine[n] for n in sorted(mine)]
 

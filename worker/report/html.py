@@ -94,7 +94,7 @@ def render(data: ReportData, source: str = "") -> str:
                   "venue, and the saving its fills realized. Below the line: the fills did worse than planned.")
         + figure_html("chart-venues-time", charts.venues_over_time(bins),
                   "Legs per venue in equal time bins: filled / sent quantity, and the median venue round trip.")
-        + figure_html("chart-venue-share", charts.venue_share(share), "Share of all filled base quantity by venue.")
+        + figure_html("chart-venue-share", charts.venue_share(share), "Share of all filled notional (in each symbol's quote asset) by venue.")
     )
 
     worst = data.worst()
@@ -151,7 +151,7 @@ def csv_rows(data: ReportData) -> list[tuple[str, str, str, str, str]]:
             rows += [("venue_over_time", venue, key, "legs", str(b.legs)), ("venue_over_time", venue, key, "fill_rate", _csv(b.fill_rate)),
                      ("venue_over_time", venue, key, "latency_p50_ms", _csv(b.latency_p50_ms))]
     for venue, (qty, share) in data.venue_share().items():
-        rows += [("venue_share", venue, "", "filled_qty", _csv(qty)), ("venue_share", venue, "", "share", _csv(share))]
+        rows += [("venue_share", venue, "", "filled_notional", _csv(qty)), ("venue_share", venue, "", "share", _csv(share))]
     for rank, res in enumerate(data.worst(), start=1):
         t = res.tca
         rows += [("worst", res.algorithm.value, res.intent_id, metric, _csv(v)) for metric, v in (
@@ -170,5 +170,16 @@ def render_csv(rows: Iterable[Sequence[str]]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(CSV_HEADER)
-    writer.writerows(rows)
+    writer.writerows([*map(_text_cell, row[:-1]), row[-1]] for row in rows)
     return buf.getvalue()
+
+
+#: What a spreadsheet takes for the start of a formula ("CSV injection", OWASP).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _text_cell(text: str) -> str:
+    """A text cell (intent ids are client input) that a spreadsheet shows as text, never runs:
+    one that would start a formula gets a leading apostrophe. The value column, numbers
+    (negative ones too), is left as it is."""
+    return "'" + text if text.startswith(_FORMULA_START) else text

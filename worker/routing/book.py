@@ -255,9 +255,12 @@ _BY_LEVELS: dict[tuple, PreparedSide] = forgotten_with_books({})
 
 
 def _prefix_sums(levels, ctx: decimal.Context):
+    """(prices, prefix quantities, prefix notionals, sum of prices, whether any was rounded)."""
     prices, cum_q, cum_n = [], [ZERO], [ZERO]
     q_total = n_total = price_sum = ZERO
-    with decimal.localcontext(ctx):
+    # localcontext() runs on a copy of ctx: its flags are read from that copy.
+    with decimal.localcontext(ctx) as running:
+        running.clear_flags()
         for price, qty in levels:
             prices.append(price)
             price_sum += price  # its exponent is the finest price's: the tick digits
@@ -265,18 +268,17 @@ def _prefix_sums(levels, ctx: decimal.Context):
             n_total += price * qty
             cum_q.append(q_total)
             cum_n.append(n_total)
-    return prices, cum_q, cum_n, price_sum
+        rounded = bool(running.flags[decimal.Rounded])
+    return prices, cum_q, cum_n, price_sum, rounded
 
 
 def _prepare(quote: VenueQuote, side: Side, taker_fee_bps: Decimal) -> PreparedSide:
     levels = quote.side_levels(side)
-    ctx = ROUTING_CONTEXT.copy()
-    ctx.clear_flags()
-    prices, cum_q, cum_n, price_sum = _prefix_sums(levels, ctx)
-    if ctx.flags[decimal.Rounded]:
+    prices, cum_q, cum_n, price_sum, rounded = _prefix_sums(levels, ROUTING_CONTEXT)
+    if rounded:
         # Beyond 60 digits: redo the sums exactly in a context wide enough for this book.
         need = _digits_needed(levels)
-        prices, cum_q, cum_n, price_sum = _prefix_sums(levels, routing_context(min(need, MAX_ROUTING_DIGITS)))
+        prices, cum_q, cum_n, price_sum, _ = _prefix_sums(levels, routing_context(min(need, MAX_ROUTING_DIGITS)))
     else:
         need = 0
     sign = side.sign

@@ -88,7 +88,8 @@ class _Lineup:
         #: Per eligible book, what its leg reads: (name, lots per step unit, step exponent, lots
         #: up to each level, prefix notionals and quantities, prices, fee rate, bid, ask).
         self.legs: list[tuple] = []
-        #: Per quoted book, its single-venue benchmark: (lots up to each level, signed costs, rates, prep).
+        #: Per quoted book, its single-venue benchmark: (lots up to each level, signed costs, rates, prep,
+        #: step, smallest order): a venue is a benchmark only for a quantity it would accept whole.
         self.singles: list[tuple] = []
         if mk is not None:
             for b, view in zip(eligible, mk.lots):
@@ -96,7 +97,8 @@ class _Lineup:
                 prep, r = b.prep, by_name[b.name]
                 self.legs.append((b.name, 10 ** (mk.q_digits + exponent), exponent, view.cum, prep.cum_notional,  # type: ignore[operator]
                                   prep.cum_qty, prep.prices, prep.fee_rate, r.bid_price, r.ask_price))
-            self.singles = [(view.cum, view.costs, view.rates, b.prep) for b, view in zip(quoted, mk.quoted_lots)]
+            self.singles = [(view.cum, view.costs, view.rates, b.prep, view.step, view.min_qty)
+                            for b, view in zip(quoted, mk.quoted_lots)]
 
 
 _NAME = attrgetter("name")
@@ -375,8 +377,10 @@ def _plan(intent: OrderIntent, total: Decimal, lineup: _Lineup, excluded: list[E
         # everywhere: the signed costs rank the venues, and only two averages are divided out.
         worst = best = None
         worst_cost, best_cost = -_INFINITY, _INFINITY  # the first book that can take it is both
-        for cum, costs, rates, prep in lineup.singles:
-            if planned_lots <= cum[-1]:
+        for cum, costs, rates, prep, step, smallest in lineup.singles:
+            # Only a venue that would take the whole quantity: deep enough, on its step, at
+            # least its minimums (a venue that refuses the order is no alternative to it).
+            if planned_lots <= cum[-1] and planned_lots >= smallest and not planned_lots % step:
                 j = bisect_left(cum, planned_lots) - 1  # Lots.signed_cost, inlined: ten books per plan
                 cost = costs[j] + (planned_lots - cum[j]) * rates[j]
                 if cost > worst_cost:

@@ -321,11 +321,7 @@ class IntentService:
         return plan.model_copy(update={"book_levels_dropped": capped}) if capped else plan
 
     def _apply_allow_list(self, intent: OrderIntent) -> OrderIntent:
-        allowed = self.account_venues.get(intent.account_id)
-        if allowed is None:
-            return intent
-        venues = sorted(allowed if intent.venues is None else allowed.intersection(intent.venues))
-        return intent.model_copy(update={"venues": venues})
+        return intent.within(self.account_venues.get(intent.account_id))
 
     @staticmethod
     def _unexecutable(intent: OrderIntent, plan: RoutePlan) -> str | None:

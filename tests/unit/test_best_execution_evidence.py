@@ -1,8 +1,9 @@
-"""Hostile review of the best-execution evidence: TCA, the report, what-if replay.
-
-Every test here fails on the code as reviewed, each because of a real bug named in its
-docstring (file:function, mechanism, consequence).
-"""
+"""The best-execution evidence where a review found it overstating or misreporting: realized
+savings only at the planned quantity, single-venue benchmarks only of venues that would take
+the order, the report keeping a correction, sharing venues by notional from complete legs,
+a unit-free fill rate, CSV cells that never run as formulas, the executed algorithm's plans;
+what-if held to the account's venues, each intent id once, "–" for what was never compared.
+Each test failed on the code before its fix (file:function, mechanism, consequence)."""
 
 from __future__ import annotations
 
@@ -207,9 +208,9 @@ def test_venue_share_counts_fills_cut_from_an_oversized_result():
 
     data = build([published])
     assert data.summary()["sor"]["filled_qty"] == D(40)
-    share = data.venue_share()
-    assert share.get("b", (D(0), D(0)))[0] == D(20), f"venue b's 20 filled units are missing: {share}"
-    assert share["a"] == (D(20), D("0.5000"))
+    share = data.venue_share()  # by notional since the fix for the next test: 20 @ 100 and 20 @ 101
+    assert share.get("b", (D(0), D(0)))[0] == D(2020), f"venue b's 20 filled units are missing: {share}"
+    assert share["a"] == (D(2000), D("0.4975"))
 
 
 def test_venue_share_does_not_add_base_quantities_of_different_assets():
