@@ -107,6 +107,19 @@ async def work_through(worker, consumer, *intents, timeout_s: float = 10) -> Non
     await task
 
 
+def hang_every_venue(adapters) -> asyncio.Event:
+    """Every venue takes orders and never answers; the event is set when the first is sent."""
+    hung = asyncio.Event()
+
+    async def never_answers(order):
+        hung.set()
+        await asyncio.Event().wait()
+
+    for adapter in adapters.values():
+        adapter.place = never_answers
+    return hung
+
+
 def results(producer) -> list[dict]:
     return [orjson.loads(v) for t, v, _ in producer.sent if t == "sor.executions.v1"]
 
@@ -461,14 +474,7 @@ def test_a_stop_waits_one_shutdown_timeout_then_fences_and_cancels_what_is_left(
 
     async def main():
         worker, consumer, producer, adapters, journal = make_edge(settings=Settings(commit_interval_ms=10, shutdown_timeout_s=0.2))
-        hung = asyncio.Event()
-
-        async def never_answers(order):
-            hung.set()
-            await asyncio.Event().wait()
-
-        for adapter in adapters.values():
-            adapter.place = never_answers
+        hung = hang_every_venue(adapters)
         await consumer.assign(TP)
         consumer.feed(TP, 0, encode(make_intent("0.5", intent_id="hung")))
         stop = asyncio.Event()

@@ -14,7 +14,8 @@ import orjson
 
 from tests.support.fakes import FakeProducer, MemoryJournal
 from tests.support.scenarios import make_intent, make_quote
-from tests.unit.test_edge import NOW, TP, CountingVenue, FlakyJournal, LostVenue, make_edge, results, start_with, until, work_through
+from tests.unit.test_edge import (NOW, TP, CountingVenue, FlakyJournal, LostVenue, hang_every_venue, make_edge, results,
+                                  start_with, until, work_through)
 from worker.config import Settings
 from worker.domain.models import LegStatus, VenueConfig
 from worker.execution.journal import IntentState
@@ -499,14 +500,7 @@ def test_an_intent_fenced_mid_flight_leaves_nothing_behind_in_the_service():
     async def main():
         settings = Settings(commit_interval_ms=10, shutdown_timeout_s=0.2)
         worker, consumer, _, adapters, journal = make_edge(settings=settings)
-        hung = asyncio.Event()
-
-        async def never_answers(order):
-            hung.set()
-            await asyncio.Event().wait()
-
-        for adapter in adapters.values():
-            adapter.place = never_answers
+        hung = hang_every_venue(adapters)
         stop, task = await start_with(worker, consumer, make_intent("0.5", intent_id="moved"))
         await until(hung.is_set)
         await consumer.revoke(TP)  # the new owner recovers it from the journal

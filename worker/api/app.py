@@ -465,12 +465,14 @@ def create_app(deps: ApiDeps) -> FastAPI:
             raise binance.BinanceError(-1121, "Invalid symbol.")
         return JSONResponse(binance.exchange_info(api.symbols, api.venues, deps.clock(), deps.settings.api_rate_limit_per_s, only))
 
-    @app.get("/api/v3/myAllocations", summary="Query allocations (USER_DATA)", tags=["binance"], responses=binance_errors,
-             openapi_extra={"parameters": [{"name": n, "in": "query", "required": n in ("symbol", "timestamp", "signature"),
-                                            "schema": {"type": "string"}}
-                                           for n in ("symbol", "startTime", "endTime", "fromAllocationId", "limit", "orderId",
-                                                     "recvWindow", "timestamp", "signature")]})
-    async def my_allocations(request: Request) -> Response:
+    def user_data_params(*names: str) -> dict:
+        """The OpenAPI parameters of a signed GET (USER_DATA) endpoint: ``symbol``, ``names``, the signature's."""
+        return {"parameters": [{"name": n, "in": "query", "required": n in ("symbol", "timestamp", "signature"),
+                                "schema": {"type": "string"}}
+                               for n in ("symbol", *names, "recvWindow", "timestamp", "signature")]}
+
+    async def user_data(request: Request) -> tuple[Caller, dict[str, str], str, str]:
+        """A signed GET with a ``symbol``: the caller, the parameters, the API symbol and ours."""
         api.require_ready()
         caller, params = await api.caller(request, b"")
         api_symbol = (params.get("symbol") or "").upper()
@@ -479,22 +481,18 @@ def create_app(deps: ApiDeps) -> FastAPI:
         symbol = api.symbols.get(api_symbol)
         if symbol is None:
             raise binance.BinanceError(-1121, "Invalid symbol.")
+        return caller, params, api_symbol, symbol
+
+    @app.get("/api/v3/myAllocations", summary="Query allocations (USER_DATA)", tags=["binance"], responses=binance_errors,
+             openapi_extra=user_data_params("startTime", "endTime", "fromAllocationId", "limit", "orderId"))
+    async def my_allocations(request: Request) -> Response:
+        caller, params, api_symbol, symbol = await user_data(request)
         return JSONResponse(binance.allocations(deps.gateway.book, caller.account_id, api_symbol, symbol, params))
 
     @app.get("/api/v3/order", summary="Query order (USER_DATA)", tags=["binance"], responses=binance_errors,
-             openapi_extra={"parameters": [{"name": n, "in": "query", "required": n in ("symbol", "timestamp", "signature"),
-                                            "schema": {"type": "string"}}
-                                           for n in ("symbol", "origClientOrderId", "orderId", "recvWindow", "timestamp",
-                                                     "signature")]})
+             openapi_extra=user_data_params("origClientOrderId", "orderId"))
     async def query_order(request: Request) -> Response:
-        api.require_ready()
-        caller, params = await api.caller(request, b"")
-        api_symbol = (params.get("symbol") or "").upper()
-        if not api_symbol:
-            raise binance.BinanceError(-1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.")
-        symbol = api.symbols.get(api_symbol)
-        if symbol is None:
-            raise binance.BinanceError(-1121, "Invalid symbol.")
+        caller, params, api_symbol, symbol = await user_data(request)
         coid, raw_id = params.get("origClientOrderId") or None, params.get("orderId") or None
         if coid is None and raw_id is None:
             raise binance.BinanceError(-1102, "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!")
