@@ -23,6 +23,7 @@ from worker.api.security import sign
 from worker.config import Settings
 from worker.domain.clock import now_ms
 from worker.service.quotes import QuoteCache
+from worker.domain.models import ExecutionStatus
 from worker.service.results import ResultBook
 
 D = Decimal
@@ -317,3 +318,40 @@ def test_the_order_id_index_forgets_what_the_result_book_evicted():
     for n, intent_id in enumerate(["a", "bb", "ccc"]):
         book.add(Settled(_result_of(make_intent("1", intent_id=intent_id)), 1, n))
     assert book.find(1) is None and book.find(2) == "bb" and book.find(3) == "ccc"
+
+
+# --- 10. an order with a leg of unknown state is told final --------------------------------------
+
+def test_an_order_with_a_leg_of_unknown_state_is_still_working_not_expired():
+    """binance.py `_status`: every result that is not filled answered EXPIRED, Binance's final
+    state, also when a leg's state is unknown (a venue unreachable after a lost answer): the
+    late-fill sweeper may still find it filled and publish a correction. A Binance client
+    takes EXPIRED as the end of the order and never asks again. Until every leg is known the
+    order is PARTIALLY_FILLED (or NEW with nothing filled yet) and ``isWorking``, as on Binance
+    while an order can still fill."""
+    from tests.unit.test_gateway_records import _result_of
+    from worker.domain.models import LegResult, LegStatus
+    from worker.service.results import Settled
+
+    intent = make_intent_for_api()
+    unknown = LegResult(provider="a", order_id=None, client_order_id="c-1", qty=D(1), filled_qty=D(0), price=None,
+                        status=LegStatus.UNKNOWN, latency_ms=3)
+    filled = LegResult(provider="b", order_id="o", client_order_id="c-2", qty=D(1), filled_qty=D(1), price=D(100),
+                       status=LegStatus.FILLED, latency_ms=3)
+    partial = _result_of(intent).model_copy(update={"legs": [filled, unknown], "filled_qty": D(1), "executedQty": D(1),
+                                                      "status": ExecutionStatus.PARTIAL})
+    nothing = partial.model_copy(update={"legs": [unknown], "filled_qty": D(0), "executedQty": D(0),
+                                          "status": ExecutionStatus.FAILED})
+    from worker.api import binance
+
+    order = binance.SorOrder("BTCUSDT", "BTC/USD", intent.side, intent.type, intent.time_in_force, intent.qty, None, "c", "RESULT")
+    assert binance.order_response(order, Settled(partial, 1, 0), "c")["status"] == "PARTIALLY_FILLED"
+    assert binance.order_response(order, Settled(nothing, 1, 0), "c")["status"] == "NEW"
+    queried = binance.query_order("BTCUSDT", intent, Settled(partial, 1, 0), "c")
+    assert queried["status"] == "PARTIALLY_FILLED" and queried["isWorking"] is True
+
+
+def make_intent_for_api():
+    from tests.support.scenarios import make_intent
+
+    return make_intent("2", intent_id="bn-unknown")

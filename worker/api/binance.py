@@ -17,6 +17,7 @@ from worker.domain.numbers import ascii_digits
 from worker.domain.models import (
     ExecutionResult,
     ExecutionStatus,
+    LegStatus,
     OrderIntent,
     OrderType,
     RoutePlan,
@@ -134,8 +135,19 @@ def order_id_of(intent_id: str) -> int | None:
 
 
 def _status(result: ExecutionResult) -> str:
-    # A taking order that did not fill completely ends EXPIRED on Binance (IOC semantics).
-    return "FILLED" if result.status is ExecutionStatus.FILLED else "EXPIRED"
+    # A taking order that did not fill completely ends EXPIRED on Binance (IOC semantics). Not
+    # while a leg's state is unknown: the late-fill sweeper may still find it filled (a
+    # correction follows), so the order is still working, as Binance says of an order that
+    # can still fill.
+    if result.status is ExecutionStatus.FILLED:
+        return "FILLED"
+    if _working(result):
+        return "PARTIALLY_FILLED" if result.executedQty > 0 else "NEW"
+    return "EXPIRED"
+
+
+def _working(result: ExecutionResult) -> bool:
+    return any(leg.status is LegStatus.UNKNOWN for leg in result.legs)
 
 
 def _fmt(value: Decimal | None) -> str:
@@ -197,7 +209,7 @@ def query_order(api_symbol: str, intent: OrderIntent | None, settled: Settled | 
         "executedQty": _fmt(r.executedQty if r else ZERO), "cummulativeQuoteQty": _fmt(r.cummulativeQuoteQty if r else ZERO),
         "status": status, "timeInForce": intent.time_in_force.value if is_limit else "GTC",  # type: ignore[union-attr]
         "type": "LIMIT" if is_limit else "MARKET", "side": side, "stopPrice": "0", "icebergQty": "0",
-        "time": at, "updateTime": at, "isWorking": False, "workingTime": at, "origQuoteOrderQty": "0",
+        "time": at, "updateTime": at, "isWorking": r is None or _working(r), "workingTime": at, "origQuoteOrderQty": "0",
         "selfTradePreventionMode": "NONE", "workingFloor": "SOR", "usedSor": True,
     }
 
