@@ -24,6 +24,7 @@ from aiokafka.errors import KafkaError
 from worker.config import Settings
 from worker.domain.errors import InputError
 from worker.domain.clock import now_ms
+from worker.domain.ids import by_name
 from worker.domain.models import Side, VenueConfig, VenueQuote
 from worker.execution.breaker import CircuitBreakers
 from worker.execution.executor import Executor
@@ -55,7 +56,7 @@ def build_adapter(venue: VenueConfig, quotes: QuoteCache, credentials=None) -> V
         from worker.venues.http import HttpVenue
 
         if not venue.url:
-            raise ValueError(f"venue {venue.name}: adapter 'http' needs a url")
+            raise InputError(f"venue {venue.name}: adapter 'http' needs a url")
         return HttpVenue(venue, credentials=credentials)
     if venue.adapter == "ccxt":
         from worker.venues.ccxt_venue import CcxtVenue
@@ -103,6 +104,18 @@ async def connect(settings: Settings, stop: asyncio.Event | None = None) -> None
             delay = min(delay * 2, 5.0)
 
 
+def quote_cache(settings: Settings, venues: Sequence[VenueConfig], on_drop: Callable[[str], None] = lambda reason: None) -> QuoteCache:
+    """The quote cache of every process that reads the quotes topic: the configured venues
+    only (bounded memory and metrics), each side depth-capped, future-dated snapshots refused."""
+    return QuoteCache({v.name for v in venues}, max_levels=settings.max_book_levels, max_skew_ms=settings.max_clock_skew_ms,
+                      on_drop=on_drop)
+
+
+#: A background task that ran this long before failing had recovered: longer than the
+#: longest backoff (10 s) with room to spare.
+RECOVERED_AFTER_S = 30.0
+
+
 class Supervisor:
     """Background tasks of a process. A task that fails is restarted with backoff while the
     process is marked not ready (logged once with the cause); one that keeps failing for
@@ -132,8 +145,11 @@ class Supervisor:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                if time.monotonic() - started > self.give_up_s:
-                    failing_since, delay = None, 0.5  # it ran well for a while: a new episode
+                if time.monotonic() - started > min(RECOVERED_AFTER_S, self.give_up_s):
+                    # It ran well for longer than any backoff: this failure starts a new episode.
+                    # (Measured from the first failure, rare blips minutes apart would add up to
+                    # give_up_s and stop a process that was healthy nearly all the time.)
+                    failing_since, delay = None, 0.5
                 failing_since = failing_since or started
                 self.health.problem(name, repr(exc))
                 if time.monotonic() - failing_since > self.give_up_s:
@@ -254,10 +270,9 @@ def build(settings: Settings, venues: Sequence[VenueConfig], *, clients: KafkaCl
     clients = clients or KafkaClients(s)
     metrics = metrics or Metrics()
     health = Health()
-    quotes = QuoteCache({v.name for v in venues}, max_levels=s.max_book_levels, max_skew_ms=s.max_clock_skew_ms,
-                        on_drop=lambda reason: metrics.quotes_dropped.labels(reason).inc())
+    quotes = quote_cache(s, venues, on_drop=lambda reason: metrics.quotes_dropped.labels(reason).inc())
     if adapters is None:
-        adapters = {v.name: build_adapter(v, quotes, s.venue_credentials.get(v.name)) for v in venues}
+        adapters = {v.name: build_adapter(v, quotes, by_name(s.venue_credentials, v.name)) for v in venues}
     breakers = CircuitBreakers(s.breaker_threshold, s.breaker_cooldown_ms, now_ms)
     executor = Executor(adapters, s.leg_timeout_ms, breakers=breakers, reconcile_timeout_ms=s.reconcile_timeout_ms, metrics=metrics)
     limits = RiskLimits(s.account_max_notional, s.default_max_notional, s.intent_ttl_ms, s.max_clock_skew_ms)
@@ -294,7 +309,7 @@ async def serve_paper_venue(settings: Settings, venues: Sequence[VenueConfig], p
     from worker.venues.paper_server import PaperVenueServer, serve
 
     clients = KafkaClients(settings)
-    quotes = QuoteCache({v.name for v in venues}, max_levels=settings.max_book_levels, max_skew_ms=settings.max_clock_skew_ms)
+    quotes = quote_cache(settings, venues)
     health = Health()
     await ensure_topics(settings, [settings.topics.quotes])
     feed = QuoteFeed(settings, quotes, None, clients=clients)
@@ -393,7 +408,7 @@ def serve_api(settings: Settings, venues: Sequence[VenueConfig], port: int | Non
         log = structlog.get_logger("sor.api")
         bind_host = host or settings.api_host
         bind_port = settings.api_port if port is None else port
-        quotes = QuoteCache()
+        quotes = quote_cache(settings, venues)  # as the worker's: a future-dated snapshot never shadows real ones
         book = ResultBook(settings.api_result_capacity)
         clients = KafkaClients(settings)
         gateway = KafkaIntentGateway(settings, clients, book)

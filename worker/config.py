@@ -52,8 +52,21 @@ class _ExactTomlSource(TomlConfigSettingsSource):
     with a fraction as exact decimals, never binary floats."""
 
     def _read_file(self, file_path):
-        with file_path.open(mode="rb") as toml_file:
-            doc = tomllib.load(toml_file, parse_float=Decimal)
+        where = f"SOR_CONFIG_FILE {file_path}"
+        try:
+            with file_path.open(mode="rb") as toml_file:
+                doc = tomllib.load(toml_file, parse_float=Decimal)
+        except UnicodeDecodeError:
+            raise InputError(f"{where}: not UTF-8 text") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise InputError(f"{where}: invalid TOML: {exc}") from None
+        except OSError as exc:  # a directory, no permission
+            raise InputError(f"{where}: cannot be read: {exc.strerror or exc}") from None
+        # Settings ignore unknown keys (the environment holds other SOR_* names), but a key in
+        # this file is meant for them: a typo (default_max_notonal) would start without a cap.
+        unknown = sorted(set(doc) - set(Settings.model_fields))
+        if unknown:
+            raise InputError(f"{where}: unknown setting(s) {', '.join(map(repr, unknown))}")
         return {key: value if key in _EXACT_SETTINGS else _floats(value) for key, value in doc.items()}
 
 
@@ -97,6 +110,10 @@ class ApiKey(BaseModel):
 
     secret: SecretStr
     account_id: str = Field(min_length=1, max_length=128)
+
+
+#: Settings that hold secrets: an error about one never echoes its value.
+SECRET_SETTINGS = frozenset({"api_keys", "venue_credentials", "sasl_password"})
 
 
 class Settings(BaseSettings):
@@ -213,8 +230,10 @@ class Settings(BaseSettings):
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         config_file = os.environ.get("SOR_CONFIG_FILE")
         if config_file:
-            if not Path(config_file).is_file():
+            if not Path(config_file).exists():
                 raise InputError(f"SOR_CONFIG_FILE: {config_file} does not exist")
+            if not Path(config_file).is_file():
+                raise InputError(f"SOR_CONFIG_FILE: {config_file} is not a file")
             sources.append(_ExactTomlSource(settings_cls, toml_file=config_file))
         secrets_dir = os.environ.get("SOR_SECRETS_DIR")
         if secrets_dir:

@@ -25,6 +25,7 @@ from worker.domain.numbers import ascii_digits
 from worker.config import Settings
 from worker.pipeline.clients import KafkaClients
 from worker.domain.errors import InputError
+from worker.domain.ids import by_name
 from worker.domain.models import Algorithm, RoutePlan, VenueConfig, VenueQuote
 from worker.pipeline.codec import encode
 from worker.pipeline.intake import decode_intent, decode_quote
@@ -199,7 +200,7 @@ def what_if(intent_records: list, quote_records: list, venues: list[VenueConfig]
         if intent.intent_id in seen:
             continue
         seen.add(intent.intent_id)
-        intent = intent.within(allow.get(intent.account_id))
+        intent = intent.within(by_name(allow, intent.account_id))
         summary.intents += 1
         per_alg = {}
         for alg in algorithms:

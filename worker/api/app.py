@@ -42,6 +42,7 @@ from worker.api.orders import IdempotencyConflict, OrderDesk, Placement, intent_
 from worker.api.security import AuthError, Caller, GuardMiddleware, TokenBuckets, authenticate, error_body, is_binance_path
 from worker.config import Settings
 from worker.domain.clock import Clock, now_ms
+from worker.domain.ids import by_name
 from worker.domain.errors import InputError, describe, field_path
 from worker.domain.numbers import ascii_digits
 from worker.domain.models import Algorithm, OrderIntent, OrderType, Quantity, RoutePlan, Side, VenueConfig, VenueRoute
@@ -165,7 +166,7 @@ class _Api:
                            qty=qty, algorithm=algorithm)
 
     def with_allow_list(self, intent: OrderIntent) -> OrderIntent:
-        return intent.within(self.allow.get(intent.account_id))
+        return intent.within(by_name(self.allow, intent.account_id))
 
     async def caller(self, request: Request, body: bytes) -> tuple[Caller, dict[str, str]]:
         """Authenticate (Binance's scheme); returns the caller and the query parameters."""

@@ -22,14 +22,14 @@ from worker.domain.errors import InputError, describe
 
 def load_settings(overrides: dict):
     """Settings from SOR_* env vars, with the command line's flags on top."""
-    from worker.config import Settings
+    from worker.config import SECRET_SETTINGS, Settings
 
     from pydantic_settings import SettingsError
 
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
-        raise InputError(describe(exc, "settings")) from None
+        raise InputError(describe(exc, "settings", secret=SECRET_SETTINGS)) from None
     except SettingsError as exc:  # an SOR_* value that is not the JSON its setting needs
         raise InputError(f"settings: {str(exc)[:300]}") from None
 

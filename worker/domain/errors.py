@@ -7,7 +7,7 @@ the whole message at :data:`MAX_MESSAGE_CHARS`, so a 50 MB field cannot become a
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from typing import Any, Collection
 
 from pydantic import BaseModel, ValidationError
 
@@ -56,11 +56,12 @@ def field_path(loc: tuple[Any, ...], prefix: str = "") -> str:
     return path or "(document)"
 
 
-def describe(exc: ValidationError, prefix: str = "") -> str:
+def describe(exc: ValidationError, prefix: str = "", secret: Collection[str] = ()) -> str:
     """``intent.qty: Input should be greater than 0 (got '-1')``; several errors joined by '; '.
 
     Values are echoed at most :data:`MAX_ECHO_CHARS` characters long and the line is capped at
-    :data:`MAX_MESSAGE_CHARS`, with the number of errors left out.
+    :data:`MAX_MESSAGE_CHARS`, with the number of errors left out. A value under a field named
+    in ``secret`` is never echoed: written in the wrong shape, it is the secret itself.
     """
     parts: list[str] = []
     errors = exc.errors(include_url=False)
@@ -74,7 +75,8 @@ def describe(exc: ValidationError, prefix: str = "") -> str:
             part = f"{field_path(loc, prefix)}.{msg}" if (prefix or loc) else msg
         else:
             got = err.get("input")
-            suffix = f" (got {echo(got)})" if err["type"] != "missing" and not isinstance(got, (dict, list)) else ""
+            shown = err["type"] != "missing" and not isinstance(got, (dict, list)) and not secret_path(loc, secret)
+            suffix = f" (got {echo(got)})" if shown else ""
             part = f"{field_path(loc, prefix)}: {msg}{suffix}"
         if parts and length + len(part) + 2 > MAX_MESSAGE_CHARS - 30:
             parts.append(f"and {len(errors) - len(parts)} more errors")
@@ -82,6 +84,10 @@ def describe(exc: ValidationError, prefix: str = "") -> str:
         parts.append(part)
         length += len(part) + 2
     return one_line("; ".join(parts))
+
+
+def secret_path(loc: tuple, secret: Collection[str]) -> bool:
+    return any(isinstance(part, str) and part in secret for part in loc)
 
 
 def parse_model(model: type[BaseModel], data: Any, prefix: str = "") -> Any:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Mapping, TypeVar
 
 from worker.domain.models import CLIENT_ORDER_ID_RE
+
+V = TypeVar("V")
 
 
 def intent_digest(intent_id: str) -> str:
@@ -28,3 +31,23 @@ def result_event_id(intent_id: str, version: int = 1) -> str:
 
 def fill_id(intent_id: str, alloc_id: int) -> str:
     return f"{intent_id}:{alloc_id}"
+
+
+_MISSING = object()
+
+
+def by_name(mapping: Mapping[str, V], name: str, default: V | None = None) -> V | None:
+    """``mapping[name]``, else the one entry whose key matches ``name`` ignoring case.
+
+    Settings written as nested environment variables (``SOR_ACCOUNT_MAX_NOTIONAL__ACCT7``,
+    ``SOR_VENUE_CREDENTIALS__OKX__API_KEY``) arrive with their keys lowercased, while accounts
+    and venues are named with any case: an exact match first, then a case-insensitive one, so
+    a cap, an allow-list or a venue's keys are never silently dropped for a case difference
+    (fail safe: a restriction applies rather than not). Two keys equal but for case: no guess.
+    """
+    found = mapping.get(name, _MISSING)
+    if found is not _MISSING:
+        return found  # type: ignore[return-value]
+    folded = name.casefold()
+    matches = [v for k, v in mapping.items() if k.casefold() == folded]
+    return matches[0] if len(matches) == 1 else default

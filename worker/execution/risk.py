@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Mapping
 
+from worker.domain.ids import by_name
 from worker.domain.models import OrderIntent, RoutePlan
 from worker.domain.money import MONEY_CONTEXT, ZERO
 
@@ -24,7 +25,7 @@ class RiskLimits:
     max_clock_skew_ms: int = 5_000
 
     def max_notional(self, account_id: str) -> Decimal | None:
-        return self.account_max_notional.get(account_id, self.default_max_notional)
+        return by_name(self.account_max_notional, account_id, self.default_max_notional)
 
 
 def check_intent(intent: OrderIntent, now_ms: int, limits: RiskLimits) -> str | None:

@@ -96,14 +96,22 @@ class QuotePublisher:
             log.warning("feed_publish_failed", venue=quote.venue, symbol=quote.symbol, error=str(exc)[:300])
             self.on_error(quote.venue, quote.symbol, exc, 0.0, kind="publish")
             return
-        delivery.add_done_callback(lambda f, v=quote.venue, s=quote.symbol: self._delivered(f, v, s))
+        # Held as the latest at once (a newer poll must not wait for the broker), but counted as
+        # published, and kept as what the topic holds, only once the broker acknowledges it.
         self.last[key] = quote
+        delivery.add_done_callback(lambda f, q=quote: self._delivered(f, q))
+
+    def _delivered(self, future, quote: VenueQuote) -> None:
+        if future.cancelled() or future.exception() is not None:
+            # Not on the topic: forget it, so that the next poll of the same book sends it again.
+            key = (quote.venue, quote.symbol)
+            if self.last.get(key) is quote:
+                del self.last[key]
+            error = future.exception() if not future.cancelled() else RuntimeError("delivery cancelled")
+            self.on_error(quote.venue, quote.symbol, error, 0.0, kind="publish")
+            return
         self._published_at = self.clock()
         self.metrics.quotes.labels(quote.venue).inc()
-
-    def _delivered(self, future, venue: str, symbol: str) -> None:
-        if not future.cancelled() and future.exception() is not None:
-            self.on_error(venue, symbol, future.exception(), 0.0, kind="publish")
 
     def on_error(self, venue: str, symbol: str, exc: BaseException, poll_seconds: float, kind: str = "poll") -> None:
         if kind == "poll":

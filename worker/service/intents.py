@@ -29,6 +29,7 @@ from worker.domain.models import (
 )
 from worker.execution.breaker import VENUE_FAULTS
 from worker.domain.clock import now_ms
+from worker.domain.ids import by_name
 from worker.execution.executor import Admission, Executor, LegOutcome, amend_result, build_result, rejected_result
 from worker.execution.journal import IntentState, Journal, JournalAmendment, JournalEntry, JournalLeg, JournalRound, NullJournal
 from worker.execution.risk import RiskLimits, check_intent, check_plan
@@ -321,7 +322,7 @@ class IntentService:
         return plan.model_copy(update={"book_levels_dropped": capped}) if capped else plan
 
     def _apply_allow_list(self, intent: OrderIntent) -> OrderIntent:
-        return intent.within(self.account_venues.get(intent.account_id))
+        return intent.within(by_name(self.account_venues, intent.account_id))
 
     @staticmethod
     def _unexecutable(intent: OrderIntent, plan: RoutePlan) -> str | None:
