@@ -117,7 +117,7 @@ def test_start_adapters_returns_the_effective_venues_for_the_router():
 def test_fills_keep_every_decimal_no_float_rounding():
     # 17 significant digits in the quantity, a fee with ~30: a float would round both.
     qty = D("1234567.1234567891")
-    price = D("98765.43210987")
+    price = D("5.43210987")  # a notional (~6.7M) within the venue's maxNotional (9M, as Binance's)
     book = VenueQuote(venue="binance", symbol="BTC/USD", ts=NOW, asks=[(price, D("2000000"))], bids=[])
     paper = VenueConfig(name="binance", taker_fee_bps=D(7), step_size=D("0.0000000001"), tick_size=D("0.00000001"))
 
@@ -352,12 +352,18 @@ def test_exchanges_without_fetch_by_client_id_find_the_order_among_recent_ones(m
                 await adapter.place(LegOrder("scan-2", "BTC/USD", Side.BUY, D("0.2"), D("42001")))
                 fresh = CcxtVenue(ccxt_venue(url), CREDS)
                 try:
-                    return placed, await fresh.query("scan-1"), await fresh.query("scan-404")
+                    found = await fresh.query("scan-1")
+                    try:  # not on the newest page proves nothing: unknown, never "no such order"
+                        await fresh.query("scan-404")
+                    except VenueError as exc:
+                        return placed, found, exc
+                    return placed, found, None
                 finally:
                     await fresh.close()
 
     placed, found, missing = asyncio.run(scenario())
-    assert found.order_id == placed.order_id and found.trades == placed.trades and missing is None
+    assert found.order_id == placed.order_id and found.trades == placed.trades
+    assert missing is not None and missing.unknown
 
 
 def test_the_paper_venues_depth_shows_what_orders_took_as_an_exchange_does():

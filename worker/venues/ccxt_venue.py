@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import decimal
 import time
+from operator import itemgetter
 from collections import OrderedDict
 from decimal import Decimal
 from typing import Any, Mapping
@@ -56,6 +57,10 @@ _RECENT_ORDERS = 100_000
 #: ``origClientOrderId``). Elsewhere the order is found among the symbol's recent orders by
 #: its ``clientOrderId``, which every ccxt order structure carries.
 FETCH_BY_CLIENT_ID = frozenset({"binance", "binanceus"})
+
+
+class _NotAmongRecent(Exception):
+    """A scan of a market's recent orders did not find the order: no proof it does not exist."""
 
 
 def exact_exchange_class(exchange_id: str) -> type:
@@ -254,7 +259,12 @@ class CcxtVenue:
 
     def _price_on_grid(self, unified: str, order: LegOrder) -> Decimal:
         """The limit on the venue's price grid, rounded the protective way (a buy down, a sell up)."""
-        tick = _step(self.exchange.markets[unified]["precision"].get("price"), self.exchange.precisionMode)
+        precision, mode = self.exchange.markets[unified]["precision"].get("price"), self.exchange.precisionMode
+        tick = _step(precision, mode)
+        if not tick and mode == SIGNIFICANT_DIGITS and _dec(precision):
+            # A grid of significant digits: the tick of this price's magnitude. Rounded here,
+            # the protective way, ccxt's own rounding (to the nearest) then changes nothing.
+            tick = Decimal(1).scaleb(order.limit_price.adjusted() - int(_dec(precision)) + 1)
         if not tick:
             return order.limit_price
         units = order.limit_price / tick
@@ -300,6 +310,7 @@ class CcxtVenue:
 
         first = self._placed_symbol.get(client_order_id)
         candidates = ([first] if first else []) + [s for s in self.symbols if s != first]
+        unproven: list[str] = []  # markets only scanned: a page of recent orders proves no absence
         for ours in candidates:
             unified = self._unified(ours)
             if unified is None:
@@ -308,6 +319,9 @@ class CcxtVenue:
                 with decimal.localcontext():
                     found = await self._find(client_order_id, unified)
             except ccxt.OrderNotFound:
+                continue
+            except _NotAmongRecent:
+                unproven.append(unified)
                 continue
             except (ccxt.BadRequest, ccxt.AuthenticationError, ccxt.NotSupported) as exc:
                 raise VenueError(f"{self.name}: query refused: {self._reason(exc)}") from None
@@ -318,6 +332,11 @@ class CcxtVenue:
             if found is None:
                 continue
             return await self._report(found, unified)
+        if unproven:
+            # "No such order" would re-route a leg that may have filled (an older order is not on
+            # the exchange's newest page): its state stays unknown, asked again by the sweeper.
+            raise VenueError(f"{self.name}: {client_order_id} is not among the recent orders of {', '.join(unproven)}",
+                             unknown=True)
         return None
 
     async def _find(self, client_order_id: str, unified: str) -> Mapping | None:
@@ -329,7 +348,10 @@ class CcxtVenue:
         else:
             orders = (await ex.fetch_open_orders(unified) if ex.has.get("fetchOpenOrders") else []) + \
                      (await ex.fetch_closed_orders(unified) if ex.has.get("fetchClosedOrders") else [])
-        return next((o for o in orders if o.get("clientOrderId") == client_order_id), None)
+        found = next((o for o in orders if o.get("clientOrderId") == client_order_id), None)
+        if found is None:
+            raise _NotAmongRecent(unified)
+        return found
 
     async def cancel(self, client_order_id: str) -> OrderReport | None:
         """Cancel what is left; an IOC order is normally finished, and then its state is the answer."""
@@ -360,6 +382,10 @@ class CcxtVenue:
         unified = self._unified(symbol)
         if unified is None:
             raise VenueError(f"{self.name}: {symbol} is not listed")
+        # Without the exchange's time (Binance spot's depth has none), the book is dated when it
+        # was asked for, never when it arrived: a book taken before one of our fills must not
+        # look newer than the fill (the quote cache would release the fill's hold on it).
+        asked_ms = time.time_ns() // 1_000_000
         try:
             with decimal.localcontext():
                 book = await self.exchange.fetch_order_book(unified, depth)
@@ -367,8 +393,14 @@ class CcxtVenue:
             raise
         except Exception as exc:  # noqa: BLE001
             raise VenueError(f"{self.name}: {self._reason(exc)}", unknown=True) from None
-        levels = lambda side: [(Decimal(p), Decimal(q)) for p, q, *_ in book.get(side) or [] if Decimal(q) > 0][:depth]  # noqa: E731
-        ts = book.get("timestamp") or time.time_ns() // 1_000_000
+
+        def levels(side: str) -> list[tuple[Decimal, Decimal]]:
+            # Sorted here, by number: ccxt sorted the exchange's text ("99995" above "100010"),
+            # and an exchange may send more levels than asked; the best ones are kept.
+            rows = [(Decimal(p), Decimal(q)) for p, q, *_ in book.get(side) or [] if Decimal(q) > 0]
+            return sorted(rows, key=itemgetter(0), reverse=side == "bids")[:depth]
+
+        ts = book.get("timestamp") or asked_ms
         return VenueQuote(venue=self.name, symbol=symbol, ts=int(ts), bids=levels("bids"), asks=levels("asks"))
 
     # -- mapping ------------------------------------------------------------------------
@@ -422,14 +454,31 @@ class CcxtVenue:
         return checked(OrderReport(coid, str(order["id"]) if order.get("id") is not None else None, _status(order, filled, amount),
                                    filled, parsed, error=None if order.get("status") != "rejected" else "rejected by the venue"))
 
+    def _market_info(self, unified: str) -> Mapping:
+        markets = getattr(self.exchange, "markets", None) or {}
+        return markets.get(unified) or {}
+
     def _quote(self, unified: str) -> str:
-        market = (self.exchange.markets or {}).get(unified) or {}
-        return market.get("quote") or quote_asset(unified)
+        return self._market_info(unified).get("quote") or quote_asset(unified)
 
     def _trade(self, trade: Mapping, unified: str, index: int) -> VenueTrade:
         fee = trade.get("fee") or {}
         fees = [f for f in trade.get("fees") or [] if f] or ([fee] if fee else [])
-        commission = sum((_dec(f.get("cost")) or ZERO for f in fees), ZERO)
-        asset = next((f.get("currency") for f in fees if f.get("currency")), None) or self._quote(unified)
+        price = _dec(trade["price"])
+        by_asset: dict[str, Decimal] = {}
+        for f in fees:
+            asset = f.get("currency") or self._quote(unified)
+            by_asset[asset] = by_asset.get(asset, ZERO) + (_dec(f.get("cost")) or ZERO)
+        if len(by_asset) == 1:
+            [(asset, commission)] = by_asset.items()
+        elif not by_asset:
+            asset, commission = self._quote(unified), ZERO
+        else:
+            # One trade, fees in several assets: one commission in the quote asset, a base-asset
+            # part valued at the trade's price. A third asset has no price here: never guessed.
+            quote, base = self._quote(unified), self._market_info(unified).get("base") or unified.split("/")[0]
+            if set(by_asset) - {quote, base}:
+                raise ValueError(f"fees in several assets, not all the pair's: {sorted(by_asset)}")
+            asset, commission = quote, by_asset.get(quote, ZERO) + by_asset.get(base, ZERO) * price
         trade_id = trade.get("id") or f"{trade.get('order')}-{index}"
-        return VenueTrade(_dec(trade["price"]), _dec(trade["amount"]), commission, asset, str(trade_id))
+        return VenueTrade(price, _dec(trade["amount"]), commission, asset, str(trade_id))

@@ -59,6 +59,8 @@ DEFAULT_SYMBOLS = {"BTC/USD": "BTC/USD"}
 DEFAULT_TICK = Decimal("0.00000001")
 MAX_QTY = Decimal("9000000")
 MAX_PRICE = Decimal("10000000")
+#: The NOTIONAL filter's maximum, published in exchangeInfo; Binance applies it to LIMIT orders.
+MAX_NOTIONAL = Decimal("9000000")
 #: Binance's cap on ``recvWindow`` (-1131 beyond it).
 MAX_RECV_WINDOW_MS = 60_000
 #: Binance's pattern for quantities and prices (its error -1100 quotes it).
@@ -234,7 +236,7 @@ class PaperVenueServer:
                     {"filterType": "LOT_SIZE", "minQty": _dec(max(venue.min_qty, venue.step_size)), "maxQty": _dec(MAX_QTY),
                      "stepSize": _dec(venue.step_size)},
                     {"filterType": "NOTIONAL", "minNotional": _dec(venue.min_notional), "applyMinToMarket": True,
-                     "maxNotional": "9000000", "applyMaxToMarket": False, "avgPriceMins": 5},
+                     "maxNotional": str(MAX_NOTIONAL), "applyMaxToMarket": False, "avgPriceMins": 5},
                 ],
             })
         return web.json_response({"timezone": "UTC", "serverTime": self.clock(), "rateLimits": [], "exchangeFilters": [],
@@ -264,7 +266,7 @@ class PaperVenueServer:
             return "Filter failure: PRICE_FILTER"
         if qty < max(venue.min_qty, venue.step_size) or qty > MAX_QTY or qty % venue.step_size:
             return "Filter failure: LOT_SIZE"
-        if qty * price < venue.min_notional:
+        if qty * price < venue.min_notional or qty * price > MAX_NOTIONAL:
             return "Filter failure: NOTIONAL"
         return None
 
