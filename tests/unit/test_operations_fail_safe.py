@@ -437,3 +437,14 @@ def test_kustomize_venues_point_at_a_service_the_manifests_define():
     hosts = {urlparse(v.url).hostname for v in load_venues(ROOT / "deploy/base/venues.toml") if v.adapter == "http"}
     missing = {h for h in hosts if h.split(".")[0] not in services}
     assert not missing, f"venues reach {sorted(missing)}; services defined: {sorted(services)}"
+
+
+def test_the_paper_venue_checks_signatures_for_a_venue_whose_name_has_capitals():
+    """paper_server.py `PaperVenueServer.__init__` kept credentials by exact name: nested env keys
+    arrive lowercased (SOR_VENUE_CREDENTIALS__OKX__* -> "okx"), so a venue named OKX took
+    unsigned orders while the worker signed them (the same case by_name fixed for the worker)."""
+    from worker.venues.paper_server import PaperVenueServer
+
+    creds = types.SimpleNamespace(api_key="k", api_secret=types.SimpleNamespace(get_secret_value=lambda: SECRET))
+    server = PaperVenueServer([VenueConfig(name="OKX")], lambda venue, symbol: None, credentials={"okx": creds})
+    assert server.credentials.get("OKX") is creds

@@ -535,7 +535,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
     app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(GuardMiddleware, max_body_bytes=deps.settings.api_max_body_bytes,
                        buckets=TokenBuckets(deps.settings.api_rate_limit_per_s, deps.settings.api_rate_limit_burst),
-                       keys=deps.settings.api_keys)
+                       keys=deps.settings.api_keys, clock=deps.clock)
     app.add_middleware(_MetricsMiddleware, metrics=deps.metrics)
     return app
 

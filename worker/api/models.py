@@ -19,7 +19,7 @@ from worker.domain.models import (
     ExecutionResult,
     ExecutionStatus,
     Fill,
-    Identifier,
+    VisibleIdentifier,
     JsonBool,
     LegStatus,
     OrderType,
@@ -99,7 +99,7 @@ class SmartOrderRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    symbol: Identifier = Field(description="BTC/USD, or a configured venue-style symbol such as BTCUSDT")
+    symbol: VisibleIdentifier = Field(description="BTC/USD, or a configured venue-style symbol such as BTCUSDT")
     side: Annotated[Side, BeforeValidator(_lower)]
     qty: Quantity
     type: Annotated[OrderType, BeforeValidator(_lower)] = OrderType.MARKET

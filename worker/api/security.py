@@ -14,6 +14,7 @@ import hmac
 import time
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Mapping
+from urllib.parse import parse_qsl
 
 import orjson
 
@@ -147,11 +148,13 @@ class GuardMiddleware:
     it: whoever has seen a key (it travels in a header) could otherwise exhaust its owner's
     limit with requests signed with nothing."""
 
-    def __init__(self, app, max_body_bytes: int, buckets: TokenBuckets, keys: Mapping[str, ApiKey] | None = None):
+    def __init__(self, app, max_body_bytes: int, buckets: TokenBuckets, keys: Mapping[str, ApiKey] | None = None,
+                 clock: Callable[[], int] = lambda: time.time_ns() // 1_000_000):
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.buckets = buckets
         self.keys = dict(keys or {})
+        self.clock = clock
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope["path"] in UNLIMITED:
@@ -196,12 +199,20 @@ class GuardMiddleware:
         await self.app(scope, replay, send)
 
     def _charged(self, scope, headers: dict, body: bytes) -> str:
-        """The bucket of the request: its key's when signed with that key, else its address's."""
+        """The bucket of the request: its key's when signed with that key and within its
+        recvWindow (a signed URL copied from a log, replayed later, is not the key's owner),
+        else its address's."""
         name = headers.get(b"x-mbx-apikey", b"").decode(errors="replace")
         entry = self.keys.get(name)
-        if entry is not None and signature_valid(entry, scope["query_string"].decode("latin-1"),
-                                                 body.decode("utf-8", errors="replace"), is_binance_path(scope["path"])):
-            return f"key:{name}"
+        query, text, form = scope["query_string"].decode("latin-1"), body.decode("utf-8", errors="replace"), is_binance_path(scope["path"])
+        if entry is not None and signature_valid(entry, query, text, form):
+            params = dict(parse_qsl(text, keep_blank_values=True)) if form else {}
+            params.update(parse_qsl(query, keep_blank_values=True))
+            try:
+                check_timestamp(params, self.clock())
+                return f"key:{name}"
+            except AuthError:
+                pass
         return f"addr:{(scope.get('client') or ('?', 0))[0]}"
 
 

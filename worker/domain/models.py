@@ -106,8 +106,24 @@ def _visible(text: str) -> str:
     return text
 
 
-#: An id or a symbol as the OMS writes it: 1-128 visible characters (spaces and any script allowed).
-Identifier = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128), AfterValidator(_visible)]
+#: An id or a symbol as the OMS writes it: 1-128 characters. Lenient, because journal records
+#: are read with it: what the edges accept is :data:`VisibleIdentifier` (see ``invisible_field``).
+Identifier = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
+#: An :data:`Identifier` of visible characters only (spaces and any script allowed): what the
+#: edges take from a producer or a client (quotes, HTTP bodies; intents at the Kafka intake).
+VisibleIdentifier = Annotated[Identifier, AfterValidator(_visible)]
+
+
+def invisible_field(intent: "OrderIntent") -> str | None:
+    """``field: why`` for the first identifier of ``intent`` with a control or invisible
+    character, else ``None``. Checked where intents enter (the Kafka intake), not in the model:
+    a journal record of an earlier release holding such an intent must still read back."""
+    for name in ("intent_id", "account_id", "symbol"):
+        try:
+            _visible(getattr(intent, name))
+        except ValueError as exc:
+            return f"{name}: {exc}"
+    return None
 #: ``true`` or ``false`` only, as the schemas say (lax parsing took "yes", "no", 1, "false").
 JsonBool = StrictBool
 VenueName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
@@ -292,7 +308,7 @@ class VenueQuote(_Model):
     """
 
     venue: VenueName
-    symbol: Identifier
+    symbol: VisibleIdentifier
     ts: Int64
     bids: list[PriceLevel] = Field(default_factory=list)
     asks: list[PriceLevel] = Field(default_factory=list)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from worker.domain.errors import InputError
-from worker.domain.models import OrderIntent, VenueQuote
+from worker.domain.models import OrderIntent, VenueQuote, invisible_field
 from worker.pipeline.codec import decode
 
 
@@ -27,6 +27,9 @@ class IntentRecord(Protocol):
 def decode_intent(record: IntentRecord) -> OrderIntent:
     """Decode and check one intents record; every failure names its field."""
     intent = _decoded(OrderIntent, record)
+    invisible = invisible_field(intent)
+    if invisible is not None:
+        raise InputError(invisible)
     if record.key != intent.intent_id.encode():
         raise InputError(f"key: must equal intent_id {intent.intent_id[:80]!r} (got {_shown(record.key)})")
     if intent.created_at is None and intent.expires_at is None:

@@ -73,6 +73,7 @@ class QuotePublisher:
         self.fresh_ms = fresh_ms
         self.clock = clock
         self.last: dict[tuple[str, str], VenueQuote] = {}
+        self._acked: dict[tuple[str, str], VenueQuote] = {}  # the latest snapshot the broker acknowledged
         self._published_at: int | None = None
         self.metrics = FeedMetrics(lambda: {k: q.ts for k, q in self.last.items()}, self.ready, clock=clock)
 
@@ -85,7 +86,8 @@ class QuotePublisher:
         key = (quote.venue, quote.symbol)
         previous = self.last.get(key)
         if previous is not None and (previous.ts, previous.bids, previous.asks) == (quote.ts, quote.bids, quote.asks):
-            self._published_at = self.clock()  # unchanged, and still what the venue shows
+            if self._acked.get(key) is previous:
+                self._published_at = self.clock()  # unchanged, on the topic, and still what the venue shows
             return
         if previous is not None and quote.ts < previous.ts:
             self.metrics.errors.labels(quote.venue, "out_of_order").inc()
@@ -110,6 +112,7 @@ class QuotePublisher:
             error = future.exception() if not future.cancelled() else RuntimeError("delivery cancelled")
             self.on_error(quote.venue, quote.symbol, error, 0.0, kind="publish")
             return
+        self._acked[(quote.venue, quote.symbol)] = quote
         self._published_at = self.clock()
         self.metrics.quotes.labels(quote.venue).inc()
 

@@ -10,6 +10,7 @@ journal carries the watch list across crashes: a new owner picks it up on assign
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from typing import Awaitable, Callable
 
 import structlog
@@ -21,6 +22,10 @@ from worker.service.fencing import Fenced
 from worker.service.intents import IntentService, Outcome
 
 log = structlog.get_logger("sor.sweeper")
+
+
+#: How many settled intents the sweeper remembers (a redelivery comes within the dedupe window).
+SETTLED_REMEMBERED = 100_000
 
 
 async def _unfenced() -> None:
@@ -45,10 +50,15 @@ class LateFillSweeper:
         self.clock = clock
         self.on_abandoned = on_abandoned
         self._watched: dict[str, JournalEntry] = {}
+        #: Intents this sweeper settled, with their amendments then: an older entry handed in
+        #: later (a republication of the record read at assignment) is not swept again.
+        self._settled: OrderedDict[str, int] = OrderedDict()
 
     def watch(self, entry: JournalEntry) -> bool:
         """Take a completed entry on if any of its legs is still unknown (or its last
         correction was journaled but maybe not published); ``True`` if it is watched."""
+        if len(entry.amendments) < self._settled.get(entry.intent_id, 0):
+            return False  # settled here since that entry was read
         if entry.state is IntentState.COMPLETED and (entry.unknown_legs() or self._unpublished(entry)):
             held = self._watched.get(entry.intent_id)
             # A republication may hand in the entry from before a correction this sweeper
@@ -65,6 +75,12 @@ class LateFillSweeper:
         whole (a done marker in its place would end the sweep at the next restart)."""
         entry = self._watched.get(intent_id)
         return entry is not None and bool(entry.unknown_legs())
+
+    def _remember_settled(self, entry: JournalEntry) -> None:
+        self._settled[entry.intent_id] = len(entry.amendments)
+        self._settled.move_to_end(entry.intent_id)
+        if len(self._settled) > SETTLED_REMEMBERED:
+            self._settled.popitem(last=False)
 
     def _drop(self, intent_id: str) -> None:
         self._watched.pop(intent_id, None)
@@ -108,6 +124,7 @@ class LateFillSweeper:
             await self.publish(correction)
             entry = await self._mark_published(entry, admit)
         if not entry.unknown_legs():
+            self._remember_settled(entry)
             self._drop(intent_id)
         elif entry.received_ms + self.max_age_ms < self.clock():
             log.error("late_fill_sweep_abandoned", intent_id=intent_id, partition=entry.source_partition,

@@ -442,6 +442,12 @@ class CcxtVenue:
     def _parsed_report(self, order: Mapping, trades: list, filled: Decimal, amount: Decimal | None, unified: str) -> OrderReport:
         coid = order.get("clientOrderId") or ""
         parsed = tuple(self._trade(t, unified, i) for i, t in enumerate(trades))
+        status = _status(order, filled, amount)
+        if filled > 0 and not parsed and status is LegStatus.UNKNOWN:
+            # Still working, no trade detail: a trade made up now would change as the order
+            # fills (same id, more quantity) and a correction could not tell what is new.
+            # Unknown until it is final, then one trade for all it filled.
+            raise ValueError(f"order {order.get('id')} still working with {filled} filled and no trade detail yet")
         if filled > 0 and not parsed:
             # No per-trade detail to be had: one trade at the average price.
             average = _dec(order.get("average")) or _dec(order.get("price")) or ZERO
@@ -451,7 +457,7 @@ class CcxtVenue:
         traded = sum((t.qty for t in parsed), ZERO)
         if parsed and traded != filled:
             log.warning("trades_differ_from_filled", venue=self.name, client_order_id=coid, filled=str(filled), trades=str(traded))
-        return checked(OrderReport(coid, str(order["id"]) if order.get("id") is not None else None, _status(order, filled, amount),
+        return checked(OrderReport(coid, str(order["id"]) if order.get("id") is not None else None, status,
                                    filled, parsed, error=None if order.get("status") != "rejected" else "rejected by the venue"))
 
     def _market_info(self, unified: str) -> Mapping:

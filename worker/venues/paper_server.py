@@ -36,6 +36,7 @@ from urllib.parse import parse_qsl
 import structlog
 from aiohttp import web
 
+from worker.domain.ids import by_name
 from worker.domain.models import LegStatus, Side, VenueConfig, VenueQuote
 from worker.domain.numbers import ascii_digits
 from worker.venues.base import DUPLICATE_ORDER, LegOrder, OrderReport
@@ -110,7 +111,9 @@ class PaperVenueServer:
         self.venues = {v.name: v for v in venues}
         self.books = {v.name: PaperBook(v, lambda symbol, name=v.name: book_source(name, symbol)) for v in venues}
         self.book_source = book_source
-        self.credentials = {k: v for k, v in (credentials or {}).items() if k in self.venues}
+        # By name as the worker finds them (exact, else ignoring case: nested env keys arrive lowercased).
+        found = {name: by_name(credentials or {}, name) for name in self.venues}
+        self.credentials = {name: c for name, c in found.items() if c is not None}
         self.clock = clock
         # venue -> market id -> (the exchange's unified symbol, our symbol)
         self.markets = {v.name: {market_id(theirs): (theirs, ours) for ours, theirs in (v.symbols or DEFAULT_SYMBOLS).items()}
