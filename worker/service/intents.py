@@ -240,11 +240,21 @@ class IntentService:
             if admit is not None:
                 await admit()  # a worker that lost the partition writes nothing more to its journal
             await self.journal.write(entry)  # durable before any order can exist
+        except BaseException:
+            self.quotes.release(held)  # nothing was placed: the liquidity is free again
+            raise
+        try:
             outcomes = await self.executor.run_legs(intent, plan, admit)
         except BaseException:
-            self.quotes.release(held)
+            # Fenced or cancelled mid-round: a leg may be out and fill. Held until a snapshot
+            # newer than now (released at once, concurrent plans would take it a second time).
+            self.quotes.settle(held, self.clock())
             raise
-        self.quotes.settle(held, self.clock())
+        # A leg that finished with nothing filled (refused, expired, never placed) took nothing:
+        # its liquidity is free at once; the others are held until a newer snapshot.
+        took_nothing = {o.leg.provider for o in outcomes if o.report.status in _FINAL_STATUSES and o.report.filled_qty == 0}
+        self.quotes.release([r for r in held if r.venue in took_nothing])
+        self.quotes.settle([r for r in held if r.venue not in took_nothing], self.clock())
         return entry, legs + outcomes
 
     @staticmethod
@@ -335,6 +345,10 @@ class IntentService:
         if intent.time_in_force is TimeInForce.FOK and not plan.covers_total:
             return f"fok_not_coverable: books cover {plan.planned_qty} of {plan.total_qty}"
         return None
+
+
+#: Leg states that are final: the venue will not fill the order any more.
+_FINAL_STATUSES = frozenset({LegStatus.REJECTED, LegStatus.FAILED, LegStatus.NOT_PLACED, LegStatus.EXPIRED})
 
 
 def _spent_notional(legs: list[LegOutcome]) -> Decimal:
