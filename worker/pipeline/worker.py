@@ -218,6 +218,9 @@ class IntentWorker:
             yield
         except (Fenced, asyncio.CancelledError):
             self.service.forget(intent_id)
+            # A claim with no journal entry (stopped before its planned record, or after a failed
+            # write) is dropped: its redelivery, here or at the new owner, starts it anew.
+            self.index.release(intent_id)
             raise
 
     async def _process(self, intent: OrderIntent, received_ms: int, source: Source, admit) -> None:
@@ -227,8 +230,7 @@ class IntentWorker:
                 try:
                     outcome = await self.service.handle(intent, received_ms, source, admit)
                 except (Fenced, asyncio.CancelledError):
-                    self.index.release(intent.intent_id)
-                    raise
+                    raise  # _holding forgets it
                 except Exception as exc:
                     outcome = await self._after_error(intent, received_ms, exc, admit)
             finally:

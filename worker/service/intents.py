@@ -317,7 +317,11 @@ class IntentService:
         result = rejected_result(entry.intent, reason, self.clock() - entry.received_ms, plan)
         rounds = [JournalRound(plan=plan, legs=[])] if plan else []
         entry = entry.model_copy(update={"state": IntentState.COMPLETED, "rounds": rounds, "result": result})
+        # In flight while written: should the write fail (its record may still be stored), the
+        # worker finishes it from this entry, so any copy of the outcome is this one, byte for byte.
+        self._in_flight[entry.intent_id] = entry
         await self.journal.write(entry)
+        self._in_flight.pop(entry.intent_id, None)
         return Outcome.from_journal(entry)
 
     def _route(self, intent: OrderIntent, round_no: int, qty, unavailable) -> RoutePlan:

@@ -107,7 +107,12 @@ class LateFillSweeper:
                 published += await self._sweep_entry(intent_id, entry, admit)
             except Fenced as exc:  # the partition moved on: its new owner sweeps it from the journal
                 log.warning("sweep_fenced", intent_id=intent_id, detail=str(exc))
-                self._drop(intent_id)
+                if self._admits.get(intent_id, _unfenced) is admit:  # not a watch taken since, on a re-assignment
+                    self._drop(intent_id)
+            except Exception as exc:  # one entry never blocks the others' late fills
+                log.error("sweep_entry_failed", intent_id=intent_id, error=repr(exc)[:300])
+                if entry.received_ms + self.max_age_ms < self.clock():
+                    self._abandon(intent_id, entry)
         return published
 
     async def _sweep_entry(self, intent_id: str, entry: JournalEntry, admit: Admission) -> int:
@@ -127,13 +132,16 @@ class LateFillSweeper:
             self._remember_settled(entry)
             self._drop(intent_id)
         elif entry.received_ms + self.max_age_ms < self.clock():
-            log.error("late_fill_sweep_abandoned", intent_id=intent_id, partition=entry.source_partition,
-                      detail="venue never answered; reconcile by hand", legs=[leg.client_order_id for leg in entry.unknown_legs()])
-            self.on_abandoned(entry)
-            self._drop(intent_id)
+            self._abandon(intent_id, entry)
         elif intent_id in self._watched:
             self._watched[intent_id] = entry
         return 1 if correction is not None else 0
+
+    def _abandon(self, intent_id: str, entry: JournalEntry) -> None:
+        log.error("late_fill_sweep_abandoned", intent_id=intent_id, partition=entry.source_partition,
+                  detail="venue never answered; reconcile by hand", legs=[leg.client_order_id for leg in entry.unknown_legs()])
+        self.on_abandoned(entry)
+        self._drop(intent_id)
 
     async def _mark_published(self, entry: JournalEntry, admit: Admission) -> JournalEntry:
         last = entry.amendments[-1].model_copy(update={"published": True})
