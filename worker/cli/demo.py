@@ -7,6 +7,7 @@ venues -> outcome topics, read back by the summary.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import contextlib
 import statistics
 import sys
@@ -233,20 +234,30 @@ async def run(args) -> int:
 
         collector = Collector(app.clients, settings.topics)
         collector_task = asyncio.create_task(collector.run())
-        oms = OmsSimulator(seed=args.seed)
+        # A prefix of this run: a broker reused from an earlier run (or orders placed through the
+        # API meanwhile) must not count as this run's results.
+        oms = OmsSimulator(seed=args.seed, prefix=f"oms-{secrets.token_hex(3)}")
         sent = dup = junk = 0
+        sent_ids: set[str] = set()
         last_print = 0.0
 
+        def mine() -> dict[str, dict]:
+            return {k: v for k, v in collector.results.items() if k in sent_ids}
+
         def progress() -> None:
-            st = Counter(r["status"] for r in collector.results.values())
-            _say(f"[{time.monotonic() - started:6.1f}s] sent {sent:>4}/{args.intents} | results {len(collector.results):>4} "
+            results = mine()
+            st = Counter(r["status"] for r in results.values())
+            others = len(collector.results) - len(results)
+            _say(f"[{time.monotonic() - started:6.1f}s] sent {sent:>4}/{args.intents} | results {len(results):>4} "
                  f"(filled {st['filled']}, partial {st['partial']}, failed {st['failed']}, rejected {st['rejected']}) "
-                 f"| dlq {collector.dead} | in flight {app.stats.in_flight}")
+                 f"| dlq {collector.dead} | in flight {app.stats.in_flight}" + (f" | other orders {others}" if others else ""))
 
         for n in range(args.intents):
             for msg in oms.next_messages(n, market.mid):
                 await producer.send(settings.topics.intents, msg.value, key=msg.key)
                 sent += msg.kind == "intent"
+                if msg.kind == "intent":
+                    sent_ids.add(msg.key.decode())
                 dup += msg.kind == "duplicate"
                 junk += msg.kind == "garbage"
             await asyncio.sleep(1 / args.rate)
@@ -255,7 +266,7 @@ async def run(args) -> int:
                 last_print = time.monotonic()
         await producer.flush()
         deadline = time.monotonic() + 60
-        while (len(collector.results) < sent or collector.dead < junk) and time.monotonic() < deadline:
+        while (len(mine()) < sent or collector.dead < junk) and time.monotonic() < deadline:
             await asyncio.sleep(0.25)
             if time.monotonic() - last_print > 1:
                 progress()
@@ -268,6 +279,7 @@ async def run(args) -> int:
             task.cancel()
         await asyncio.gather(market_task, collector_task, return_exceptions=True)
         await producer.stop()
+        collector.results = mine()  # the summary and the report are of this run's intents
         _say(summary(collector, sent, dup, junk, time.monotonic() - started))
         from pathlib import Path
 
@@ -291,6 +303,9 @@ async def run(args) -> int:
 def main(args) -> int:
     if not args.rate > 0:
         print(f"sor demo: error: --rate: must be > 0 intents per second (got {args.rate})", file=sys.stderr)
+        return 2
+    if args.intents < 1:
+        print(f"sor demo: error: --intents: must be at least 1 (got {args.intents})", file=sys.stderr)
         return 2
     try:
         return asyncio.run(run(args))

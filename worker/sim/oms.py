@@ -21,8 +21,10 @@ class OmsMessage:
 
 
 class OmsSimulator:
-    def __init__(self, symbol: str = "BTC/USD", seed: int = 7, garbage_every: int = 50, duplicate_every: int = 40, expired_every: int = 60):
+    def __init__(self, symbol: str = "BTC/USD", seed: int = 7, garbage_every: int = 50, duplicate_every: int = 40, expired_every: int = 60,
+                 prefix: str = "oms"):
         self.symbol = symbol
+        self.prefix = prefix  # intent ids are <prefix>-<n>: a per-run prefix keeps runs on one broker apart
         self.rng = random.Random(seed)
         self.garbage_every = garbage_every
         self.duplicate_every = duplicate_every
@@ -36,7 +38,7 @@ class OmsSimulator:
         side = rng.choice(["buy", "sell"])
         qty = round(math.exp(rng.uniform(math.log(0.005), math.log(3))), 4)
         intent = {
-            "intent_id": f"oms-{n:06d}", "account_id": f"acct-{rng.randint(1, 9)}", "symbol": self.symbol,
+            "intent_id": f"{self.prefix}-{n:06d}", "account_id": f"acct-{rng.randint(1, 9)}", "symbol": self.symbol,
             "side": side.upper() if n % 7 == 0 else side, "qty": str(qty), "algorithm": rng.choice(ALGORITHMS),
             "time_in_force": "FOK" if n % 11 == 0 else "IOC", "created_at": now,
         }
