@@ -375,16 +375,23 @@ class LostVenue(CountingVenue):
         return await super().query(coid)
 
 
+def edge_with_a_lost_venue():
+    """:func:`make_edge` whose venue "a" fills but loses its answers (a :class:`LostVenue`,
+    returned in place of the adapters), reconciled briefly, one round per intent."""
+    worker, consumer, producer, adapters, journal = make_edge()
+    lost = LostVenue(worker.service.venues[0], worker.service.quotes)
+    worker.service.executor.adapters["a"] = lost
+    worker.service.executor.reconcile_timeout_s = 0.05
+    worker.service.max_rounds = 1
+    return worker, consumer, producer, lost, journal
+
+
 def test_a_late_fill_is_published_as_a_correction_with_a_new_version():
     """Reproduction (issue 10): a leg still unknown after the reconcile timeout used to stay
     unknown for ever, and a fill that appeared later at the venue was never published."""
 
     async def main():
-        worker, consumer, producer, adapters, journal = make_edge()
-        lost = LostVenue(worker.service.venues[0], worker.service.quotes)
-        worker.service.executor.adapters["a"] = lost
-        worker.service.executor.reconcile_timeout_s = 0.05
-        worker.service.max_rounds = 1
+        worker, consumer, producer, lost, journal = edge_with_a_lost_venue()
         await consumer.assign(TP)
         consumer.feed(TP, 0, encode(make_intent("1.5", intent_id="late")))
         stop = asyncio.Event()

@@ -13,7 +13,7 @@ from aiokafka.errors import KafkaError
 
 from tests.support.fakes import MemoryJournal
 from tests.support.scenarios import make_intent
-from tests.unit.test_edge import TP, LostVenue, make_edge, results, start_with, until
+from tests.unit.test_edge import TP, LostVenue, edge_with_a_lost_venue, make_edge, results, start_with, until
 from worker.config import Settings
 from worker.pipeline.codec import encode
 
@@ -98,11 +98,7 @@ def test_a_sweep_fenced_by_a_revocation_does_not_drop_the_watch_of_the_reassigne
     and settlement miss a fill that exists at the venue."""
 
     async def main():
-        worker, consumer, producer, adapters, journal = make_edge()
-        lost = LostVenue(worker.service.venues[0], worker.service.quotes)
-        worker.service.executor.adapters["a"] = lost
-        worker.service.executor.reconcile_timeout_s = 0.05
-        worker.service.max_rounds = 1
+        worker, consumer, producer, lost, journal = edge_with_a_lost_venue()
         stop, task = await start_with(worker, consumer, make_intent("1.5", intent_id="late"))
         await until(lambda: consumer.committed_offsets.get(TP) == 1)
         assert len(worker.sweeper) == 1
@@ -126,13 +122,18 @@ def test_a_sweep_fenced_by_a_revocation_does_not_drop_the_watch_of_the_reassigne
         await sweep  # fenced: this pass belonged to the previous ownership
         lost.query = plain_query
         await worker.sweeper.sweep_once()  # the owner's next sweep
-        stop.set()
-        await task
-        versions = [r["version"] for r in results(producer) if r["intent_id"] == "late"]
+        versions = await published_versions(stop, task, producer, "late")
         assert versions == [1, 2], f"the late fill was never published as a correction: {versions}"
 
     asyncio.run(main())
 
+
+
+async def published_versions(stop, task, producer, intent_id: str) -> list[int]:
+    """Stop the worker; the result versions it published for ``intent_id``."""
+    stop.set()
+    await task
+    return [r["version"] for r in results(producer) if r["intent_id"] == intent_id]
 
 class RefusingJournal(MemoryJournal):
     """Refuses, for good, every amendment of the intents in ``refuse`` (a record that grew
@@ -182,9 +183,7 @@ def test_one_entry_the_sweeper_cannot_journal_never_blocks_the_late_fills_of_the
                 await worker.sweeper.sweep_once()
             except Exception:
                 pass  # run() logs sweep_failed and sleeps until the next pass
-        stop.set()
-        await task
-        versions = [r["version"] for r in results(producer) if r["intent_id"] == "healthy"]
+        versions = await published_versions(stop, task, producer, "healthy")
         assert versions == [1, 2], f"the healthy intent's late fill was never published: {versions}"
 
     asyncio.run(main())

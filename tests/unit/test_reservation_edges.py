@@ -1,6 +1,6 @@
 """This worker's liquidity reservations (worker/service/quotes.py and intents.py:_run_round) where
 a review found a double plan or a starved book: a round fenced after a leg was placed keeps
-that leg's hold, a leg that took nothing frees its liquidity at once (both fixed, tests first).
+that leg's hold, a leg the venue refused frees its liquidity at once (both fixed, tests first).
 The four expected failures are documented known limits: a reservation's price levels, the venue
 clock against ours, a round's reservations settled together."""
 

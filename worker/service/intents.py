@@ -250,9 +250,10 @@ class IntentService:
             # newer than now (released at once, concurrent plans would take it a second time).
             self.quotes.settle(held, self.clock())
             raise
-        # A leg that finished with nothing filled (refused, expired, never placed) took nothing:
-        # its liquidity is free at once; the others are held until a newer snapshot.
-        took_nothing = {o.leg.provider for o in outcomes if o.report.status in _FINAL_STATUSES and o.report.filled_qty == 0}
+        # A leg the venue refused or never received took nothing, and the book it planned on may
+        # still be there: free at once. The others are held until a newer snapshot, an expired
+        # one too (an IOC that found nothing: the snapshot shows liquidity that is gone).
+        took_nothing = {o.leg.provider for o in outcomes if o.report.status in _NEVER_MATCHED and o.report.filled_qty == 0}
         self.quotes.release([r for r in held if r.venue in took_nothing])
         self.quotes.settle([r for r in held if r.venue not in took_nothing], self.clock())
         return entry, legs + outcomes
@@ -351,8 +352,8 @@ class IntentService:
         return None
 
 
-#: Leg states that are final: the venue will not fill the order any more.
-_FINAL_STATUSES = frozenset({LegStatus.REJECTED, LegStatus.FAILED, LegStatus.NOT_PLACED, LegStatus.EXPIRED})
+#: Leg states in which the order never reached the venue's matching: refused, failed, not placed.
+_NEVER_MATCHED = frozenset({LegStatus.REJECTED, LegStatus.FAILED, LegStatus.NOT_PLACED})
 
 
 def _spent_notional(legs: list[LegOutcome]) -> Decimal:
