@@ -74,6 +74,18 @@ def test_a_snapshot_that_moves_the_levels_under_an_in_flight_leg_leaves_its_liqu
     forget_prepared_books()
 
 
+def _one_unit_held(asks, venue_ts: int):
+    """A cache whose venue "a" quotes ``asks`` at ``venue_ts`` (the worker's clock at 10,000),
+    one unit reserved by a plan, and the worker's clock moved to the leg's answer (10,050)."""
+    forget_prepared_books()
+    clock = _Clock(10_000)
+    cache = QuoteCache({"a"}, max_skew_ms=5_000, clock=clock)
+    cache.update(make_quote("a", asks=asks, ts=venue_ts))
+    held = cache.reserve(route(make_intent("1"), cache.books(SYMBOL), [VenueConfig(name="a")]))
+    clock.now = 10_050
+    return cache, clock, held
+
+
 @pytest.mark.xfail(strict=True, reason="known limit (README): reservations are released by comparing the venue's clock with ours (no per-venue offset)")
 def test_a_venue_clock_ahead_releases_a_reservation_on_a_snapshot_taken_before_the_fill():
     """worker/service/quotes.py:QuoteCache.update (``quote.ts <= r.release_after_ts``) with
@@ -91,13 +103,7 @@ def test_a_venue_clock_ahead_releases_a_reservation_on_a_snapshot_taken_before_t
     expires or fills worse and is re-routed). Every snapshot of the last second before each
     fill does this on such a venue.
     """
-    forget_prepared_books()
-    venues = [VenueConfig(name="a")]
-    clock = _Clock(10_000)
-    cache = QuoteCache({"a"}, max_skew_ms=5_000, clock=clock)
-    cache.update(make_quote("a", asks=[(100, 1), (101, 1)], ts=11_000))  # the venue's clock: 1 s ahead
-    held = cache.reserve(route(make_intent("1"), cache.books(SYMBOL), venues))
-    clock.now = 10_050
+    cache, clock, held = _one_unit_held(asks=[(100, 1), (101, 1)], venue_ts=11_000)  # the venue's clock: 1 s ahead
     cache.settle(held, clock())  # the fill (at worker time ~10,045) was acknowledged
     clock.now = 10_060
     cache.update(make_quote("a", asks=[(100, 1), (101, 1)], ts=11_040))  # taken at worker time 10,040: before the fill
@@ -119,17 +125,11 @@ def test_a_venue_clock_behind_subtracts_a_fill_twice_from_snapshots_taken_after_
     for as long as the venue's clock lags (up to the quote age limit): here 2 are offered at
     100 after our fill, and an intent for 2 at 100 gets a plan for 1.
     """
-    forget_prepared_books()
-    venues = [VenueConfig(name="a")]
-    clock = _Clock(10_000)
-    cache = QuoteCache({"a"}, max_skew_ms=5_000, clock=clock)
-    cache.update(make_quote("a", asks=[(100, 3), (101, 1)], ts=9_000))  # the venue's clock: 1 s behind
-    held = cache.reserve(route(make_intent("1"), cache.books(SYMBOL), venues))
-    clock.now = 10_050
+    cache, clock, held = _one_unit_held(asks=[(100, 3), (101, 1)], venue_ts=9_000)  # the venue's clock: 1 s behind
     cache.settle(held, clock())
     clock.now = 10_110
     cache.update(make_quote("a", asks=[(100, 2), (101, 1)], ts=9_100))  # taken at worker time 10,100: after the fill
-    assert _planned_at(cache, venues, "2", "100", "t-2") == D(2), cache.books(SYMBOL)["a"].asks
+    assert _planned_at(cache, [VenueConfig(name="a")], "2", "100", "t-2") == D(2), cache.books(SYMBOL)["a"].asks
     forget_prepared_books()
 
 
