@@ -64,10 +64,23 @@ class _ExactTomlSource(TomlConfigSettingsSource):
             raise InputError(f"{where}: cannot be read: {exc.strerror or exc}") from None
         # Settings ignore unknown keys (the environment holds other SOR_* names), but a key in
         # this file is meant for them: a typo (default_max_notonal) would start without a cap.
-        unknown = sorted(set(doc) - set(Settings.model_fields))
+        unknown = _unknown_keys(doc, Settings)
         if unknown:
             raise InputError(f"{where}: unknown setting(s) {', '.join(map(repr, unknown))}")
         return {key: value if key in _EXACT_SETTINGS else _floats(value) for key, value in doc.items()}
+
+
+def _unknown_keys(doc: dict, model: type[BaseModel], prefix: str = "") -> list[str]:
+    """Keys of ``doc`` that are not fields of ``model``, tables of a model-typed field
+    included (``topics.jornal``): the file's keys are all meant for the settings."""
+    out = []
+    for key, value in doc.items():
+        field = model.model_fields.get(key)
+        if field is None:
+            out.append(prefix + key)
+        elif isinstance(value, dict) and isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            out += _unknown_keys(value, field.annotation, f"{prefix}{key}.")
+    return sorted(out)
 
 
 def _floats(value):

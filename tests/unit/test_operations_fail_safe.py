@@ -448,3 +448,19 @@ def test_the_paper_venue_checks_signatures_for_a_venue_whose_name_has_capitals()
     creds = types.SimpleNamespace(api_key="k", api_secret=types.SimpleNamespace(get_secret_value=lambda: SECRET))
     server = PaperVenueServer([VenueConfig(name="OKX")], lambda venue, symbol: None, credentials={"okx": creds})
     assert server.credentials.get("OKX") is creds
+
+
+def test_a_misspelt_key_in_a_table_of_the_config_file_is_refused(monkeypatch, tmp_path):
+    """config.py `_ExactTomlSource`: unknown keys were refused at the top level only. A typo in
+    a table (``[topics]`` ``jornal = "..."``) was dropped, and the worker wrote its journal to
+    the default topic while its operator believed it renamed."""
+    from worker.cli.service import load_settings
+    from worker.domain.errors import InputError
+
+    _clear_sor_env(monkeypatch)
+    cfg = tmp_path / "sor.toml"
+    cfg.write_text('[topics]\njornal = "desk7.journal.v1"\n')
+    monkeypatch.setenv("SOR_CONFIG_FILE", str(cfg))
+    with pytest.raises(InputError) as info:
+        load_settings({})
+    assert "topics.jornal" in str(info.value)
