@@ -53,21 +53,28 @@ class _ExactTomlSource(TomlConfigSettingsSource):
 
     def _read_file(self, file_path):
         where = f"SOR_CONFIG_FILE {file_path}"
-        try:
-            with file_path.open(mode="rb") as toml_file:
-                doc = tomllib.load(toml_file, parse_float=Decimal)
-        except UnicodeDecodeError:
-            raise InputError(f"{where}: not UTF-8 text") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise InputError(f"{where}: invalid TOML: {exc}") from None
-        except OSError as exc:  # a directory, no permission
-            raise InputError(f"{where}: cannot be read: {exc.strerror or exc}") from None
+        doc = read_exact_toml(Path(file_path), where)
         # Settings ignore unknown keys (the environment holds other SOR_* names), but a key in
         # this file is meant for them: a typo (default_max_notonal) would start without a cap.
         unknown = _unknown_keys(doc, Settings)
         if unknown:
             raise InputError(f"{where}: unknown setting(s) {', '.join(map(repr, unknown))}")
         return {key: value if key in _EXACT_SETTINGS else _floats(value) for key, value in doc.items()}
+
+
+def read_exact_toml(path: Path, where: str) -> dict:
+    """A TOML file with its fractions as exact decimals; an unreadable one is an
+    :class:`InputError` naming ``where`` (not found, not UTF-8, not TOML, a directory)."""
+    try:
+        return tomllib.loads(path.read_text(), parse_float=Decimal)
+    except FileNotFoundError:
+        raise InputError(f"{where}: not found") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{where}: not UTF-8 text") from None
+    except OSError as exc:  # a directory, no permission
+        raise InputError(f"{where}: cannot be read: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"{where}: invalid TOML: {exc}") from None
 
 
 def _unknown_keys(doc: dict, model: type[BaseModel], prefix: str = "") -> list[str]:
@@ -258,16 +265,7 @@ class Settings(BaseSettings):
 
 def load_venues(path: Path) -> list[VenueConfig]:
     """Read a TOML venues file (``[[venues]]`` tables); errors name the file and the field."""
-    try:
-        doc = tomllib.loads(path.read_text(), parse_float=Decimal)  # exact: a float would be refused
-    except FileNotFoundError:
-        raise InputError(f"venues file {path}: not found") from None
-    except UnicodeDecodeError:
-        raise InputError(f"venues file {path}: not UTF-8 text") from None
-    except OSError as exc:  # a directory, no permission
-        raise InputError(f"venues file {path}: cannot be read: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise InputError(f"venues file {path}: invalid TOML: {exc}") from None
+    doc = read_exact_toml(path, f"venues file {path}")
     tables = doc.get("venues")
     if not isinstance(tables, list) or not tables:
         raise InputError(f"venues file {path}: expected at least one [[venues]] table")

@@ -164,11 +164,16 @@ def ack(order: SorOrder, intent_id: str, client_order_id: str, transact_ms: int)
 _EXPIRED_NOT_REJECTED = ("fok_not_coverable", "no_liquidity")
 
 
+def _refused(result: ExecutionResult) -> bool:
+    """Rejected for a reason other than the book's answer (risk, an unusable intent)."""
+    return result.status is ExecutionStatus.REJECTED and not (result.reason or "").startswith(_EXPIRED_NOT_REJECTED)
+
+
 def order_response(order: SorOrder, settled: Settled, client_order_id: str) -> dict:
     """RESULT or FULL (with ``fills``); a rejected intent is Binance's -2010, unless the book
     could not fill it (EXPIRED, nothing filled, as Binance answers)."""
     r = settled.result
-    if r.status is ExecutionStatus.REJECTED and not (r.reason or "").startswith(_EXPIRED_NOT_REJECTED):
+    if _refused(r):
         raise BinanceError(-2010, f"Order was rejected: {r.reason}")
     out = ack(order, r.intent_id, client_order_id, settled.received_ms) | {
         "price": _fmt(order.price), "origQty": _fmt(r.total_qty), "executedQty": _fmt(r.executedQty),
@@ -194,7 +199,7 @@ def query_order(api_symbol: str, intent: OrderIntent | None, settled: Settled | 
     r = settled.result if settled is not None else None
     if r is None:
         status = "NEW"
-    elif r.status is ExecutionStatus.REJECTED and not (r.reason or "").startswith(_EXPIRED_NOT_REJECTED):
+    elif _refused(r):
         status = "REJECTED"
     else:
         status = _status(r)
